@@ -1,0 +1,29 @@
+# make demo: a small real ablation, offline, on 2 CPU cores.   make test: the test suite, offline.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+# Installed first so the project's `torch>=...` range accepts it instead of pulling another build.
+# For a CUDA build: make TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu128" install
+TORCH_SPEC ?= torch==2.13.0
+OFFLINE := HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 WANDB_MODE=offline
+DEMO_DIR ?= logs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
+
+.PHONY: install demo test clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+demo: install
+	$(OFFLINE) $(PY) train.py -m experiment=demo hydra.sweep.dir=$(DEMO_DIR)
+	$(PY) scripts/report.py $(DEMO_DIR) --out $(DEMO_DIR)/report
+
+test: install
+	$(OFFLINE) $(PY) -m pytest -q
+
+clean:
+	rm -rf logs .cache .pytest_cache

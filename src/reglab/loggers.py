@@ -1,0 +1,57 @@
+"""Loggers: W&B (offline unless an API key is configured) and CSV (always on)."""
+
+from __future__ import annotations
+
+import netrc
+import os
+from pathlib import Path
+
+from pytorch_lightning.loggers import CSVLogger, WandbLogger
+
+from reglab.errors import ConfigError
+
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+
+
+def wandb_api_key_configured() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def resolve_wandb_mode(requested: str) -> str:
+    if requested not in WANDB_MODES:
+        raise ConfigError(f"logger.wandb.mode={requested!r}: allowed {list(WANDB_MODES)}")
+    if os.environ.get("WANDB_MODE"):  # the user's environment always wins
+        return os.environ["WANDB_MODE"]
+    if requested == "auto":
+        return "online" if wandb_api_key_configured() else "offline"
+    return requested
+
+
+def build_loggers(logger_cfg, output_dir: str | Path, choices: dict, tags: list[str], config: dict) -> list:
+    loggers = [CSVLogger(save_dir=str(output_dir), name="csv", version="")]
+    wandb_cfg = (logger_cfg or {}).get("wandb")
+    if wandb_cfg is not None:
+        mode = resolve_wandb_mode(wandb_cfg.get("mode", "auto"))
+        if mode != "disabled":
+            group = "/".join(choices[k] for k in ("data", "model", "reg"))
+            run_tags = [f"{k}={v}" for k, v in choices.items()] + list(tags)
+            loggers.append(WandbLogger(project=wandb_cfg.get("project", "reglab"), entity=wandb_cfg.get("entity"),
+                                       group=group, tags=run_tags, save_dir=str(output_dir),
+                                       offline=(mode == "offline"), config=config, job_type="train"))
+    return loggers
+
+
+def finish_wandb(exit_code: int = 0) -> None:
+    """Close the W&B run, so the next job of a multirun starts its own."""
+    import sys
+
+    if "wandb" in sys.modules:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish(exit_code=exit_code)

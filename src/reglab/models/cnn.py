@@ -1,0 +1,65 @@
+"""A plain VGG-style CNN with named dropout sites, for any image shape the datamodule declares.
+
+    stage i:  [conv3x3 -> BN -> act] x convs_per_stage -> Dropout2d ("conv" site) -> maxpool 2x2
+    head:     global avg pool -> [Linear -> act] -> Dropout ("fc" site) -> Linear(num_classes)
+
+Every dropout site starts at p=0; only the dropout regularizer sets rates, so reg=none is none.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from reglab.errors import ConfigError
+
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
+
+
+def conv_stage(in_channels: int, out_channels: int, convs: int, activation: str, batchnorm: bool,
+               pool: bool) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(convs):
+        layers.append(nn.Conv2d(in_channels if i == 0 else out_channels, out_channels, 3, padding=1,
+                                bias=not batchnorm))
+        if batchnorm:
+            layers.append(nn.BatchNorm2d(out_channels))
+        layers.append(ACTIVATIONS[activation]())
+    layers.append(nn.Dropout2d(p=0.0))
+    if pool:
+        layers.append(nn.MaxPool2d(2))
+    return nn.Sequential(*layers)
+
+
+class CNN(nn.Module):
+    input_kind = "image"
+
+    def __init__(self, in_channels: int, image_size: int, num_classes: int,
+                 widths: list[int] = (32, 64, 128), convs_per_stage: int = 2, activation: str = "relu",
+                 batchnorm: bool = True, fc_hidden: int = 256):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ConfigError(f"model.activation={activation!r}: allowed {sorted(ACTIVATIONS)}")
+        if not widths or any(int(w) < 1 for w in widths):
+            raise ConfigError(f"model.widths={list(widths)!r}: need at least one stage, each width >= 1")
+        if convs_per_stage < 1:
+            raise ConfigError(f"model.convs_per_stage={convs_per_stage!r}: must be >= 1")
+        if fc_hidden < 0:
+            raise ConfigError(f"model.fc_hidden={fc_hidden!r}: must be >= 0")
+        stages, channels, size = [], in_channels, image_size
+        for width in widths:
+            pool = size >= 2  # pool while there is something left to pool
+            stages.append(conv_stage(channels, int(width), convs_per_stage, activation, batchnorm, pool))
+            channels, size = int(width), size // 2 if pool else size
+        self.features = nn.Sequential(*stages)
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        hidden = [nn.Linear(channels, fc_hidden), ACTIVATIONS[activation]()] if fc_hidden else []
+        self.head = nn.Sequential(*hidden, nn.Dropout(p=0.0), nn.Linear(fc_hidden or channels, num_classes))
+
+    def dropout_sites(self) -> dict[str, list[nn.Module]]:
+        return {
+            "conv": [m for m in self.features.modules() if isinstance(m, nn.Dropout2d)],
+            "fc": [m for m in self.head.modules() if isinstance(m, nn.Dropout)],
+        }
+
+    def forward(self, x):
+        return self.head(self.pool(self.features(x)))

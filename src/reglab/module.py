@@ -1,0 +1,117 @@
+"""The LightningModule: cross-entropy plus whatever the regularizers add. It calls the
+regularizer hooks without knowing which regularizers exist."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from reglab.optim import build_optimizer, build_scheduler
+from reglab.regularizers.base import Regularizer, select_parameters
+
+
+@torch.no_grad()
+def weight_statistics(params: list[torch.Tensor], eps: float) -> dict[str, torch.Tensor]:
+    """Global stats over the weights: sum|w| (weights/l1), the Euclidean norm ||w||_2 (weights/l2),
+    the fraction exactly zero and the fraction with |w| < eps."""
+    count = sum(p.numel() for p in params)
+    return {
+        "weights/l1": torch.stack(torch._foreach_norm(params, 1)).sum(),
+        "weights/l2": torch.stack(torch._foreach_norm(params, 2)).norm(),
+        "weights/zero_frac": sum((p == 0).sum() for p in params) / count,
+        "weights/small_frac": sum((p.abs() < eps).sum() for p in params) / count,
+    }
+
+
+class ClassifierModule(pl.LightningModule):
+    def __init__(self, model: torch.nn.Module, regularizers: list[Regularizer], optim_cfg, num_classes: int,
+                 small_weight_eps: float = 1e-3):
+        super().__init__()
+        self.model = model
+        self.regularizers = list(regularizers)
+        self.optim_cfg = optim_cfg
+        self.small_weight_eps = small_weight_eps
+        for regularizer in self.regularizers:
+            regularizer.configure(model)
+        # Cached once: the per-step hot path never rebuilds these lists.
+        self.penalizers = [r for r in self.regularizers if r.overrides("penalty")]
+        self.steppers = [r for r in self.regularizers if r.overrides("after_step")]
+        self.weight_params = [p for _, p in select_parameters(model)]
+
+        accuracy = lambda: MulticlassAccuracy(num_classes=num_classes, average="micro")  # noqa: E731
+        self.train_batch_acc, self.val_acc, self.train_eval_acc, self.test_acc = (accuracy() for _ in range(4))
+        self.val_loss, self.train_eval_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+
+    def forward(self, x):
+        return self.model(x)
+
+    def penalty_terms(self) -> dict[str, torch.Tensor]:
+        return {r.name: r.penalty(self.model) for r in self.penalizers}
+
+    def training_step(self, batch, batch_idx):
+        images, labels = batch
+        logits = self.model(images)
+        data_loss = F.cross_entropy(logits, labels)
+        terms = self.penalty_terms()
+        reg_loss = torch.stack(list(terms.values())).sum() if terms else torch.zeros((), device=self.device)
+        loss = data_loss + reg_loss
+        self.train_batch_acc(logits.detach(), labels)
+        log = dict(on_step=False, on_epoch=True, batch_size=len(labels))
+        self.log("train/loss", loss.detach(), **log)
+        self.log("train/data_loss", data_loss.detach(), **log)
+        self.log("train/reg_loss", reg_loss.detach(), **log)
+        for name, term in terms.items():
+            self.log(f"train/reg/{name}", term.detach(), **log)
+        self.log("train/batch_acc", self.train_batch_acc, **log)
+        return loss
+
+    def optimizer_step(self, *args, **kwargs):
+        super().optimizer_step(*args, **kwargs)
+        if self.steppers:
+            lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+            for regularizer in self.steppers:
+                regularizer.after_step(self.model, lr)
+
+    def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        images, labels = batch
+        logits = self.model(images)
+        loss = F.cross_entropy(logits, labels)
+        accuracy, mean_loss = ((self.val_acc, self.val_loss) if dataloader_idx == 0
+                               else (self.train_eval_acc, self.train_eval_loss))
+        accuracy.update(logits, labels)
+        mean_loss.update(loss, weight=len(labels))
+
+    def on_validation_epoch_end(self):
+        val_acc, train_acc = self.val_acc.compute(), self.train_eval_acc.compute()
+        metrics = {"val/acc": val_acc, "val/loss": self.val_loss.compute(), "train/acc": train_acc,
+                   "train/eval_loss": self.train_eval_loss.compute(), "gen_gap": train_acc - val_acc,
+                   **weight_statistics(self.weight_params, self.small_weight_eps)}
+        self.log_dict(metrics)
+        for metric in (self.val_acc, self.val_loss, self.train_eval_acc, self.train_eval_loss):
+            metric.reset()
+
+    def test_step(self, batch, batch_idx):
+        images, labels = batch
+        logits = self.model(images)
+        self.test_acc.update(logits, labels)
+        self.test_loss.update(F.cross_entropy(logits, labels), weight=len(labels))
+
+    def on_test_epoch_end(self):
+        self.log_dict({"test/acc": self.test_acc.compute(), "test/loss": self.test_loss.compute(),
+                       **weight_statistics(self.weight_params, self.small_weight_eps)})
+        self.test_acc.reset()
+        self.test_loss.reset()
+
+    def configure_optimizers(self):
+        names, params = zip(*[(n, p) for n, p in self.model.named_parameters() if p.requires_grad])
+        groups = [{"names": list(names), "params": list(params), "weight_decay": 0.0}]
+        for regularizer in self.regularizers:
+            groups = regularizer.param_groups(groups)
+        optimizer = build_optimizer(self.optim_cfg, groups)
+        total_steps = self.trainer.estimated_stepping_batches
+        steps_per_epoch = max(1, int(total_steps // max(1, self.trainer.max_epochs)))
+        scheduler = build_scheduler(optimizer, self.optim_cfg, total_steps, steps_per_epoch)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

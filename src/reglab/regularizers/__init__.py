@@ -1,0 +1,43 @@
+"""Regularizer plugins: one class per file, one yaml per class under conf/reg/."""
+
+from reglab.regularizers.base import Regularizer, is_selected, select_parameters
+
+__all__ = ["Regularizer", "is_selected", "select_parameters", "build_regularizers", "drop_unselected"]
+
+
+def drop_unselected(reg_cfg) -> list[str]:
+    """Remove ``reg.<name>`` entries that only carry settings (no ``_target_``), returning their names.
+
+    An experiment may tune every regularizer it sweeps over (``reg.l1.strength``) while a given job
+    selects only some of them; the settings of unselected ones are dropped, not applied."""
+    from omegaconf import open_dict
+
+    dropped = [key for key, entry in (reg_cfg or {}).items() if entry is None or "_target_" not in entry]
+    with open_dict(reg_cfg):
+        for key in dropped:
+            del reg_cfg[key]
+    return dropped
+
+
+def build_regularizers(reg_cfg) -> list[Regularizer]:
+    """Instantiate every entry of ``cfg.reg`` (a mapping name -> config with ``_target_``)."""
+    from hydra.utils import instantiate
+
+    from reglab.errors import ConfigError
+
+    regularizers = []
+    for key, entry in (reg_cfg or {}).items():
+        if entry is None or "_target_" not in entry:
+            raise ConfigError(f"reg.{key}: not a regularizer config (choose one with reg=..., e.g. reg=l1)")
+        try:
+            regularizers.append(instantiate(entry, _convert_="all"))
+        except Exception as err:  # hydra wraps constructor errors; surface ours as one line
+            cause = err
+            while cause.__cause__ is not None:
+                cause = cause.__cause__
+            if isinstance(cause, ConfigError):
+                raise cause from None
+            if isinstance(cause, TypeError):
+                raise ConfigError(f"reg.{key}: {cause}") from None
+            raise
+    return regularizers

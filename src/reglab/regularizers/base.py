@@ -1,0 +1,97 @@
+"""The regularizer interface and the one rule for which parameters a regularizer touches.
+
+A regularizer acts at up to four points of a training step and implements only those it needs:
+
+- ``configure(model)``: once, before training (cache parameter lists, set dropout rates).
+- ``penalty(model) -> Tensor``: a term added to the loss.
+- ``param_groups(groups) -> groups``: reshape optimizer parameter groups (decoupled decay).
+- ``after_step(model, lr)``: a projection / proximal step after each optimizer step.
+
+The LightningModule calls these without knowing which regularizers exist.
+"""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+from typing import Iterable, Sequence
+
+import torch
+from torch import nn
+
+from reglab.errors import ConfigError
+
+
+def is_selected(name: str, param: torch.Tensor, include: Sequence[str] = (), exclude: Sequence[str] = (),
+                skip_names: Iterable[str] = ()) -> bool:
+    """The shared parameter rule (timm's): weights yes; biases and norm parameters (ndim <= 1) and
+    names the model lists in ``no_weight_decay()`` no. ``include`` patterns add, ``exclude`` patterns
+    remove, and exclude wins."""
+    if any(fnmatchcase(name, pattern) for pattern in exclude):
+        return False
+    if any(fnmatchcase(name, pattern) for pattern in include):
+        return True
+    return param.ndim > 1 and name not in set(skip_names)
+
+
+def model_skip_names(model: nn.Module) -> set[str]:
+    """Parameter names a model asks to keep out of penalties by default (e.g. embeddings)."""
+    no_decay = getattr(model, "no_weight_decay", None)
+    return set(no_decay()) if callable(no_decay) else set()
+
+
+def select_parameters(model: nn.Module, include: Sequence[str] = (), exclude: Sequence[str] = ()
+                      ) -> list[tuple[str, nn.Parameter]]:
+    skip = model_skip_names(model)
+    return [(name, p) for name, p in model.named_parameters()
+            if p.requires_grad and is_selected(name, p, include, exclude, skip)]
+
+
+def check_non_negative(owner: str, key: str, value: float | None) -> None:
+    if value is not None and not value >= 0:  # also rejects NaN
+        raise ConfigError(f"reg.{owner}.{key}={value!r}: must be a number >= 0")
+
+
+class Regularizer:
+    """Base class. Subclasses set ``name`` and override only the hooks they use."""
+
+    name = "regularizer"
+
+    def __init__(self, include: Sequence[str] = (), exclude: Sequence[str] = ()):
+        self.include = list(include or ())
+        self.exclude = list(exclude or ())
+        self.params: list[nn.Parameter] = []
+        self.param_names: list[str] = []
+
+    def configure(self, model: nn.Module) -> None:
+        selected = select_parameters(model, self.include, self.exclude)
+        if not selected:
+            raise ConfigError(f"reg.{self.name}: include/exclude patterns select no parameters of the model")
+        self.param_names = [name for name, _ in selected]
+        self.params = [p for _, p in selected]
+
+    def penalty(self, model: nn.Module) -> torch.Tensor | None:
+        return None
+
+    def param_groups(self, groups: list[dict]) -> list[dict]:
+        return groups
+
+    def after_step(self, model: nn.Module, lr: float) -> None:
+        return None
+
+    @classmethod
+    def overrides(cls, hook: str) -> bool:
+        return getattr(cls, hook) is not getattr(Regularizer, hook)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if k not in ("params", "param_names"))
+        return f"{type(self).__name__}({fields})"
+
+
+def sum_abs(params: list[torch.Tensor]) -> torch.Tensor:
+    """sum |w| over all tensors: one fused foreach kernel, no Python loop over elements."""
+    return torch.stack(torch._foreach_norm(params, 1)).sum()
+
+
+def sum_squares(params: list[torch.Tensor]) -> torch.Tensor:
+    """sum w^2 over all tensors."""
+    return torch.stack(torch._foreach_norm(params, 2)).pow(2).sum()

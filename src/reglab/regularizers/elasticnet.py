@@ -1,0 +1,32 @@
+from reglab.errors import ConfigError
+from reglab.regularizers.base import Regularizer, check_non_negative, sum_abs, sum_squares
+
+
+class ElasticNet(Regularizer):
+    """Elastic net (Zou & Hastie 2005): strength * (alpha * sum|w| + (1 - alpha) * sum(w^2)),
+    or, given directly, l1_strength * sum|w| + l2_strength * sum(w^2)."""
+
+    name = "elasticnet"
+
+    def __init__(self, strength: float | None = 1e-4, alpha: float | None = 0.5,
+                 l1_strength: float | None = None, l2_strength: float | None = None,
+                 include=(), exclude=()):
+        direct = l1_strength is not None or l2_strength is not None
+        if direct:
+            if l1_strength is None or l2_strength is None:
+                raise ConfigError("reg.elasticnet: give both l1_strength and l2_strength, or neither")
+            check_non_negative(self.name, "l1_strength", l1_strength)
+            check_non_negative(self.name, "l2_strength", l2_strength)
+        else:
+            if strength is None or alpha is None:
+                raise ConfigError("reg.elasticnet: give strength and alpha, or l1_strength and l2_strength")
+            check_non_negative(self.name, "strength", strength)
+            if not 0.0 <= alpha <= 1.0:
+                raise ConfigError(f"reg.elasticnet.alpha={alpha!r}: must be in [0, 1]")
+            l1_strength, l2_strength = strength * alpha, strength * (1.0 - alpha)
+        super().__init__(include, exclude)
+        self.l1_strength = float(l1_strength)
+        self.l2_strength = float(l2_strength)
+
+    def penalty(self, model):
+        return self.l1_strength * sum_abs(self.params) + self.l2_strength * sum_squares(self.params)

@@ -1,0 +1,16 @@
+from reglab.regularizers.base import Regularizer, check_non_negative, sum_squares
+
+
+class L2(Regularizer):
+    """Coupled L2 added to the loss: strength * sum(w^2). No 1/2 factor, so the gradient is
+    2 * strength * w; under plain SGD this equals weight decay of 2 * strength."""
+
+    name = "l2"
+
+    def __init__(self, strength: float = 5e-4, include=(), exclude=()):
+        check_non_negative(self.name, "strength", strength)
+        super().__init__(include, exclude)
+        self.strength = float(strength)
+
+    def penalty(self, model):
+        return self.strength * sum_squares(self.params)

@@ -1,0 +1,1 @@
+"""Reports read results.json files only: no W&B, no network."""

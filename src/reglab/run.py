@@ -1,0 +1,97 @@
+"""The one path a run takes: validate -> seed -> build -> fit -> test -> results.json."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from reglab.callbacks import EpochHistory, WeightHistograms
+from reglab.errors import ConfigError
+from reglab.loggers import build_loggers, finish_wandb
+from reglab.module import ClassifierModule
+from reglab.optim import check_optim_config
+from reglab.regularizers import build_regularizers, drop_unselected
+from reglab.results import FINAL_METRICS, git_commit, library_versions, to_float, write_results
+
+log = logging.getLogger(__name__)
+
+
+def choice_name(target: str) -> str:
+    """'reglab.data.cifar10.CIFAR10DataModule' -> 'cifar10' (the module is the choice)."""
+    return target.rsplit(".", 2)[-2]
+
+
+def run_choices(cfg: DictConfig) -> dict[str, str]:
+    return {"data": choice_name(cfg.data._target_), "model": choice_name(cfg.model._target_),
+            "reg": "+".join(cfg.reg or {}) or "none",
+            "optim": cfg.optim.name}
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Cheap checks that need no data and no model, so a typo fails in the first second."""
+    if int(cfg.trainer.get("max_epochs", 1)) < 1:
+        raise ConfigError(f"trainer.max_epochs={cfg.trainer.max_epochs}: must be >= 1")
+    if cfg.test_ckpt not in ("last", "best"):
+        raise ConfigError(f"test_ckpt={cfg.test_ckpt!r}: allowed ['last', 'best']")
+    check_optim_config(cfg.optim)
+    data_kind = getattr(get_class(cfg.data._target_), "input_kind", None)
+    model_kind = getattr(get_class(cfg.model._target_), "input_kind", None)
+    if data_kind != model_kind:
+        raise ConfigError(f"model={choice_name(cfg.model._target_)} takes {model_kind} input but "
+                          f"data={choice_name(cfg.data._target_)} gives {data_kind} input")
+
+
+def train(cfg: DictConfig) -> dict:
+    started = time.time()
+    unselected = drop_unselected(cfg.reg)
+    if unselected:
+        log.info("ignoring settings of regularizers this run does not select: %s", ", ".join(unselected))
+    output_dir = Path(cfg.paths.output_dir)
+    choices = run_choices(cfg)
+    results = {"status": "running", "choices": choices, "seed": int(cfg.seed),
+               "config": OmegaConf.to_container(cfg, resolve=True), "output_dir": str(output_dir),
+               "git_commit": git_commit(), "versions": library_versions()}
+    try:
+        check_config(cfg)
+        regularizers = build_regularizers(cfg.reg)
+        datamodule = instantiate(cfg.data, _convert_="all")
+        pl.seed_everything(int(cfg.seed), workers=True)
+        datamodule.setup()
+        model = instantiate(cfg.model, _convert_="all", **datamodule.model_kwargs)
+        module = ClassifierModule(model, regularizers, cfg.optim, datamodule.model_kwargs["num_classes"],
+                                  small_weight_eps=float(cfg.small_weight_eps))
+        history = EpochHistory()
+        wandb_cfg = (cfg.logger or {}).get("wandb") or {}
+        callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
+        callbacks += [history, WeightHistograms(wandb_cfg.get("log_histograms_every_n_epochs", 1))]
+        loggers = build_loggers(cfg.logger, output_dir, choices, list(cfg.tags), results["config"])
+        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+
+        trainer.fit(module, datamodule=datamodule)
+        has_best = any(getattr(c, "best_model_path", "") for c in callbacks)
+        ckpt = "best" if cfg.test_ckpt == "best" and has_best else None
+        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+
+        # trainer.test() replaces callback_metrics, so the last epoch's row supplies val/train.
+        last_epoch = {k: v for k, v in (history.rows[-1] if history.rows else {}).items()
+                      if k not in ("epoch", "step")}
+        final = last_epoch | {k: to_float(v) for k, v in trainer.callback_metrics.items()}
+        results.update(status="completed", test_split=datamodule.test_split,
+                       metrics={k: final[k] for k in FINAL_METRICS if k in final} | final,
+                       history=history.rows, epochs=trainer.current_epoch,
+                       n_parameters=sum(p.numel() for p in model.parameters()))
+        log.info("test/acc=%.4f val/acc=%.4f gen_gap=%.4f (%s)", final.get("test/acc", float("nan")),
+                 final.get("val/acc", float("nan")), final.get("gen_gap", float("nan")), output_dir)
+        return results
+    except BaseException as err:
+        results.update(status="failed", error=f"{type(err).__name__}: {err}")
+        raise
+    finally:
+        results["wall_time_s"] = time.time() - started
+        finish_wandb(exit_code=0 if results["status"] == "completed" else 1)
+        write_results(output_dir, results)
