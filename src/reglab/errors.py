@@ -8,3 +8,21 @@ class ConfigError(ReglabError, ValueError):
 
 class DataUnavailableError(ReglabError, RuntimeError):
     pass
+
+
+def instantiate(cfg, key: str, **kwargs):
+    """hydra.utils.instantiate, but our own errors come out unwrapped (one line, not Hydra's
+    InstantiationException), and a bad keyword names the config key."""
+    from hydra.utils import instantiate as hydra_instantiate
+
+    try:
+        return hydra_instantiate(cfg, _convert_="all", **kwargs)
+    except Exception as err:
+        cause = err
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        if isinstance(cause, ReglabError):
+            raise cause from None
+        if isinstance(cause, TypeError) and "argument" in str(cause):
+            raise ConfigError(f"{key}: {cause}") from None
+        raise

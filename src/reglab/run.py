@@ -7,11 +7,11 @@ import time
 from pathlib import Path
 
 import pytorch_lightning as pl
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from reglab.callbacks import EpochHistory, WeightHistograms
-from reglab.errors import ConfigError
+from reglab.errors import ConfigError, instantiate
 from reglab.loggers import build_loggers, finish_wandb
 from reglab.module import ClassifierModule
 from reglab.optim import check_optim_config
@@ -59,18 +59,18 @@ def train(cfg: DictConfig) -> dict:
     try:
         check_config(cfg)
         regularizers = build_regularizers(cfg.reg)
-        datamodule = instantiate(cfg.data, _convert_="all")
+        datamodule = instantiate(cfg.data, "data")
         pl.seed_everything(int(cfg.seed), workers=True)
         datamodule.setup()
-        model = instantiate(cfg.model, _convert_="all", **datamodule.model_kwargs)
+        model = instantiate(cfg.model, "model", **datamodule.model_kwargs)
         module = ClassifierModule(model, regularizers, cfg.optim, datamodule.model_kwargs["num_classes"],
                                   small_weight_eps=float(cfg.small_weight_eps))
         history = EpochHistory()
         wandb_cfg = (cfg.logger or {}).get("wandb") or {}
-        callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
+        callbacks = [instantiate(c, f"callbacks.{k}") for k, c in (cfg.callbacks or {}).items() if c is not None]
         callbacks += [history, WeightHistograms(wandb_cfg.get("log_histograms_every_n_epochs", 1))]
         loggers = build_loggers(cfg.logger, output_dir, choices, list(cfg.tags), results["config"])
-        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+        trainer = instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers)
 
         trainer.fit(module, datamodule=datamodule)
         has_best = any(getattr(c, "best_model_path", "") for c in callbacks)

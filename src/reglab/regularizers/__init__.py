@@ -21,23 +21,11 @@ def drop_unselected(reg_cfg) -> list[str]:
 
 def build_regularizers(reg_cfg) -> list[Regularizer]:
     """Instantiate every entry of ``cfg.reg`` (a mapping name -> config with ``_target_``)."""
-    from hydra.utils import instantiate
-
-    from reglab.errors import ConfigError
+    from reglab.errors import ConfigError, instantiate
 
     regularizers = []
     for key, entry in (reg_cfg or {}).items():
         if entry is None or "_target_" not in entry:
             raise ConfigError(f"reg.{key}: not a regularizer config (choose one with reg=..., e.g. reg=l1)")
-        try:
-            regularizers.append(instantiate(entry, _convert_="all"))
-        except Exception as err:  # hydra wraps constructor errors; surface ours as one line
-            cause = err
-            while cause.__cause__ is not None:
-                cause = cause.__cause__
-            if isinstance(cause, ConfigError):
-                raise cause from None
-            if isinstance(cause, TypeError):
-                raise ConfigError(f"reg.{key}: {cause}") from None
-            raise
+        regularizers.append(instantiate(entry, f"reg.{key}"))
     return regularizers

@@ -1,0 +1,117 @@
+"""Shared fixtures. Everything here is offline and uses data the tests make themselves."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+for _var, _value in (("HF_DATASETS_OFFLINE", "1"), ("HF_HUB_OFFLINE", "1"), ("WANDB_MODE", "offline"),
+                     ("WANDB_SILENT", "true")):
+    os.environ.setdefault(_var, _value)
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def tiny_cifar_arrays(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Class-dependent colour blobs on noise, so a tiny CNN can learn something real in 2 epochs."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 10
+    images = rng.integers(0, 60, size=(n, 32, 32, 3), dtype=np.uint8)
+    for i, label in enumerate(labels):
+        images[i, 8:24, 8:24, label % 3] = 120 + 12 * label
+    return images, labels
+
+
+def write_parquet_split(path: Path, n: int, seed: int) -> None:
+    import io
+
+    from datasets import ClassLabel, Dataset, Features, Image
+    from PIL import Image as PILImage
+
+    images, labels = tiny_cifar_arrays(n, seed)
+    encoded = []
+    for array in images:
+        buffer = io.BytesIO()
+        PILImage.fromarray(array).save(buffer, format="PNG")
+        encoded.append({"bytes": buffer.getvalue(), "path": None})
+    features = Features({"img": Image(), "label": ClassLabel(names=CLASSES)})
+    Dataset.from_dict({"img": encoded, "label": labels.tolist()}, features=features).to_parquet(str(path))
+
+
+@pytest.fixture(scope="session")
+def cifar_parquet(tmp_path_factory) -> Path:
+    """Hub schema (img + label ClassLabel), named by split; no test split, like ../shared/data."""
+    root = tmp_path_factory.mktemp("cifar_parquet")
+    write_parquet_split(root / "train.parquet", 80, seed=0)
+    write_parquet_split(root / "validation.parquet", 30, seed=1)
+    return root
+
+
+@pytest.fixture(scope="session")
+def cifar_imagefolder(tmp_path_factory) -> Path:
+    from PIL import Image as PILImage
+
+    root = tmp_path_factory.mktemp("cifar_imagefolder")
+    for split, n, seed in (("train", 80, 0), ("test", 30, 2)):
+        images, labels = tiny_cifar_arrays(n, seed)
+        for i, (array, label) in enumerate(zip(images, labels)):
+            folder = root / split / CLASSES[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            PILImage.fromarray(array).save(folder / f"{i:04d}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def cifar_python_batches(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cifar_batches") / "cifar-10-batches-py"
+    root.mkdir()
+
+    def dump(name: str, n: int, seed: int) -> None:
+        images, labels = tiny_cifar_arrays(n, seed)
+        batch = {b"data": images.transpose(0, 3, 1, 2).reshape(n, -1), b"labels": labels.tolist()}
+        with open(root / name, "wb") as handle:
+            pickle.dump(batch, handle)
+
+    dump("data_batch_1", 50, 0)
+    dump("data_batch_2", 50, 1)
+    dump("test_batch", 30, 2)
+    with open(root / "batches.meta", "wb") as handle:
+        pickle.dump({b"label_names": [c.encode() for c in CLASSES]}, handle)
+    return root.parent
+
+
+def compose_config(tmp_path: Path, overrides: list[str]):
+    """Compose conf/train.yaml in-process as `python train.py <overrides>` would, with outputs in tmp_path."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "run")
+        cfg.paths.cache_dir = str(tmp_path / "cache")
+        del cfg.hydra
+    return cfg
+
+
+# Small and fast: a tiny CNN, a couple of epochs, CPU, no W&B unless a test asks for it.
+FAST = ["trainer.max_epochs=2", "trainer.accelerator=cpu", "model.widths=[8,16]", "model.convs_per_stage=1",
+        "model.fc_hidden=16", "logger=none", "data.batch_size=16", "optim.lr=1e-2"]
+
+
+@pytest.fixture
+def make_config(tmp_path):
+    def make(*overrides: str, fast: bool = True):
+        return compose_config(tmp_path, (FAST if fast else []) + list(overrides))
+
+    return make

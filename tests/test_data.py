@@ -1,0 +1,135 @@
+"""Datamodules: every CIFAR-10 layout, the decoded cache, splits, offline failure, digits."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from reglab.data.cifar10 import CIFAR10DataModule, split_of
+from reglab.data.digits import DigitsDataModule
+from reglab.errors import ConfigError, DataUnavailableError
+
+
+def cifar(path, tmp_path, **kwargs):
+    defaults = dict(path=str(path), cache_dir=str(tmp_path / "cache"), val_size=20, batch_size=16,
+                    train_eval_size=25, crop_padding=4, hflip=True)
+    return CIFAR10DataModule(**(defaults | kwargs))
+
+
+@pytest.mark.parametrize("layout,n_train,n_val,n_test,test_split", [
+    ("cifar_parquet", 80, 30, 30, "validation"),  # has validation, no test: tests on validation
+    ("cifar_imagefolder", 60, 20, 30, "test"),     # train + test: validation carved from train
+    ("cifar_python_batches", 80, 20, 30, "test"),
+])
+def test_layouts_load_as_uint8_with_the_right_splits(request, tmp_path, layout, n_train, n_val, n_test, test_split):
+    dm = cifar(request.getfixturevalue(layout), tmp_path)
+    dm.setup()
+    images, labels = dm.splits.train
+    assert images.dtype == torch.uint8 and images.shape == (n_train, 3, 32, 32)
+    assert len(dm.splits.val[1]) == n_val and len(dm.splits.test[1]) == n_test
+    assert dm.test_split == test_split
+    assert dm.splits.class_names[:2] == ["airplane", "automobile"]
+    assert dm.model_kwargs == {"in_channels": 3, "image_size": 32, "num_classes": 10}
+    assert set(labels.tolist()) == set(range(10))
+
+
+def test_layouts_agree_on_pixels(cifar_python_batches, cifar_imagefolder, tmp_path):
+    """The same images through two layouts decode to the same tensors (test split: same seed)."""
+    batches = cifar(cifar_python_batches, tmp_path).load_decoded()["splits"]["test"]
+    folder = cifar(cifar_imagefolder, tmp_path).load_decoded()["splits"]["test"]
+    order = lambda split: torch.argsort(split[0].flatten(1).float().sum(1) * 100 + split[1])  # noqa: E731
+    assert torch.equal(batches[0][order(batches)], folder[0][order(folder)])
+    assert torch.equal(batches[1][order(batches)], folder[1][order(folder)])
+
+
+def test_decoded_cache_is_reused_and_never_half_written(cifar_parquet, tmp_path, monkeypatch):
+    first = cifar(cifar_parquet, tmp_path)
+    first.setup()
+    caches = list((tmp_path / "cache" / "cifar10").glob("*.pt"))
+    assert len(caches) == 1
+    assert not list((tmp_path / "cache" / "cifar10").glob(".*.tmp"))
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded again although a cache exists")
+
+    monkeypatch.setattr(CIFAR10DataModule, "decode_source", no_decoding)
+    second = cifar(cifar_parquet, tmp_path)
+    second.setup()
+    assert torch.equal(first.splits.train[0], second.splits.train[0])
+
+
+def test_val_split_is_seeded(cifar_imagefolder, tmp_path):
+    a, b, c = (cifar(cifar_imagefolder, tmp_path, val_seed=s) for s in (0, 0, 1))
+    for dm in (a, b, c):
+        dm.setup()
+    assert torch.equal(a.splits.val[0], b.splits.val[0])
+    assert not torch.equal(a.splits.val[0], c.splits.val[0])
+
+
+def test_offline_without_a_copy_fails_fast_with_the_hint(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    dm = CIFAR10DataModule(path=None, cache_dir=str(tmp_path / "empty"))
+    started = time.time()
+    with pytest.raises(DataUnavailableError, match="data.path=DIR"):
+        dm.setup()
+    assert time.time() - started < 5
+
+
+def test_missing_path_and_bad_sizes_are_config_errors(tmp_path, cifar_imagefolder):
+    with pytest.raises(ConfigError, match="data.path"):
+        CIFAR10DataModule(path=str(tmp_path / "nope"))
+    with pytest.raises(ConfigError, match="data.batch_size"):
+        CIFAR10DataModule(path=None, batch_size=0)
+    with pytest.raises(ConfigError, match="data.val_size"):
+        cifar(cifar_imagefolder, tmp_path, val_size=10_000).setup()
+
+
+def test_unreadable_image_names_the_file_and_leaves_no_cache(tmp_path, cifar_imagefolder):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(cifar_imagefolder, broken)
+    bad = next((broken / "train" / "cat").glob("*.png"))
+    bad.write_bytes(b"not a png")
+    with pytest.raises(DataUnavailableError, match=bad.name):
+        cifar(broken, tmp_path).setup()
+    assert not list((tmp_path / "cache").rglob("*.pt"))
+
+
+def test_split_names():
+    assert split_of("train-00000-of-00001.parquet") == "train"
+    assert split_of("validation.parquet") == "validation"
+    assert split_of("val.parquet") == "validation"
+    assert split_of("test.parquet") == "test"
+    assert split_of("readme.parquet") is None
+
+
+def test_train_batches_are_augmented_and_eval_batches_are_not(cifar_python_batches, tmp_path):
+    dm = cifar(cifar_python_batches, tmp_path)
+    dm.setup()
+
+    class Phase:
+        training = True
+
+    images, labels = next(iter(dm.train_dataloader()))
+    assert images.dtype == torch.uint8 and images.shape[0] == 16
+    dm.trainer = Phase()
+    augmented, _ = dm.on_after_batch_transfer((images, labels), 0)
+    Phase.training = False
+    plain, _ = dm.on_after_batch_transfer((images, labels), 0)
+    assert augmented.dtype == torch.float32 and not torch.equal(augmented, plain)
+    again, _ = dm.on_after_batch_transfer((images, labels), 0)
+    assert torch.equal(plain, again)
+
+
+def test_digits_is_seeded_real_and_disjoint():
+    a, b = DigitsDataModule(split_seed=0), DigitsDataModule(split_seed=0)
+    a.setup(), b.setup()
+    assert a.model_kwargs == {"in_channels": 1, "image_size": 8, "num_classes": 10}
+    sizes = [len(split[1]) for split in (a.splits.train, a.splits.val, a.splits.test)]
+    assert sum(sizes) == 1797 and min(sizes) > 300
+    assert torch.equal(a.splits.test[0], b.splits.test[0])
+    rows = lambda split: {tuple(x.flatten().tolist()) for x in split[0]}  # noqa: E731
+    assert not rows(a.splits.train) & rows(a.splits.test)  # no test image is also a training image

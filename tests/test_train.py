@@ -1,0 +1,126 @@
+"""End-to-end: real (short) Lightning runs on data the tests make, in-process and from the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT
+from reglab.errors import ConfigError
+from reglab.results import FINAL_METRICS
+from reglab.run import train
+
+pytestmark = pytest.mark.slow
+
+REQUIRED_KEYS = {"status", "choices", "config", "seed", "metrics", "history", "wall_time_s", "git_commit",
+                 "test_split", "versions"}
+
+
+def read_results(cfg) -> dict:
+    return json.loads((ROOT / cfg.paths.output_dir / "results.json").read_text())
+
+
+def test_digits_run_writes_complete_results(make_config):
+    cfg = make_config("data=digits", "reg=[l1,dropout]", "reg.l1.strength=1e-3")
+    returned = train(cfg)
+    results = read_results(cfg)
+    assert REQUIRED_KEYS <= set(results)
+    assert results["status"] == "completed" and returned["status"] == "completed"
+    assert results["choices"] == {"data": "digits", "model": "cnn", "reg": "l1+dropout", "optim": "adamw"}
+    assert set(FINAL_METRICS) <= set(results["metrics"])
+    assert all(math.isfinite(results["metrics"][k]) for k in FINAL_METRICS)
+    assert results["metrics"]["test/acc"] > 0.3  # 10 classes: well above chance after 2 epochs
+    assert results["config"]["reg"]["dropout"]["p"] == 0.2
+    assert [row["epoch"] for row in results["history"]] == [0, 1]
+    last = results["history"][-1]
+    assert last["train/reg_loss"] > 0
+    assert last["train/loss"] == pytest.approx(last["train/data_loss"] + last["train/reg_loss"], rel=1e-5)
+    assert results["metrics"]["gen_gap"] == pytest.approx(last["train/acc"] - last["val/acc"], abs=1e-6)
+    assert (ROOT / cfg.paths.output_dir / "csv" / "metrics.csv").is_file()
+
+
+@pytest.mark.parametrize("layout,test_split", [("cifar_parquet", "validation"), ("cifar_imagefolder", "test"),
+                                               ("cifar_python_batches", "test")])
+def test_cifar_layouts_train_end_to_end(request, make_config, layout, test_split):
+    path = request.getfixturevalue(layout)
+    cfg = make_config("reg=elasticnet", f"data.path={path}", "data.val_size=20", "data.train_eval_size=20")
+    train(cfg)
+    results = read_results(cfg)
+    assert results["status"] == "completed" and results["test_split"] == test_split
+    assert results["choices"]["data"] == "cifar10" and results["choices"]["reg"] == "elasticnet"
+    assert results["history"][-1]["train/reg_loss"] > 0
+
+
+def test_same_seed_same_metrics_on_cpu(make_config, tmp_path):
+    first = train(make_config("data=digits", "reg=dropout", "seed=3"))
+    second = train(make_config("data=digits", "reg=dropout", "seed=3"))
+    other = train(make_config("data=digits", "reg=dropout", "seed=4"))
+    assert first["metrics"] == second["metrics"]
+    assert [r["train/loss"] for r in first["history"]] == [r["train/loss"] for r in second["history"]]
+    assert first["metrics"]["train/loss"] != other["metrics"]["train/loss"]
+
+
+def test_wandb_offline_run_is_written_and_finished(make_config):
+    import wandb
+
+    cfg = make_config("data=digits", "logger=default", "trainer.max_epochs=1")
+    train(cfg)
+    runs = list((ROOT / cfg.paths.output_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1 and runs[0].stat().st_size > 0
+    assert wandb.run is None  # finished, so the next job of a multirun gets its own run
+
+
+def test_failed_run_still_writes_results(make_config, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cfg = make_config(f"data.path={empty}")
+    with pytest.raises(ConfigError, match="no CIFAR-10 found"):
+        train(cfg)
+    results = read_results(cfg)
+    assert results["status"] == "failed" and "no CIFAR-10 found" in results["error"]
+
+
+def run_cli(*args: str, cwd=ROOT, timeout=300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("reg.l1.strength=-1", "reg.l1.strength=-1"),
+    ("trainer.max_epochs=0", "trainer.max_epochs=0"),
+    ("data.path=/does/not/exist", "data.path='/does/not/exist'"),
+])
+def test_cli_bad_value_is_one_line_error(tmp_path, override, message):
+    started = time.time()
+    done = run_cli("data=cifar10", "reg=l1", override, f"hydra.run.dir={tmp_path}")
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert time.time() - started < 60  # no data loaded, no model built
+
+
+def test_cli_multirun_names_job_folders_and_report_reads_them(tmp_path):
+    sweep = tmp_path / "sweep"
+    done = run_cli("-m", "data=digits", "reg=none,l1", "trainer.max_epochs=1", "logger=none",
+                   "model.widths=[8]", "model.convs_per_stage=1", "model.fc_hidden=16",
+                   f"hydra.sweep.dir={sweep}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    job_dirs = sorted(p.parent.name for p in sweep.rglob("results.json"))
+    assert len(job_dirs) == 2 and all("reg=" in name for name in job_dirs)
+    assert any(name.endswith("reg=l1") or "reg=l1," in name for name in job_dirs)
+
+    report = subprocess.run([sys.executable, str(ROOT / "scripts" / "report.py"), str(sweep), "--out",
+                             str(tmp_path / "report")], capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr
+    lines = report.stdout.splitlines()
+    assert lines[0].startswith("| reg | n | test/acc")
+    assert lines[2].startswith("| none | 1 |") and lines[3].startswith("| l1 | 1 |")
+    assert (tmp_path / "report" / "summary.csv").is_file()
