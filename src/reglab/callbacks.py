@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytorch_lightning as pl
 from pytorch_lightning.loggers import WandbLogger
 
@@ -13,9 +15,14 @@ class EpochHistory(pl.Callback):
 
     def __init__(self):
         self.rows: list[dict] = []
+        self._epoch_started = time.monotonic()
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._epoch_started = time.monotonic()
 
     def on_train_epoch_end(self, trainer, pl_module):
-        row = {"epoch": trainer.current_epoch, "step": trainer.global_step}
+        row = {"epoch": trainer.current_epoch, "step": trainer.global_step,
+               "epoch_time_s": time.monotonic() - self._epoch_started}  # train + validation
         row.update({k: to_float(v) for k, v in trainer.callback_metrics.items()})
         self.rows.append(row)
 
