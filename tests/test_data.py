@@ -7,7 +7,8 @@ import time
 import pytest
 import torch
 
-from reglab.data.cifar10 import CIFAR10DataModule, split_of
+from reglab.data.cifar10 import CIFAR10DataModule
+from reglab.data.sources import split_of
 from reglab.data.digits import DigitsDataModule
 from reglab.errors import ConfigError, DataUnavailableError
 

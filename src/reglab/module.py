@@ -3,6 +3,8 @@ regularizer hooks without knowing which regularizers exist."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -45,15 +47,16 @@ class ClassifierModule(pl.LightningModule):
         self.train_batch_acc, self.val_acc, self.train_eval_acc, self.test_acc = (accuracy() for _ in range(4))
         self.val_loss, self.train_eval_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
 
-    def forward(self, x):
-        return self.model(x)
+    def forward(self, inputs):
+        """Images come as a tensor, tokens as a dict of model arguments (input_ids, attention_mask)."""
+        return self.model(**inputs) if isinstance(inputs, Mapping) else self.model(inputs)
 
     def penalty_terms(self) -> dict[str, torch.Tensor]:
         return {r.name: r.penalty(self.model) for r in self.penalizers}
 
     def training_step(self, batch, batch_idx):
-        images, labels = batch
-        logits = self.model(images)
+        inputs, labels = batch
+        logits = self(inputs)
         data_loss = F.cross_entropy(logits, labels)
         terms = self.penalty_terms()
         reg_loss = torch.stack(list(terms.values())).sum() if terms else torch.zeros((), device=self.device)
@@ -76,8 +79,8 @@ class ClassifierModule(pl.LightningModule):
                 regularizer.after_step(self.model, lr)
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
-        images, labels = batch
-        logits = self.model(images)
+        inputs, labels = batch
+        logits = self(inputs)
         loss = F.cross_entropy(logits, labels)
         accuracy, mean_loss = ((self.val_acc, self.val_loss) if dataloader_idx == 0
                                else (self.train_eval_acc, self.train_eval_loss))
@@ -94,8 +97,8 @@ class ClassifierModule(pl.LightningModule):
             metric.reset()
 
     def test_step(self, batch, batch_idx):
-        images, labels = batch
-        logits = self.model(images)
+        inputs, labels = batch
+        logits = self(inputs)
         self.test_acc.update(logits, labels)
         self.test_loss.update(F.cross_entropy(logits, labels), weight=len(labels))
 

@@ -11,42 +11,19 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import pickle
-import socket
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from reglab.atomic import atomic_write
+from reglab.data.sources import SPLIT_ALIASES, hub_reachable, split_of
 from reglab.data.image_tensors import ImageSplits, ImageTensorDataModule, carve_validation
 from reglab.errors import ConfigError, DataUnavailableError
 
-SPLIT_ALIASES = {"train": "train", "validation": "validation", "valid": "validation", "val": "validation",
-                 "dev": "validation", "test": "test"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 CACHE_FORMAT = 1
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Decide quickly whether to try the hub at all (a blind hub call takes ~20 s to fail offline)."""
-    if os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1":
-        return False
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-def split_of(name: str) -> str | None:
-    """'train-00000-of-00001.parquet' -> 'train'; 'val.parquet' -> 'validation'."""
-    stem = name.split(".")[0].lower()
-    for token in (stem, stem.split("-")[0], stem.split("_")[0]):
-        if token in SPLIT_ALIASES:
-            return SPLIT_ALIASES[token]
-    return None
 
 
 def detect_layout(root: Path) -> tuple[str, Path]:

@@ -1,0 +1,29 @@
+"""What every data source shares: split names in file names, and a fast check for the hub."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+SPLIT_ALIASES = {"train": "train", "validation": "validation", "valid": "validation", "val": "validation",
+                 "dev": "validation", "test": "test"}
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Decide quickly whether to try the hub at all (a blind hub call takes ~20 s to fail offline)."""
+    if os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1":
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def split_of(name: str) -> str | None:
+    """'train-00000-of-00001.parquet' -> 'train'; 'val.parquet' -> 'validation'; 'dev.tsv' -> 'validation'."""
+    stem = name.split(".")[0].lower()
+    for token in (stem, stem.split("-")[0], stem.split("_")[0]):
+        if token in SPLIT_ALIASES:
+            return SPLIT_ALIASES[token]
+    return None

@@ -1,0 +1,225 @@
+"""GLUE SST-2 sentiment: from the hub (nyu-mll/glue, sst2), a local GLUE folder (train.tsv, dev.tsv or
+validation.tsv, optional test.tsv) or parquet files named by split. Tokenized once, padded per batch.
+
+Validation is GLUE dev. Test is a *labelled* test split when one is given; GLUE's own test has no labels,
+so it is skipped (with a message) and the run tests on validation, which results.json records."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from reglab.data.sources import SPLIT_ALIASES, hub_reachable, split_of
+from reglab.data.tokenizer import load_tokenizer
+from reglab.errors import ConfigError, DataUnavailableError
+
+log = logging.getLogger(__name__)
+
+TEXT_SUFFIXES = (".tsv", ".parquet")
+
+
+class TokenBatchDataset(Dataset):
+    """Token ids pre-padded to max_length in one tensor; a batch is one gather, trimmed to its longest row."""
+
+    def __init__(self, ids: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor):
+        self.ids, self.lengths, self.labels = ids, lengths, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        return self.__getitems__([index])
+
+    def __getitems__(self, indices):
+        index = torch.as_tensor(indices)
+        lengths = self.lengths[index]
+        width = int(lengths.max())
+        mask = torch.arange(width)[None, :] < lengths[:, None]
+        return {"input_ids": self.ids[index, :width], "attention_mask": mask}, self.labels[index]
+
+    def subset(self, index: torch.Tensor) -> "TokenBatchDataset":
+        return TokenBatchDataset(self.ids[index], self.lengths[index], self.labels[index])
+
+
+class LengthBucketSampler(Sampler[list[int]]):
+    """Shuffled batches of similar length: shuffle, cut into buckets of ``bucket_batches`` batches, sort
+    each bucket by length, batch it, shuffle the batches. Padding drops to near zero."""
+
+    def __init__(self, lengths: torch.Tensor, batch_size: int, bucket_batches: int = 50):
+        self.lengths, self.batch_size, self.bucket = lengths, batch_size, batch_size * bucket_batches
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+    def __iter__(self):
+        order = torch.randperm(len(self.lengths))
+        batches = []
+        for start in range(0, len(order), self.bucket):
+            bucket = order[start:start + self.bucket]
+            bucket = bucket[torch.argsort(self.lengths[bucket], stable=True)]
+            batches.extend(bucket.split(self.batch_size))
+        for i in torch.randperm(len(batches)).tolist():
+            yield batches[i].tolist()
+
+
+def already_batched(batch):
+    return batch
+
+
+def check_rows(sentences: list, labels: list, where: str, first_line: int) -> bool:
+    """Raise on a bad row, naming file and line. Returns False when the split has no labels at all
+    (GLUE's test: label column missing or all -1), True when every row is labelled 0/1."""
+    if labels is None or (labels and all(str(label).strip() in ("-1", "") for label in labels)):
+        return False
+    for i, (sentence, label) in enumerate(zip(sentences, labels)):
+        line = first_line + i
+        if str(label).strip() not in ("0", "1", "0.0", "1.0"):
+            raise DataUnavailableError(f"{where}:{line}: label {label!r} is not 0 or 1")
+        if sentence is None or not str(sentence).strip():
+            raise DataUnavailableError(f"{where}:{line}: empty sentence")
+    return True
+
+
+def read_split(files: list[Path], cache_dir: Path) -> tuple[list[str], list[int] | None]:
+    """Rows of one split, validated. TSVs are read with quoting off: SST-2 sentences contain `"`."""
+    from datasets import load_dataset
+
+    sentences, labels = [], []
+    for path in files:
+        try:
+            if path.suffix == ".tsv":
+                # quoting=3 (QUOTE_NONE): otherwise a `"` silently merges rows
+                data = load_dataset("csv", data_files=str(path), delimiter="\t", quoting=3, split="train",
+                                    keep_default_na=False, na_filter=False, cache_dir=str(cache_dir / "hf"))
+                first_line = 2  # after the header
+            else:
+                data = load_dataset("parquet", data_files=str(path), split="train", cache_dir=str(cache_dir / "hf"))
+                first_line = 1
+        except Exception as err:
+            raise DataUnavailableError(f"{path}: cannot read: {err}") from None
+        if "sentence" not in data.column_names:
+            raise DataUnavailableError(f"{path}: expected a 'sentence' column, found {data.column_names}")
+        rows = data["sentence"]
+        row_labels = data["label"] if "label" in data.column_names else None
+        if not rows:
+            raise DataUnavailableError(f"{path}: split is empty")
+        if not check_rows(rows, row_labels, str(path), first_line):
+            return rows, None
+        sentences += [str(s) for s in rows]
+        labels += [int(float(label)) for label in row_labels]
+    return sentences, labels
+
+
+def find_split_files(root: Path) -> dict[str, list[Path]]:
+    files: dict[str, list[Path]] = {}
+    for path in sorted(root.rglob("*")):
+        if path.suffix in TEXT_SUFFIXES and (split := split_of(path.name)) is not None:
+            files.setdefault(split, []).append(path)
+    return files
+
+
+class SST2DataModule(pl.LightningDataModule):
+    input_kind = "tokens"
+
+    def __init__(self, path: str | None = None, hub_name: str = "nyu-mll/glue", hub_config: str = "sst2",
+                 cache_dir: str = ".cache", tokenizer: str = "wordpiece", vocab_size: int = 8000,
+                 lowercase: bool = True, max_length: int = 64, batch_size: int = 64, eval_batch_size: int = 256,
+                 num_workers: int = 0, sort_by_length: bool = True, train_eval_size: int = 2000):
+        super().__init__()
+        if path is not None and not Path(path).is_dir():
+            raise ConfigError(f"data.path={path!r}: directory does not exist")
+        for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size),
+                           ("max_length", max_length), ("vocab_size", vocab_size)):
+            if int(value) <= 0:
+                raise ConfigError(f"data.{key}={value!r}: must be > 0")
+        self.path = Path(path) if path is not None else None
+        self.hub_name, self.hub_config, self.cache_dir = hub_name, hub_config, Path(cache_dir)
+        self.tokenizer_name, self.vocab_size, self.lowercase = tokenizer, int(vocab_size), bool(lowercase)
+        self.max_length, self.batch_size, self.eval_batch_size = int(max_length), int(batch_size), int(eval_batch_size)
+        self.num_workers, self.sort_by_length, self.train_eval_size = int(num_workers), sort_by_length, train_eval_size
+        self.splits: dict[str, TokenBatchDataset] | None = None
+
+    # -- reading ------------------------------------------------------------------------------------
+    def read_text(self) -> tuple[dict[str, tuple[list[str], list[int] | None]], str]:
+        """split -> (sentences, labels or None), and a fingerprint of the source for caches."""
+        if self.path is not None:
+            files = find_split_files(self.path)
+            if "train" not in files or "validation" not in files:
+                raise DataUnavailableError(f"data.path={str(self.path)!r}: need train and dev/validation files "
+                                           f"(.tsv or .parquet), found {sorted(files) or 'none'}")
+            stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files["train"]]
+            fingerprint = hashlib.sha1(json.dumps(stats).encode()).hexdigest()[:16]
+            return {split: read_split(paths, self.cache_dir) for split, paths in files.items()}, fingerprint
+        if not hub_reachable():
+            raise DataUnavailableError(
+                "SST-2: the Hugging Face hub is unreachable. Give a local GLUE folder with data.path=DIR "
+                "(train.tsv and dev.tsv, header 'sentence<TAB>label'), or parquet files named by split.")
+        from datasets import load_dataset
+
+        loaded = load_dataset(self.hub_name, self.hub_config, cache_dir=str(self.cache_dir / "hf"))
+        text = {}
+        for name, data in loaded.items():
+            labels = data["label"]
+            labelled = check_rows(data["sentence"], labels, f"{self.hub_name}/{self.hub_config} ({name})", 1)
+            text[SPLIT_ALIASES.get(name, name)] = (data["sentence"], labels if labelled else None)
+        return text, f"hub-{self.hub_name}-{self.hub_config}"
+
+    def encode(self, tokenizer, sentences: list[str], labels: list[int]) -> TokenBatchDataset:
+        encoded = tokenizer(sentences, truncation=True, max_length=self.max_length)["input_ids"]
+        lengths = torch.tensor([len(ids) for ids in encoded])
+        ids = torch.full((len(encoded), self.max_length), tokenizer.pad_token_id, dtype=torch.long)
+        for row, token_ids in enumerate(encoded):
+            ids[row, :len(token_ids)] = torch.tensor(token_ids)
+        return TokenBatchDataset(ids, lengths, torch.tensor(labels, dtype=torch.long))
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits is not None:
+            return
+        text, fingerprint = self.read_text()
+        self.tokenizer = load_tokenizer(self.tokenizer_name, text["train"][0], self.cache_dir, fingerprint,
+                                        self.vocab_size, self.lowercase)
+        test = text.get("test")
+        if test is not None and test[1] is None:
+            log.warning("SST-2 test split has no labels (GLUE's test is unlabelled): testing on validation")
+            test = None
+        self.test_split = "test" if test is not None else "validation"
+        self.splits = {"train": self.encode(self.tokenizer, *text["train"]),
+                       "validation": self.encode(self.tokenizer, *text["validation"])}
+        self.splits["test"] = self.encode(self.tokenizer, *test) if test else self.splits["validation"]
+        n_eval = min(int(self.train_eval_size), len(self.splits["train"]))
+        eval_index = torch.randperm(len(self.splits["train"]), generator=torch.Generator().manual_seed(0))[:n_eval]
+        self.train_eval = self.splits["train"].subset(eval_index)
+
+    @property
+    def model_kwargs(self) -> dict:
+        self.setup()
+        return {"vocab_size": len(self.tokenizer), "num_classes": 2, "max_length": self.max_length,
+                "pad_id": self.tokenizer.pad_token_id}
+
+    # -- loaders ------------------------------------------------------------------------------------
+    def _loader(self, dataset: TokenBatchDataset, batch_size: int, shuffle: bool) -> DataLoader:
+        common = dict(num_workers=self.num_workers, collate_fn=already_batched,
+                      pin_memory=torch.cuda.is_available(), persistent_workers=self.num_workers > 0)
+        if shuffle and self.sort_by_length:
+            return DataLoader(dataset, batch_sampler=LengthBucketSampler(dataset.lengths, batch_size), **common)
+        if not shuffle:  # evaluation order does not matter: sort by length for less padding
+            order = torch.argsort(dataset.lengths, stable=True)
+            dataset = dataset.subset(order)
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, **common)
+
+    def train_dataloader(self):
+        return self._loader(self.splits["train"], self.batch_size, shuffle=True)
+
+    def val_dataloader(self):
+        # Index 1: a fixed train subset in eval mode, for train/acc and gen_gap without dropout.
+        return [self._loader(self.splits["validation"], self.eval_batch_size, False),
+                self._loader(self.train_eval, self.eval_batch_size, False)]
+
+    def test_dataloader(self):
+        return self._loader(self.splits["test"], self.eval_batch_size, False)

@@ -1,0 +1,65 @@
+"""Tokenizers: a WordPiece trained on the training split (offline, seconds, cached), or any pretrained
+tokenizer by name or path."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from reglab.errors import DataUnavailableError
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def train_wordpiece(sentences: list[str], vocab_size: int, lowercase: bool):
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
+    tokenizer.train_from_iterator(sentences, trainer=trainer)
+    cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+                                                             special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]",
+                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+
+
+def wordpiece_cache_dir(cache_root: Path, fingerprint: str, vocab_size: int, lowercase: bool) -> Path:
+    key = hashlib.sha1(f"{fingerprint}:{vocab_size}:{lowercase}".encode()).hexdigest()[:16]
+    return cache_root / "tokenizers" / f"wordpiece-{vocab_size}-{key}"
+
+
+def load_tokenizer(spec: str, train_sentences: list[str], cache_root: Path, fingerprint: str, vocab_size: int,
+                   lowercase: bool):
+    """``spec='wordpiece'``: train on the training split once per (data, vocab size, lowercase), cached with
+    ``save_pretrained`` under the cache dir (written to a temp dir and renamed, so never half-written).
+    Anything else: ``AutoTokenizer.from_pretrained(spec)``."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    if spec != "wordpiece":
+        try:
+            return AutoTokenizer.from_pretrained(spec)
+        except Exception as err:
+            raise DataUnavailableError(f"data.tokenizer={spec!r}: cannot load ({type(err).__name__}); give a local "
+                                       "path, or use data.tokenizer=wordpiece to train one offline") from None
+    target = wordpiece_cache_dir(cache_root, fingerprint, vocab_size, lowercase)
+    if (target / "tokenizer.json").is_file():
+        return PreTrainedTokenizerFast.from_pretrained(str(target))
+    tokenizer = train_wordpiece(train_sentences, vocab_size, lowercase)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        tokenizer.save_pretrained(str(staging))
+        os.replace(staging, target)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not (target / "tokenizer.json").is_file():  # lost a race to another process: theirs is fine
+            raise
+    return tokenizer
