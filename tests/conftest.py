@@ -105,13 +105,15 @@ def compose_config(tmp_path: Path, overrides: list[str]):
 
 
 # Small and fast: a tiny CNN, a couple of epochs, CPU, no W&B unless a test asks for it.
-FAST = ["trainer.max_epochs=2", "trainer.accelerator=cpu", "model.widths=[8,16]", "model.convs_per_stage=1",
-        "model.fc_hidden=16", "logger=none", "data.batch_size=16", "optim.lr=1e-2"]
+FAST = ["trainer.max_epochs=2", "trainer.accelerator=cpu", "logger=none", "data.batch_size=16", "optim.lr=1e-2"]
+SMALL_CNN = ["model.widths=[8,16]", "model.convs_per_stage=1", "model.fc_hidden=16"]
 
 
 @pytest.fixture
 def make_config(tmp_path):
     def make(*overrides: str, fast: bool = True):
-        return compose_config(tmp_path, (FAST if fast else []) + list(overrides))
+        other_model = any(o.startswith("model=") and o != "model=cnn" for o in overrides)
+        small = FAST + ([] if other_model else SMALL_CNN)
+        return compose_config(tmp_path, (small if fast else []) + list(overrides))
 
     return make

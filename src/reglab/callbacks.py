@@ -13,16 +13,26 @@ from reglab.results import to_float
 class EpochHistory(pl.Callback):
     """Keeps one row per epoch of everything logged at epoch level."""
 
+    TIMING_KEYS = ("epoch", "step", "epoch_time_s", "val_time_s")
+
     def __init__(self):
         self.rows: list[dict] = []
-        self._epoch_started = time.monotonic()
+        self._epoch_started = self._val_started = time.monotonic()
+        self._val_time = 0.0
 
     def on_train_epoch_start(self, trainer, pl_module):
-        self._epoch_started = time.monotonic()
+        self._epoch_started, self._val_time = time.monotonic(), 0.0
+
+    def on_validation_epoch_start(self, trainer, pl_module):
+        self._val_started = time.monotonic()
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        self._val_time += time.monotonic() - self._val_started
 
     def on_train_epoch_end(self, trainer, pl_module):
         row = {"epoch": trainer.current_epoch, "step": trainer.global_step,
-               "epoch_time_s": time.monotonic() - self._epoch_started}  # train + validation
+               "epoch_time_s": time.monotonic() - self._epoch_started,  # training + validation
+               "val_time_s": self._val_time}
         row.update({k: to_float(v) for k, v in trainer.callback_metrics.items()})
         self.rows.append(row)
 

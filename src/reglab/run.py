@@ -79,7 +79,7 @@ def train(cfg: DictConfig) -> dict:
 
         # trainer.test() replaces callback_metrics, so the last epoch's row supplies val/train.
         last_epoch = {k: v for k, v in (history.rows[-1] if history.rows else {}).items()
-                      if k not in ("epoch", "step", "epoch_time_s")}
+                      if k not in EpochHistory.TIMING_KEYS}
         final = last_epoch | {k: to_float(v) for k, v in trainer.callback_metrics.items()}
         results.update(status="completed", test_split=datamodule.test_split,
                        metrics={k: final[k] for k in FINAL_METRICS if k in final} | final,

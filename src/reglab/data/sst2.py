@@ -80,7 +80,7 @@ def check_rows(sentences: list, labels: list, where: str, first_line: int) -> bo
     for i, (sentence, label) in enumerate(zip(sentences, labels)):
         line = first_line + i
         if str(label).strip() not in ("0", "1", "0.0", "1.0"):
-            raise DataUnavailableError(f"{where}:{line}: label {label!r} is not 0 or 1")
+            raise DataUnavailableError(f"{where}:{line}: label {str(label)!r} is not 0 or 1")
         if sentence is None or not str(sentence).strip():
             raise DataUnavailableError(f"{where}:{line}: empty sentence")
     return True
