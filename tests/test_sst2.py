@@ -223,3 +223,25 @@ def test_short_sst2_run_writes_results(make_config, sst2_tsv):
     assert results["choices"] == {"data": "sst2", "model": "transformer", "reg": "l2+dropout", "optim": "adamw"}
     assert results["metrics"]["val/acc"] > 0.6  # the sentiment words are learnable in 2 epochs
     assert results["history"][-1]["train/reg/l2"] > 0
+
+
+def test_hf_encoder_tiny_random_config_offline():
+    from reglab.models.hf_encoder import HFEncoderClassifier
+
+    torch.manual_seed(0)
+    net = HFEncoderClassifier(vocab_size=60, num_classes=2, max_length=16, pad_id=0,
+                              config={"model_type": "bert", "hidden_size": 16, "num_hidden_layers": 1,
+                                      "num_attention_heads": 2, "intermediate_size": 32})
+    sites = net.dropout_sites()
+    assert set(sites) == {"embedding", "attention", "residual", "classifier"}
+    assert all(m.p == 0.0 for modules in sites.values() for m in modules)
+    ids = torch.tensor([[2, 5, 6, 3, 0, 0]])
+    mask = ids != 0
+    net.eval()
+    with torch.no_grad():
+        assert torch.allclose(net(ids, mask), net(ids[:, :4], mask[:, :4]), atol=1e-5)
+    Dropout(p=0.0, rates={"attention": 0.5}).configure(net)
+    assert all(m.p == 0.5 for m in sites["attention"]) and all(m.p == 0.0 for m in sites["residual"])
+    penalty = L2(strength=1.0)
+    penalty.configure(net)
+    assert penalty.param_names and not any("embeddings" in n for n in penalty.param_names)
