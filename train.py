@@ -1,22 +1,14 @@
 """Train one regularized model: `python train.py reg=elasticnet model=cnn` (see README)."""
 
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from reglab.errors import ReglabError
-    from reglab.run import train
+    from reglab.run import main as run_job
 
-    try:
-        results = train(cfg)
-    except ReglabError as err:  # the user's to fix: one line, no traceback (results.json has it too)
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    return results["metrics"].get("val/acc")
+    return run_job(cfg)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -11,12 +12,13 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from reglab.callbacks import EpochHistory, WeightHistograms
-from reglab.errors import ConfigError, instantiate
+from reglab.errors import ConfigError, ReglabError, instantiate
 from reglab.loggers import build_loggers, finish_wandb
 from reglab.module import ClassifierModule
 from reglab.optim import check_optim_config
 from reglab.regularizers import build_regularizers, drop_unselected
-from reglab.results import FINAL_METRICS, git_commit, library_versions, to_float, write_results
+from reglab.results import (FINAL_METRICS, RESULTS_FILE, git_commit, library_versions, read_results, to_float,
+                            write_results)
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,47 @@ def check_config(cfg: DictConfig) -> None:
                           f"data={choice_name(cfg.data._target_)} gives {data_kind} input")
 
 
+def run_identity(config: dict) -> dict:
+    """What makes two runs the same run (Dora's idea): the config, minus where it writes and how it is launched."""
+    return {k: v for k, v in config.items() if k not in ("paths", "dry_run", "skip_completed")}
+
+
+def completed_results(output_dir: Path, config: dict) -> dict | None:
+    """The results of an earlier run in ``output_dir`` that completed with the same config, else None."""
+    path = output_dir / RESULTS_FILE
+    try:
+        previous = read_results(path)
+    except (OSError, ValueError):
+        return None
+    same = run_identity(previous.get("config", {})) == run_identity(config)
+    return previous if previous.get("status") == "completed" and same else None
+
+
+def is_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def main(cfg: DictConfig) -> float | None:
+    """The CLI job: a user error is one line and exit code 2. In a multirun, a failed job is recorded in its
+    results.json (status failed, with the error) and the sweep goes on with the other jobs."""
+    try:
+        results = train(cfg)
+    except ReglabError as err:
+        print(f"error: {err}", file=sys.stderr)
+        if is_multirun():
+            return None
+        sys.exit(2)
+    except Exception:
+        if is_multirun():
+            log.exception("job failed; the sweep goes on (its results.json says status: failed)")
+            return None
+        raise
+    return results.get("metrics", {}).get("val/acc")
+
+
 def train(cfg: DictConfig) -> dict:
     started = time.time()
     unselected = drop_unselected(cfg.reg)
@@ -53,9 +96,20 @@ def train(cfg: DictConfig) -> dict:
         log.info("ignoring settings of regularizers this run does not select: %s", ", ".join(unselected))
     output_dir = Path(cfg.paths.output_dir)
     choices = run_choices(cfg)
-    results = {"status": "running", "choices": choices, "seed": int(cfg.seed),
-               "config": OmegaConf.to_container(cfg, resolve=True), "output_dir": str(output_dir),
-               "git_commit": git_commit(), "versions": library_versions()}
+    config = OmegaConf.to_container(cfg, resolve=True)
+    previous = completed_results(output_dir, config)
+    if previous is not None and cfg.get("skip_completed", True):
+        log.info("skipping %s: it already completed with this config (skip_completed=false reruns it)", output_dir)
+        print(f"{'[dry-run] ' if cfg.get('dry_run') else ''}skip (completed): {output_dir}")
+        return previous
+    if cfg.get("dry_run", False):
+        check_config(cfg)
+        build_regularizers(cfg.reg)
+        instantiate(cfg.data, "data")
+        print(f"[dry-run] would run: {'/'.join(choices.values())} seed={cfg.seed} -> {output_dir}")
+        return {"status": "dry_run", "choices": choices, "seed": int(cfg.seed), "output_dir": str(output_dir)}
+    results = {"status": "running", "choices": choices, "seed": int(cfg.seed), "config": config,
+               "output_dir": str(output_dir), "git_commit": git_commit(), "versions": library_versions()}
     try:
         check_config(cfg)
         regularizers = build_regularizers(cfg.reg)
@@ -89,7 +143,8 @@ def train(cfg: DictConfig) -> dict:
                  final.get("val/acc", float("nan")), final.get("gen_gap", float("nan")), output_dir)
         return results
     except BaseException as err:
-        results.update(status="failed", error=f"{type(err).__name__}: {err}")
+        status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+        results.update(status=status, error=f"{type(err).__name__}: {err}")
         raise
     finally:
         results["wall_time_s"] = time.time() - started
