@@ -32,14 +32,16 @@ def resolve_wandb_mode(requested: str) -> str:
     return requested
 
 
-def build_loggers(logger_cfg, output_dir: str | Path, choices: dict, tags: list[str], config: dict) -> list:
+def build_loggers(logger_cfg, output_dir: str | Path, choices: dict, tags: list[str], config: dict,
+                  study: str | None = None) -> list:
     loggers = [CSVLogger(save_dir=str(output_dir), name="csv", version="")]
     wandb_cfg = (logger_cfg or {}).get("wandb")
     if wandb_cfg is not None:
         mode = resolve_wandb_mode(wandb_cfg.get("mode", "auto"))
         if mode != "disabled":
-            group = "/".join(choices[k] for k in ("data", "model", "reg"))
-            run_tags = [f"{k}={v}" for k, v in choices.items()] + list(tags)
+            # Seeds of one configuration share a group; a study's runs share its name as a prefix and a tag.
+            group = "/".join(([study] if study else []) + [choices[k] for k in ("data", "model", "reg")])
+            run_tags = [f"{k}={v}" for k, v in choices.items()] + ([f"study={study}"] if study else []) + list(tags)
             loggers.append(WandbLogger(project=wandb_cfg.get("project", "reglab"), entity=wandb_cfg.get("entity"),
                                        group=group, tags=run_tags, save_dir=str(output_dir),
                                        offline=(mode == "offline"), config=config, job_type="train"))

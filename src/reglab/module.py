@@ -28,6 +28,21 @@ def weight_statistics(params: list[torch.Tensor], eps: float) -> dict[str, torch
     }
 
 
+HISTOGRAM_EDGES = torch.logspace(-8, 1, 46)  # |w| from 1e-8 to 10, 5 bins a decade
+
+
+@torch.no_grad()
+def weight_magnitude_histogram(params: list[torch.Tensor]) -> dict:
+    """Counts of |w| on fixed log-spaced bins (plus exact zeros and the tails), so reports can draw the
+    'L1 vs L2' weight figure from results.json alone."""
+    magnitudes = torch.cat([p.detach().abs().flatten().float().cpu() for p in params])
+    nonzero = magnitudes[magnitudes > 0]
+    counts = torch.histc(nonzero.clamp(HISTOGRAM_EDGES[0], HISTOGRAM_EDGES[-1]).log10(), bins=len(HISTOGRAM_EDGES) - 1,
+                         min=-8, max=1)
+    return {"edges": HISTOGRAM_EDGES.tolist(), "counts": counts.long().tolist(),
+            "zeros": int((magnitudes == 0).sum()), "total": int(magnitudes.numel())}
+
+
 class ClassifierModule(pl.LightningModule):
     def __init__(self, model: torch.nn.Module, regularizers: list[Regularizer], optim_cfg, num_classes: int,
                  small_weight_eps: float = 1e-3):

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from reglab.callbacks import EpochHistory, WeightHistograms
 from reglab.errors import ConfigError, ReglabError, instantiate
 from reglab.loggers import build_loggers, finish_wandb
-from reglab.module import ClassifierModule
+from reglab.module import ClassifierModule, weight_magnitude_histogram
 from reglab.optim import check_optim_config
 from reglab.regularizers import build_regularizers, drop_unselected
 from reglab.results import (FINAL_METRICS, RESULTS_FILE, git_commit, library_versions, read_results, to_float,
@@ -108,7 +108,7 @@ def train(cfg: DictConfig) -> dict:
         instantiate(cfg.data, "data")
         print(f"[dry-run] would run: {'/'.join(choices.values())} seed={cfg.seed} -> {output_dir}")
         return {"status": "dry_run", "choices": choices, "seed": int(cfg.seed), "output_dir": str(output_dir)}
-    results = {"status": "running", "choices": choices, "seed": int(cfg.seed), "config": config,
+    results = {"status": "running", "study": cfg.get("study"), "choices": choices, "seed": int(cfg.seed), "config": config,
                "output_dir": str(output_dir), "git_commit": git_commit(), "versions": library_versions()}
     try:
         check_config(cfg)
@@ -123,7 +123,7 @@ def train(cfg: DictConfig) -> dict:
         wandb_cfg = (cfg.logger or {}).get("wandb") or {}
         callbacks = [instantiate(c, f"callbacks.{k}") for k, c in (cfg.callbacks or {}).items() if c is not None]
         callbacks += [history, WeightHistograms(wandb_cfg.get("log_histograms_every_n_epochs", 1))]
-        loggers = build_loggers(cfg.logger, output_dir, choices, list(cfg.tags), results["config"])
+        loggers = build_loggers(cfg.logger, output_dir, choices, list(cfg.tags), results["config"], cfg.get("study"))
         trainer = instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers)
 
         trainer.fit(module, datamodule=datamodule)
@@ -138,6 +138,7 @@ def train(cfg: DictConfig) -> dict:
         results.update(status="completed", test_split=datamodule.test_split,
                        metrics={k: final[k] for k in FINAL_METRICS if k in final} | final,
                        history=history.rows, epochs=trainer.current_epoch,
+                       weight_histogram=weight_magnitude_histogram(module.weight_params),
                        n_parameters=sum(p.numel() for p in model.parameters()))
         log.info("test/acc=%.4f val/acc=%.4f gen_gap=%.4f (%s)", final.get("test/acc", float("nan")),
                  final.get("val/acc", float("nan")), final.get("gen_gap", float("nan")), output_dir)

@@ -27,5 +27,7 @@ def build_regularizers(reg_cfg) -> list[Regularizer]:
     for key, entry in (reg_cfg or {}).items():
         if entry is None or "_target_" not in entry:
             raise ConfigError(f"reg.{key}: not a regularizer config (choose one with reg=..., e.g. reg=l1)")
-        regularizers.append(instantiate(entry, f"reg.{key}"))
+        regularizer = instantiate(entry, f"reg.{key}")
+        regularizer.name = key  # logs and errors use the config key (e.g. dropout_conv)
+        regularizers.append(regularizer)
     return regularizers
