@@ -124,3 +124,30 @@ def test_cli_multirun_names_job_folders_and_report_reads_them(tmp_path):
     assert lines[0].startswith("| reg | n | test/acc")
     assert lines[2].startswith("| none | 1 |") and lines[3].startswith("| l1 | 1 |")
     assert (tmp_path / "report" / "summary.csv").is_file()
+
+
+def test_multirun_survives_a_failing_job_and_resumes_without_rerunning(tmp_path):
+    sweep = tmp_path / "sweep"
+    # experiment=demo tunes reg.l1 for every job; the none job ignores it, the l1 job fails on it
+    args = ["-m", "experiment=demo", "reg=none,l1", "reg.l1.strength=-1", "trainer.max_epochs=1", "logger=none",
+            f"hydra.sweep.dir={sweep}"]
+
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr[-3000:]  # the failing job did not stop the sweep
+    results = {p.parent.name: json.loads(p.read_text()) for p in sweep.rglob("results.json")}
+    by_reg = {r["choices"]["reg"]: r for r in results.values()}
+    assert by_reg["none"]["status"] == "completed"
+    assert by_reg["l1"]["status"] == "failed" and "reg.l1.strength=-1" in by_reg["l1"]["error"]
+    trained = lambda done: (done.stdout + done.stderr).count("test/acc=")  # noqa: E731
+    assert trained(first) == 1
+
+    dry = run_cli(*args, "dry_run=true")
+    assert dry.returncode == 0
+    assert "[dry-run] skip (completed)" in dry.stdout and "reg.l1.strength=-1" in dry.stderr
+    assert trained(dry) == 0
+
+    again = run_cli(*args)
+    assert again.returncode == 0
+    assert again.stdout.count("skip (completed)") == 1  # the finished job is not run again
+    assert trained(again) == 0
+    assert json.loads((sweep / next(iter(results)) / "results.json").read_text()) == results[next(iter(results))]

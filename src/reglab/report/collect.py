@@ -1,4 +1,4 @@
-"""Find results.json files under run/multirun directories and flatten them into one table."""
+"""Find results.json files under run/multirun folders and flatten them into one table."""
 
 from __future__ import annotations
 
@@ -20,15 +20,55 @@ def find_results(paths) -> list[Path]:
     return found
 
 
-def load_runs(paths) -> pd.DataFrame:
-    """One row per run: run_dir, status, error, seed, every choice, every final metric."""
-    rows = []
+def find_unfinished(paths) -> list[Path]:
+    """Multirun job folders (they hold .hydra/) with no results.json: jobs that never got to write one."""
+    unfinished = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            for hydra_dir in sorted(path.rglob(".hydra")):
+                job = hydra_dir.parent
+                if not (job / RESULTS_FILE).exists() and not (job / "multirun.yaml").exists():
+                    unfinished.append(job)
+    return unfinished
+
+
+def load_results(paths) -> list[dict]:
+    """Every results.json under ``paths``; an unreadable one becomes a record with status 'unreadable'."""
+    records = []
     for file in find_results(paths):
         try:
-            result = json.loads(file.read_text())
+            record = json.loads(file.read_text())
         except (OSError, json.JSONDecodeError) as err:
-            rows.append({"run_dir": str(file.parent), "status": "unreadable", "error": str(err)})
-            continue
-        rows.append({"run_dir": str(file.parent), "status": result.get("status"), "error": result.get("error"),
-                     "seed": result.get("seed"), **result.get("choices", {}), **result.get("metrics", {})})
+            record = {"status": "unreadable", "error": str(err)}
+        record["run_dir"] = str(file.parent)
+        records.append(record)
+    return records
+
+
+def flatten(mapping: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in (mapping or {}).items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value if not isinstance(value, (list, dict)) else json.dumps(value)
+    return flat
+
+
+def runs_frame(records: list[dict]) -> pd.DataFrame:
+    """One row per run: run_dir, status, error, study, seed, each choice, each final metric, and every config
+    leaf under its dotted path (``reg.l1.strength``), so any of them can be a table's row variable."""
+    rows = []
+    for record in records:
+        row = {"run_dir": record["run_dir"], "status": record.get("status"), "error": record.get("error"),
+               "study": record.get("study"), "seed": record.get("seed")}
+        row.update(flatten(record.get("config", {})))
+        row.update(record.get("choices", {}))
+        row.update(record.get("metrics", {}))
+        rows.append(row)
     return pd.DataFrame(rows)
+
+
+def load_runs(paths) -> pd.DataFrame:
+    return runs_frame(load_results(paths))

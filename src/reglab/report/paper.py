@@ -1,0 +1,115 @@
+"""The seed paper's tables and figures, one section per study, from whatever runs are given.
+
+Each section names the experiment that feeds it; a section without runs is skipped (and listed as such)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from reglab.report import figures
+from reglab.report.tables import DEFAULT_METRICS, Table, summarize, to_latex, to_markdown
+
+
+@dataclass
+class Section:
+    key: str
+    title: str
+    command: str
+    markdown: str
+    latex: str
+    table: Table
+    figures: list[Path]
+
+
+def completed(runs: pd.DataFrame) -> pd.DataFrame:
+    return runs[runs["status"] == "completed"] if "status" in runs else runs
+
+
+def of_study(runs: pd.DataFrame, *studies: str) -> pd.DataFrame:
+    return runs[runs["study"].isin(studies)] if "study" in runs else runs.iloc[0:0]
+
+
+def with_task(runs: pd.DataFrame, regs: tuple[str, ...]) -> pd.DataFrame:
+    """Ablation runs of every task, restricted to ``regs``, with a 'task: reg' row label."""
+    subset = runs[runs["study"].fillna("").str.startswith("ablation_") & runs["reg"].isin(regs)].copy()
+    subset["task/reg"] = subset["data"] + "/" + subset["model"] + ": " + subset["reg"]
+    return subset
+
+
+def make_section(key, title, command, runs, by, metrics, records, baseline="none", figure_fn=None):
+    if completed(runs).empty:
+        return None
+    table = summarize(runs, by=by, metrics=metrics, baseline=baseline)
+    paths = figure_fn(runs, [r for r in records if r["run_dir"] in set(runs["run_dir"])]) if figure_fn else []
+    return Section(key, title, command, to_markdown(table), to_latex(table, label=f"tab:{key}"), table, paths)
+
+
+def build_sections(runs: pd.DataFrame, records: list[dict], out_dir: Path) -> tuple[list[Section], list[str]]:
+    fig_dir = out_dir / "figures"
+    sections, skipped = [], []
+    specs = [
+        ("l1_weights", "Effect of L1 on weights", "python train.py -m experiment=l1_sweep",
+         of_study(runs, "l1_sweep"), "reg.l1.strength",
+         ["test/acc", "gen_gap", "weights/zero_frac", "weights/small_frac", "weights/l1"], None,
+         lambda r, rec: figures.metric_vs_parameter(r, "reg.l1.strength", ["test/acc", "weights/small_frac",
+                                                    "weights/zero_frac"], fig_dir, "l1_sweep", "L1 strength λ", True)),
+        ("l2_weights", "Effect of L2 on weights", "python train.py -m experiment=l2_sweep",
+         of_study(runs, "l2_sweep"), "reg.l2.strength", ["test/acc", "gen_gap", "weights/l2", "weights/small_frac"],
+         None, lambda r, rec: figures.metric_vs_parameter(r, "reg.l2.strength", ["test/acc", "weights/l2"], fig_dir,
+                                                           "l2_sweep", "L2 strength λ", True)),
+        ("l1_vs_l2", "L1 vs L2 across tasks", "python train.py -m experiment=ablation_<task>",
+         with_task(runs, ("none", "l1", "l2")), "task/reg", ["test/acc", "gen_gap", "weights/small_frac", "weights/l2"],
+         None, lambda r, rec: figures.weight_histograms(rec, fig_dir)),
+        ("dropout_placement", "Dropout in different layers", "python train.py -m experiment=dropout_placement",
+         of_study(runs, "dropout_placement"), "reg", ["test/acc", "val/acc", "gen_gap"], "none", None),
+        ("dropout_rate", "Dropout rate vs performance", "python train.py -m experiment=dropout_rate",
+         of_study(runs, "dropout_rate"), "reg.dropout.p", ["test/acc", "val/acc", "gen_gap"], 0.0,
+         lambda r, rec: figures.metric_vs_parameter(r, "reg.dropout.p", ["test/acc", "gen_gap"], fig_dir,
+                                                    "dropout_rate", "dropout rate p")),
+        ("image", "Comparison of techniques on image classification",
+         "python train.py -m experiment=ablation_cifar10 (or ablation_digits, demo)",
+         of_study(runs, "ablation_cifar10") if not of_study(runs, "ablation_cifar10").empty
+         else of_study(runs, "ablation_digits", "demo"), "reg", None, "none",
+         lambda r, rec: figures.training_curves(rec, fig_dir, name="curves_image")),
+        ("nlp", "Comparison on NLP", "python train.py -m experiment=ablation_sst2 data.path=DIR",
+         of_study(runs, "ablation_sst2"), "reg", None, "none",
+         lambda r, rec: figures.training_curves(rec, fig_dir, name="curves_nlp")),
+        ("dropout_tasks", "Dropout across tasks", "python train.py -m experiment=ablation_<task>",
+         with_task(runs, ("none", "dropout")), "task/reg", ["test/acc", "val/acc", "gen_gap"], None, None),
+    ]
+    for key, title, command, subset, by, metrics, baseline, figure_fn in specs:
+        section = make_section(key, title, command, subset, by, metrics or list(DEFAULT_METRICS), records,
+                               baseline, figure_fn)
+        (sections.append(section) if section else skipped.append(f"{title} (`{command}`)"))
+    return sections, skipped
+
+
+def relative(path: Path, base: Path) -> str:
+    return str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
+
+
+def write_paper(runs: pd.DataFrame, records: list[dict], out_dir: Path) -> tuple[Path, Path]:
+    sections, skipped = build_sections(runs, records, out_dir)
+    md = ["# Regularization study report", "", f"{len(records)} runs read.", ""]
+    tex = [r"\documentclass{article}", r"\usepackage[margin=2cm]{geometry}", r"\usepackage{booktabs}",
+           r"\usepackage{graphicx}", r"\usepackage[T1]{fontenc}", r"\begin{document}",
+           r"\section*{Regularization study report}"]
+    for section in sections:
+        md += [f"## {section.title}", "", f"Made by `{section.command}`.", "", section.markdown, ""]
+        md += [f"![{p.stem}]({relative(p, out_dir)})" for p in section.figures if p.suffix == ".png"] + [""]
+        tex += [rf"\subsection*{{{section.title}}}", section.latex]
+        for path in section.figures:
+            if path.suffix == ".pdf":
+                tex += [r"\begin{figure}[h]", r"\centering",
+                        rf"\includegraphics[width=0.9\linewidth]{{{relative(path, out_dir)}}}", r"\end{figure}"]
+        tex.append(r"\clearpage")
+    if skipped:
+        md += ["## Sections without runs", "", *[f"- {s}" for s in skipped], ""]
+    tex.append(r"\end{document}")
+    md_path, tex_path = out_dir / "report.md", out_dir / "report.tex"
+    md_path.write_text("\n".join(md))
+    tex_path.write_text("\n".join(tex))
+    return md_path, tex_path
