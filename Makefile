@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # For a CUDA build: make TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu128" install
 TORCH_SPEC ?= torch==2.13.0
 OFFLINE := HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 WANDB_MODE=offline
-DEMO_DIR ?= logs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
+DEMO_DIR ?= logs/multiruns/demo
 
 .PHONY: install demo test clean
 
@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 
 demo: install
 	$(OFFLINE) $(PY) train.py -m experiment=demo hydra.sweep.dir=$(DEMO_DIR)
-	$(PY) scripts/report.py $(DEMO_DIR) --out $(DEMO_DIR)/report
+	$(VENV)/bin/reglab-report $(DEMO_DIR) --paper --out $(DEMO_DIR)/report
 
 test: install
 	$(OFFLINE) $(PY) -m pytest -q

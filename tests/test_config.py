@@ -16,7 +16,8 @@ def group_choices(group: str) -> list[str]:
 
 
 @pytest.mark.parametrize("group,choice", [(g, c) for g in ("data", "model", "reg", "optim", "trainer", "logger",
-                                                            "callbacks", "experiment", "debug", "paths", "hydra")
+                                                            "callbacks", "experiment", "hparams_search", "debug", "paths",
+                                                            "hydra")
                                            for c in group_choices(g)])
 def test_every_group_choice_composes(tmp_path, group, choice):
     cfg = compose_config(tmp_path, [f"{group}={choice}"])

@@ -151,3 +151,17 @@ def test_multirun_survives_a_failing_job_and_resumes_without_rerunning(tmp_path)
     assert again.stdout.count("skip (completed)") == 1  # the finished job is not run again
     assert trained(again) == 0
     assert json.loads((sweep / next(iter(results)) / "results.json").read_text()) == results[next(iter(results))]
+
+
+def test_optuna_search_runs_trials_as_normal_runs(tmp_path):
+    sweep = tmp_path / "search"
+    done = run_cli("-m", "hparams_search=l1", "data=digits", "model=cnn_small", "trainer.max_epochs=1",
+                   "logger=none", "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = [json.loads(p.read_text()) for p in sweep.rglob("results.json")]
+    assert len(results) == 2 and all(r["status"] == "completed" for r in results)
+    assert all(r["study"] == "hparams_l1" and r["choices"]["reg"] == "l1" for r in results)
+    strengths = {r["config"]["reg"]["l1"]["strength"] for r in results}
+    assert len(strengths) == 2 and all(1e-6 <= s <= 1e-2 for s in strengths)
+    best = (sweep / "optimization_results.yaml").read_text()
+    assert "reg.l1.strength" in best and "best_value" in best

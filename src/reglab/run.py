@@ -48,6 +48,13 @@ def check_config(cfg: DictConfig) -> None:
                           f"data={choice_name(cfg.data._target_)} gives {data_kind} input")
 
 
+def validate(cfg: DictConfig):
+    """Everything that can be checked without data or a model: the config, the regularizers' values and the
+    datamodule's arguments (paths, sizes). Returns the regularizers and the (not yet loaded) datamodule."""
+    check_config(cfg)
+    return build_regularizers(cfg.reg), instantiate(cfg.data, "data")
+
+
 def run_identity(config: dict) -> dict:
     """What makes two runs the same run (Dora's idea): the config, minus where it writes and how it is launched."""
     return {k: v for k, v in config.items() if k not in ("paths", "dry_run", "skip_completed")}
@@ -73,18 +80,19 @@ def is_multirun() -> bool:
 
 def main(cfg: DictConfig) -> float | None:
     """The CLI job: a user error is one line and exit code 2. In a multirun, a failed job is recorded in its
-    results.json (status failed, with the error) and the sweep goes on with the other jobs."""
+    results.json (status failed, with the error) and the sweep goes on with the other jobs; it returns NaN,
+    which an Optuna sweep counts as a failed trial."""
     try:
         results = train(cfg)
     except ReglabError as err:
         print(f"error: {err}", file=sys.stderr)
         if is_multirun():
-            return None
+            return float("nan")
         sys.exit(2)
     except Exception:
         if is_multirun():
             log.exception("job failed; the sweep goes on (its results.json says status: failed)")
-            return None
+            return float("nan")
         raise
     return results.get("metrics", {}).get("val/acc")
 
@@ -103,17 +111,14 @@ def train(cfg: DictConfig) -> dict:
         print(f"{'[dry-run] ' if cfg.get('dry_run') else ''}skip (completed): {output_dir}")
         return previous
     if cfg.get("dry_run", False):
-        check_config(cfg)
-        build_regularizers(cfg.reg)
-        instantiate(cfg.data, "data")
+        validate(cfg)
         print(f"[dry-run] would run: {'/'.join(choices.values())} seed={cfg.seed} -> {output_dir}")
         return {"status": "dry_run", "choices": choices, "seed": int(cfg.seed), "output_dir": str(output_dir)}
-    results = {"status": "running", "study": cfg.get("study"), "choices": choices, "seed": int(cfg.seed), "config": config,
-               "output_dir": str(output_dir), "git_commit": git_commit(), "versions": library_versions()}
+    results = {"status": "running", "study": cfg.get("study"), "choices": choices, "seed": int(cfg.seed),
+               "config": config, "output_dir": str(output_dir), "git_commit": git_commit(),
+               "versions": library_versions()}
     try:
-        check_config(cfg)
-        regularizers = build_regularizers(cfg.reg)
-        datamodule = instantiate(cfg.data, "data")
+        regularizers, datamodule = validate(cfg)
         pl.seed_everything(int(cfg.seed), workers=True)
         datamodule.setup()
         model = instantiate(cfg.model, "model", **datamodule.model_kwargs)
@@ -123,7 +128,7 @@ def train(cfg: DictConfig) -> dict:
         wandb_cfg = (cfg.logger or {}).get("wandb") or {}
         callbacks = [instantiate(c, f"callbacks.{k}") for k, c in (cfg.callbacks or {}).items() if c is not None]
         callbacks += [history, WeightHistograms(wandb_cfg.get("log_histograms_every_n_epochs", 1))]
-        loggers = build_loggers(cfg.logger, output_dir, choices, list(cfg.tags), results["config"], cfg.get("study"))
+        loggers = build_loggers(cfg.logger, output_dir, choices, list(cfg.tags), config, cfg.get("study"))
         trainer = instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers)
 
         trainer.fit(module, datamodule=datamodule)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-DEFAULT_METRICS = ("test/acc", "val/acc", "gen_gap", "weights/zero_frac", "weights/l2", "test/ece")
+DEFAULT_METRICS = ("test/acc", "val/acc", "gen_gap", "weights/zero_frac", "weights/small_frac", "weights/l2", "test/ece")
 # Which way is better, for the bold "best" cell. Metrics not listed get no bold.
 HIGHER_IS_BETTER = {"test/acc": True, "val/acc": True, "train/acc": True, "gen_gap": False, "test/loss": False,
                     "val/loss": False, "weights/zero_frac": True, "weights/small_frac": True, "weights/l2": False,
