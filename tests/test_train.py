@@ -123,7 +123,7 @@ def test_cli_multirun_names_job_folders_and_report_reads_them(tmp_path):
     lines = report.stdout.splitlines()
     assert lines[0].startswith("| reg | n | test/acc")
     assert lines[2].startswith("| none | 1 |") and lines[3].startswith("| l1 | 1 |")
-    assert (tmp_path / "report" / "summary.csv").is_file()
+    assert (tmp_path / "report" / "table.csv").is_file() and (tmp_path / "report" / "table.tex").is_file()
 
 
 def test_multirun_survives_a_failing_job_and_resumes_without_rerunning(tmp_path):
