@@ -158,7 +158,7 @@ def model(**kwargs) -> TransformerClassifier:
                                      "d_model": 32, "n_layers": 2, "n_heads": 4, "d_ff": 64} | kwargs))
 
 
-@pytest.mark.parametrize("pooling", ["mean", "cls"])
+@pytest.mark.parametrize("pooling", ["mean", "cls", "max"])
 @pytest.mark.parametrize("positions", ["learned", "sinusoidal"])
 def test_padding_does_not_change_the_output(pooling, positions):
     net = model(pooling=pooling, positions=positions).eval()

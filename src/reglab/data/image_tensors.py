@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from reglab.data.augment import normalize, random_crop, random_hflip
+from reglab.data.sources import already_batched, train_eval_index
 from reglab.errors import ConfigError
 
 
@@ -40,10 +41,6 @@ class TensorBatchDataset(Dataset):
     def __getitems__(self, indices):
         index = torch.as_tensor(indices)
         return self.images[index], self.labels[index]
-
-
-def already_batched(batch):
-    return batch
 
 
 def carve_validation(images: torch.Tensor, labels: torch.Tensor, size: int, seed: int, key: str):
@@ -80,8 +77,7 @@ class ImageTensorDataModule(pl.LightningDataModule):
         train_images = splits.train[0].float() / 255.0
         self.mean = train_images.mean(dim=(0, 2, 3))
         self.std = train_images.std(dim=(0, 2, 3)).clamp_min(1e-3)
-        n_eval = min(self.train_eval_size, len(splits.train[1]))
-        eval_index = torch.randperm(len(splits.train[1]), generator=torch.Generator().manual_seed(0))[:n_eval]
+        eval_index = train_eval_index(len(splits.train[1]), self.train_eval_size)
         self.train_eval = (splits.train[0][eval_index], splits.train[1][eval_index])
 
     @property

@@ -27,3 +27,15 @@ def split_of(name: str) -> str | None:
         if token in SPLIT_ALIASES:
             return SPLIT_ALIASES[token]
     return None
+
+
+def already_batched(batch):
+    """collate_fn for datasets whose ``__getitems__`` returns a whole batch."""
+    return batch
+
+
+def train_eval_index(n_train: int, size: int):
+    """The fixed train subset evaluated in eval mode each epoch (train/acc, gen_gap): the same every run."""
+    import torch
+
+    return torch.randperm(n_train, generator=torch.Generator().manual_seed(0))[:min(int(size), n_train)]

@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from reglab.data.sources import SPLIT_ALIASES, hub_reachable, split_of
+from reglab.data.sources import SPLIT_ALIASES, already_batched, hub_reachable, split_of, train_eval_index
 from reglab.data.tokenizer import load_tokenizer
 from reglab.errors import ConfigError, DataUnavailableError
 
@@ -66,10 +66,6 @@ class LengthBucketSampler(Sampler[list[int]]):
             batches.extend(bucket.split(self.batch_size))
         for i in torch.randperm(len(batches)).tolist():
             yield batches[i].tolist()
-
-
-def already_batched(batch):
-    return batch
 
 
 def check_rows(sentences: list, labels: list, where: str, first_line: int) -> bool:
@@ -192,9 +188,7 @@ class SST2DataModule(pl.LightningDataModule):
         self.splits = {"train": self.encode(self.tokenizer, *text["train"]),
                        "validation": self.encode(self.tokenizer, *text["validation"])}
         self.splits["test"] = self.encode(self.tokenizer, *test) if test else self.splits["validation"]
-        n_eval = min(int(self.train_eval_size), len(self.splits["train"]))
-        eval_index = torch.randperm(len(self.splits["train"]), generator=torch.Generator().manual_seed(0))[:n_eval]
-        self.train_eval = self.splits["train"].subset(eval_index)
+        self.train_eval = self.splits["train"].subset(train_eval_index(len(self.splits["train"]), self.train_eval_size))
 
     @property
     def model_kwargs(self) -> dict:

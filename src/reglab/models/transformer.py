@@ -4,7 +4,7 @@
            -> n_layers x pre-norm block:
                 x + Dropout("residual")(SelfAttention(LN(x)))   attention probs -> Dropout("attention")
                 x + Dropout("residual")(MLP(LN(x)))
-           -> LN -> pool ([CLS] = position 0, or mean over real tokens)
+           -> LN -> pool ([CLS] = position 0, or mean / max over real tokens)
            -> Dropout ("classifier") -> Linear(num_classes)
 
 Padded positions are masked out of attention and of mean pooling, so padding never changes the output.
@@ -69,8 +69,8 @@ class TransformerClassifier(nn.Module):
         super().__init__()
         if positions not in ("learned", "sinusoidal"):
             raise ConfigError(f"model.positions={positions!r}: allowed ['learned', 'sinusoidal']")
-        if pooling not in ("cls", "mean"):
-            raise ConfigError(f"model.pooling={pooling!r}: allowed ['cls', 'mean']")
+        if pooling not in ("cls", "mean", "max"):
+            raise ConfigError(f"model.pooling={pooling!r}: allowed ['cls', 'mean', 'max']")
         if d_model % n_heads:
             raise ConfigError(f"model.d_model={d_model} must be divisible by model.n_heads={n_heads}")
         self.pooling = pooling
@@ -105,6 +105,8 @@ class TransformerClassifier(nn.Module):
         x = self.norm(x)
         if self.pooling == "cls":
             pooled = x[:, 0]
+        elif self.pooling == "max":  # max over time, as in Kim (2014)
+            pooled = x.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(1)
         else:
             weights = mask.unsqueeze(-1).to(x.dtype)
             pooled = (x * weights).sum(1) / weights.sum(1).clamp_min(1.0)
