@@ -121,6 +121,9 @@ def test_paper_report_has_a_section_per_study_and_figures(ablation, tmp_path):
     tex = (out / "report.tex").read_text()
     assert tex.startswith(r"\documentclass{article}") and tex.rstrip().endswith(r"\end{document}")
     assert r"\includegraphics" in tex
+    if shutil.which("pdflatex"):
+        done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "report.tex"], cwd=out, capture_output=True)
+        assert done.returncode == 0, done.stdout[-2000:]
     for name in ("weight_histograms", "curves_image"):
         assert (out / "figures" / f"{name}.png").stat().st_size > 1000
         assert (out / "figures" / f"{name}.pdf").is_file()

@@ -76,8 +76,9 @@ def summarize(runs: pd.DataFrame, by: str = "reg", metrics=DEFAULT_METRICS, base
         if metric in HIGHER_IS_BETTER:
             column = [(cells[(r, metric)].mean, r) for r in rows if (r, metric) in cells]
             if len(column) > 1:
-                best = (max if HIGHER_IS_BETTER[metric] else min)(column)[1]
-                cells[(best, metric)].best = True
+                best = (max if HIGHER_IS_BETTER[metric] else min)(mean for mean, _ in column)
+                for mean, row in column:  # ties are all bold
+                    cells[(row, metric)].best = mean == best
     n = {row: int((done[by] == row).sum()) for row in rows}
     failed = runs[runs["status"] != "completed"] if "status" in runs else runs
     not_completed = [{"run_dir": r["run_dir"], "status": r["status"], "error": r.get("error")}
