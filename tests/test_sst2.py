@@ -245,3 +245,15 @@ def test_hf_encoder_tiny_random_config_offline():
     penalty = L2(strength=1.0)
     penalty.configure(net)
     assert penalty.param_names and not any("embeddings" in n for n in penalty.param_names)
+
+
+def test_pretrained_tokenizer_by_path_and_a_clear_error_by_unknown_name(sst2_tsv, tmp_path):
+    trained = datamodule(sst2_tsv, tmp_path)
+    trained.setup()
+    saved = tmp_path / "my_tokenizer"
+    trained.tokenizer.save_pretrained(str(saved))
+    by_path = datamodule(sst2_tsv, tmp_path, tokenizer=str(saved))
+    by_path.setup()
+    assert torch.equal(by_path.splits["validation"].ids, trained.splits["validation"].ids)
+    with pytest.raises(DataUnavailableError, match="data.tokenizer='no-such/tokenizer'"):
+        datamodule(sst2_tsv, tmp_path, tokenizer="no-such/tokenizer").setup()

@@ -94,12 +94,18 @@ def training_curves(records: list[dict], out_dir: Path, by: str = "reg", name: s
     groups: dict[str, list[dict]] = {}
     for record in completed:
         groups.setdefault(str(record.get("choices", {}).get(by, "?")), []).append(record)
-    for style, (label, group) in zip(STYLES * 3, groups.items()):
+    from matplotlib.ticker import MaxNLocator
+
+    from reglab.report.tables import row_order
+
+    for style, label in zip(STYLES * 3, row_order(groups)):
+        group = groups[label]
         for axis, key in zip(axes, ("train/acc", "val/acc")):
             frame = pd.DataFrame([{"epoch": h["epoch"] + 1, key: h.get(key)} for r in group for h in r["history"]])
             mean = frame.groupby("epoch")[key].mean()
             axis.plot(mean.index, mean.values, label=label, markersize=3, **style)
     for axis, title in zip(axes, ("train subset, eval mode", "validation")):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_xlabel("epoch")
         axis.set_title(title)
     axes[0].set_ylabel("accuracy (fraction)")
