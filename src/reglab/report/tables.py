@@ -75,7 +75,7 @@ def summarize(runs: pd.DataFrame, by: str = "reg", metrics=DEFAULT_METRICS, base
     for metric in metrics:
         if metric in HIGHER_IS_BETTER:
             column = [(cells[(r, metric)].mean, r) for r in rows if (r, metric) in cells]
-            if len(column) > 1:
+            if len({mean for mean, _ in column}) > 1:  # nothing is best when all rows are equal
                 best = (max if HIGHER_IS_BETTER[metric] else min)(mean for mean, _ in column)
                 for mean, row in column:  # ties are all bold
                     cells[(row, metric)].best = mean == best
@@ -87,17 +87,19 @@ def summarize(runs: pd.DataFrame, by: str = "reg", metrics=DEFAULT_METRICS, base
                  {str(r): c for r, c in n.items()}, None if baseline is None else str(baseline), not_completed)
 
 
-def format_number(value: float) -> str:
+def number_format(value: float) -> str:
+    """One format per cell (the mean's), so mean and std line up: 0.0190 ± 0.0004, 1.2e+04 ± 3.1e+02."""
     if value != 0 and (abs(value) >= 1000 or abs(value) < 1e-3):
-        return f"{value:.2e}"
-    return f"{value:.2f}" if abs(value) >= 100 else f"{value:.4f}"
+        return ".2e"
+    return ".2f" if abs(value) >= 100 else ".4f"
 
 
 def cell_text(cell: Cell | None, latex: bool) -> str:
     if cell is None:
         return "–"
     pm = r" $\pm$ " if latex else " ± "
-    text = format_number(cell.mean) + ("" if math.isnan(cell.std) else pm + format_number(cell.std))
+    spec = number_format(cell.mean)
+    text = format(cell.mean, spec) + ("" if math.isnan(cell.std) else pm + format(cell.std, spec))
     if cell.best:
         text = rf"\textbf{{{text}}}" if latex else f"**{text}**"
     if cell.significant:
