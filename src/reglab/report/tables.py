@@ -45,9 +45,13 @@ class Table:
 def welch_p_value(a: list[float], b: list[float]) -> float | None:
     if len(a) < 2 or len(b) < 2:
         return None
+    import warnings
+
     from scipy.stats import ttest_ind
 
-    result = ttest_ind(a, b, equal_var=False)
+    with warnings.catch_warnings():  # identical samples: scipy warns, and the p-value is NaN (no mark)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = ttest_ind(a, b, equal_var=False)
     return None if math.isnan(result.pvalue) else float(result.pvalue)
 
 
