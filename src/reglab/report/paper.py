@@ -36,7 +36,8 @@ def with_task(runs: pd.DataFrame, regs: tuple[str, ...]) -> pd.DataFrame:
     """Ablation runs of every task, restricted to ``regs``, with a 'task: reg' row label."""
     subset = runs[runs["study"].fillna("").str.startswith("ablation_") & runs["reg"].isin(regs)].copy()
     subset["task/reg"] = subset["data"] + "/" + subset["model"] + ": " + subset["reg"]
-    return subset
+    subset["reg_rank"] = subset["reg"].map(regs.index)
+    return subset.sort_values(["data", "reg_rank"], kind="stable")  # rows: per task, in the order of regs
 
 
 def make_section(key, title, command, runs, by, metrics, records, baseline="none", figure_fn=None):
