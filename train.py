@@ -3,6 +3,10 @@
 import hydra
 from omegaconf import DictConfig
 
+from reglab import resolvers
+
+resolvers.register()
+
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:

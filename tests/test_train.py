@@ -109,12 +109,13 @@ def test_cli_bad_value_is_one_line_error(tmp_path, override, message):
 
 def test_cli_multirun_names_job_folders_and_report_reads_them(tmp_path):
     sweep = tmp_path / "sweep"
-    done = run_cli("-m", "data=digits", "reg=none,l1", "trainer.max_epochs=1", "logger=none",
+    done = run_cli("-m", "data=digits", "reg=none,l1", "trainer.max_epochs=1", "logger=none", "tags=[a/b]",
                    "model.widths=[8]", "model.convs_per_stage=1", "model.fc_hidden=16",
                    f"hydra.sweep.dir={sweep}")
     assert done.returncode == 0, done.stderr[-3000:]
     job_dirs = sorted(p.parent.name for p in sweep.rglob("results.json"))
     assert len(job_dirs) == 2 and all("reg=" in name for name in job_dirs)
+    assert all(p.parent.parent == sweep for p in sweep.rglob("results.json"))  # '/' in a value does not nest
     assert any(name.endswith("reg=l1") or "reg=l1," in name for name in job_dirs)
 
     report = subprocess.run([sys.executable, str(ROOT / "scripts" / "report.py"), str(sweep), "--out",
