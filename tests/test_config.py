@@ -7,7 +7,7 @@ from hydra.utils import get_class
 from omegaconf import OmegaConf
 
 from conftest import CONF, compose_config
-from reglab.regularizers import Regularizer
+from reglab.regularizers import Regularizer, build_regularizers, drop_unselected
 from reglab.run import check_config, run_choices
 
 
@@ -22,9 +22,10 @@ def group_choices(group: str) -> list[str]:
 def test_every_group_choice_composes(tmp_path, group, choice):
     cfg = compose_config(tmp_path, [f"{group}={choice}"])
     OmegaConf.resolve(cfg)  # every interpolation resolves
-    for key, entry in (cfg.reg or {}).items():
-        if "_target_" in entry:
-            assert issubclass(get_class(entry._target_), Regularizer)
+    drop_unselected(cfg.reg)
+    built = build_regularizers(cfg.reg)  # every selected regularizer builds from its yaml
+    assert [r.name for r in built] == list(cfg.reg) and all(isinstance(r, Regularizer) for r in built)
+    get_class(cfg.data._target_), get_class(cfg.model._target_)
 
 
 def test_defaults(tmp_path):

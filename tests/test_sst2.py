@@ -135,7 +135,7 @@ def test_tokenizer_is_trained_once_then_loaded_from_cache(sst2_tsv, tmp_path, mo
 def test_batches_are_dynamically_padded(sst2_tsv, tmp_path):
     dm = datamodule(sst2_tsv, tmp_path)
     dm.setup()
-    for inputs, labels in dm.train_dataloader():
+    for inputs, _ in dm.train_dataloader():
         ids, mask = inputs["input_ids"], inputs["attention_mask"]
         assert ids.shape == mask.shape and ids.shape[1] == int(mask.sum(1).max())  # no all-pad column
         assert (ids[~mask] == dm.tokenizer.pad_token_id).all()
