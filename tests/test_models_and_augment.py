@@ -239,7 +239,12 @@ def test_weight_statistics_exact():
     params = [torch.tensor([[1.0, -2.0], [0.0, 0.0005]]), torch.tensor([3.0, 0.0, -0.002]),
               torch.tensor([[[-4.0]]])]
     stats = weight_statistics(params, eps=1e-3)
-    assert set(stats) == {"weights/l1", "weights/l2", "weights/zero_frac", "weights/small_frac"}
+    assert set(stats) == {"weights/l1", "weights/l2", "weights/zero_frac", "weights/small_frac", "weights/nonzero",
+                          "weights/sparse_bytes", "weights/dense_bytes"}
+    assert float(stats["weights/nonzero"]) == 6
+    # COO: each non-zero float32 costs 4 bytes + 8 per index dimension: 3 of the 2-d, 2 of the 1-d, 1 of the 3-d
+    assert float(stats["weights/sparse_bytes"]) == 3 * (4 + 16) + 2 * (4 + 8) + 1 * (4 + 24)
+    assert float(stats["weights/dense_bytes"]) == 8 * 4
     assert float(stats["weights/l1"]) == pytest.approx(1 + 2 + 0 + 0.0005 + 3 + 0 + 0.002 + 4, rel=1e-6)
     assert float(stats["weights/l2"]) == pytest.approx(math.sqrt(1 + 4 + 0.0005 ** 2 + 9 + 0.002 ** 2 + 16),
                                                        rel=1e-6)

@@ -20,11 +20,17 @@ def weight_statistics(params: list[torch.Tensor], eps: float) -> dict[str, torch
     """Global stats over the weights: sum|w| (weights/l1), the Euclidean norm ||w||_2 (weights/l2),
     the fraction exactly zero and the fraction with |w| < eps."""
     count = sum(p.numel() for p in params)
+    nonzero = [(p != 0).sum() for p in params]
+    # Stored as sparse COO tensors: each non-zero costs its value plus one int64 index per dimension.
+    sparse_bytes = sum(n * (p.element_size() + 8 * p.ndim) for n, p in zip(nonzero, params))
     return {
         "weights/l1": torch.stack(torch._foreach_norm(params, 1)).sum(),
         "weights/l2": torch.stack(torch._foreach_norm(params, 2)).norm(),
-        "weights/zero_frac": sum((p == 0).sum() for p in params) / count,
+        "weights/zero_frac": 1 - sum(nonzero) / count,
         "weights/small_frac": sum((p.abs() < eps).sum() for p in params) / count,
+        "weights/nonzero": sum(nonzero).float(),
+        "weights/sparse_bytes": sparse_bytes.float(),
+        "weights/dense_bytes": torch.tensor(float(sum(p.numel() * p.element_size() for p in params))),
     }
 
 

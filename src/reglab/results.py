@@ -13,7 +13,8 @@ from reglab.atomic import atomic_write
 
 RESULTS_FILE = "results.json"
 FINAL_METRICS = ("test/acc", "test/loss", "val/acc", "val/loss", "train/acc", "gen_gap",
-                 "weights/zero_frac", "weights/small_frac", "weights/l1", "weights/l2")
+                 "weights/zero_frac", "weights/small_frac", "weights/l1", "weights/l2", "weights/nonzero",
+                 "weights/sparse_bytes", "weights/dense_bytes")
 LIBRARIES = ("torch", "pytorch-lightning", "torchmetrics", "hydra-core", "wandb", "datasets", "numpy")
 
 

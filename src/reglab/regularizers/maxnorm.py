@@ -1,0 +1,23 @@
+import torch
+
+from reglab.errors import ConfigError
+from reglab.regularizers.base import Regularizer
+
+
+class MaxNorm(Regularizer):
+    """Max-norm constraint (Srivastava et al. 2014): after each optimizer step, every unit's incoming weight
+    vector is rescaled to L2 norm <= max_norm. A unit is a row of a Linear weight (out, in) or an output
+    channel of a conv weight (out, in, kh, kw): dim 0 in both."""
+
+    name = "maxnorm"
+
+    def __init__(self, max_norm: float = 3.0, include=(), exclude=()):
+        if not max_norm > 0:
+            raise ConfigError(f"reg.maxnorm.max_norm={max_norm!r}: must be > 0")
+        super().__init__(include, exclude)
+        self.max_norm = float(max_norm)
+
+    @torch.no_grad()
+    def after_step(self, model, lr: float) -> None:
+        for param in self.params:
+            param.renorm_(2, 0, self.max_norm)

@@ -1,0 +1,73 @@
+"""Post-step regularizers: proximal L1 (exact zeros) and max-norm."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import ROOT
+from reglab.errors import ConfigError
+from reglab.regularizers.maxnorm import MaxNorm
+from reglab.regularizers.prox_l1 import ProxL1
+from reglab.run import train
+
+
+def tiny_model() -> nn.Sequential:
+    model = nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 2))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[0.5, -0.05, 0.1], [-0.3, 0.2, -0.09]]))
+        model[0].bias.fill_(0.01)
+        model[1].weight.copy_(torch.tensor([[0.1, -0.1], [2.0, 0.0]]))
+    return model
+
+
+def test_prox_l1_zeroes_exactly_the_weights_below_threshold():
+    model = tiny_model()
+    before = [p.detach().clone() for p in (model[0].weight, model[1].weight)]
+    regularizer = ProxL1(strength=1.0)
+    regularizer.configure(model)
+    regularizer.after_step(model, lr=0.1)  # threshold 0.1
+    for old, new in zip(before, (model[0].weight, model[1].weight)):
+        expected = torch.sign(old) * torch.clamp(old.abs() - 0.1, min=0)
+        assert torch.equal(new, expected)
+    assert torch.allclose(model[0].weight, torch.tensor([[0.4, 0.0, 0.0], [-0.2, 0.1, 0.0]]))
+    assert torch.equal(model[0].weight == 0, torch.tensor([[False, True, True], [False, False, True]]))  # |w| <= 0.1
+    assert (model[0].weight == 0).sum() == 3 and (model[1].weight == 0).sum() == 3
+    assert torch.equal(model[0].bias, torch.full((2,), 0.01))  # biases follow the shared rule: untouched
+
+
+def test_maxnorm_bounds_every_unit():
+    torch.manual_seed(0)
+    linear, conv = nn.Linear(8, 5), nn.Conv2d(3, 4, 3)
+    with torch.no_grad():
+        linear.weight.mul_(50)
+        conv.weight.mul_(50)
+        linear.weight[0] = 0.01  # a unit already inside the ball is left as it is
+    model = nn.Sequential(linear, nn.Flatten(), conv)
+    small_row = linear.weight[0].clone()
+    regularizer = MaxNorm(max_norm=2.0)
+    regularizer.configure(model)
+    regularizer.after_step(model, lr=0.1)
+    assert linear.weight.norm(dim=1).max() <= 2.0 + 1e-5
+    assert conv.weight.flatten(1).norm(dim=1).max() <= 2.0 + 1e-5
+    assert torch.allclose(linear.weight.norm(dim=1)[1:], torch.full((4,), 2.0), atol=1e-4)  # scaled onto the ball
+    assert torch.equal(linear.weight[0], small_row)
+    with pytest.raises(ConfigError, match="reg.maxnorm.max_norm"):
+        MaxNorm(max_norm=0)
+
+
+@pytest.mark.slow
+def test_prox_l1_with_adam_and_maxnorm_with_dropout_in_a_run(make_config):
+    cfg = make_config("data=digits", "reg=prox_l1", "reg.prox_l1.strength=0.5")
+    train(cfg)
+    sparse = json.loads((ROOT / cfg.paths.output_dir / "results.json").read_text())["metrics"]
+    assert sparse["weights/zero_frac"] > 0.2  # exact zeros, which subgradient l1 never gives
+    assert 0 < sparse["weights/sparse_bytes"]
+    assert sparse["weights/nonzero"] == pytest.approx((1 - sparse["weights/zero_frac"]) * sparse["weights/dense_bytes"] / 4)
+
+    cfg = make_config("data=digits", "reg=[dropout,maxnorm]", "reg.maxnorm.max_norm=0.5")
+    results = train(cfg)
+    assert results["status"] == "completed" and results["choices"]["reg"] == "dropout+maxnorm"
