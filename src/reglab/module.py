@@ -43,8 +43,7 @@ def weight_magnitude_histogram(params: list[torch.Tensor]) -> dict:
     'L1 vs L2' weight figure from results.json alone."""
     magnitudes = torch.cat([p.detach().abs().flatten().float().cpu() for p in params])
     nonzero = magnitudes[magnitudes > 0]
-    counts = torch.histc(nonzero.clamp(HISTOGRAM_EDGES[0], HISTOGRAM_EDGES[-1]).log10(), bins=len(HISTOGRAM_EDGES) - 1,
-                         min=-8, max=1)
+    counts, _ = torch.histogram(nonzero.clamp(HISTOGRAM_EDGES[0], HISTOGRAM_EDGES[-1]), bins=HISTOGRAM_EDGES)
     return {"edges": HISTOGRAM_EDGES.tolist(), "counts": counts.long().tolist(),
             "zeros": int((magnitudes == 0).sum()), "total": int(magnitudes.numel())}
 

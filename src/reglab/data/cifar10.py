@@ -78,6 +78,16 @@ def dataset_to_tensors(dataset, where: str) -> tuple[torch.Tensor, torch.Tensor,
     return decode_images(encoded, where), labels, list(names)
 
 
+def splits_from_datasets(loaded, where) -> dict:
+    """{split name: datasets.Dataset} -> decoded {"splits": {split: (images, labels)}, "class_names": [...]};
+    ``where(split)`` names the source in errors."""
+    splits, class_names = {}, None
+    for name, dataset in loaded.items():
+        images, labels, names = dataset_to_tensors(dataset, where(name))
+        splits[SPLIT_ALIASES.get(name, name)], class_names = (images, labels), class_names or names
+    return {"splits": splits, "class_names": class_names}
+
+
 def load_python_batches(root: Path) -> dict:
     def unpickle(path: Path) -> dict:
         try:
@@ -112,16 +122,14 @@ def load_parquet(root: Path, cache_dir: Path) -> dict:
     if "train" not in files:
         raise DataUnavailableError(f"{root}: no train*.parquet file (files must be named by split: "
                                    "train, validation, test)")
-    splits, class_names = {}, None
+    loaded = {}
     for split, paths in files.items():
         try:
-            dataset = load_dataset("parquet", data_files={split: paths}, split=split,
-                                   cache_dir=str(cache_dir / "hf"))
+            loaded[split] = load_dataset("parquet", data_files={split: paths}, split=split,
+                                         cache_dir=str(cache_dir / "hf"))
         except Exception as err:
             raise DataUnavailableError(f"{', '.join(paths)}: cannot read parquet: {err}") from None
-        images, labels, names = dataset_to_tensors(dataset, ", ".join(paths))
-        splits[split], class_names = (images, labels), class_names or names
-    return {"splits": splits, "class_names": class_names}
+    return splits_from_datasets(loaded, lambda split: ", ".join(files[split]))
 
 
 def load_imagefolder(root: Path, cache_dir: Path) -> dict:
@@ -131,23 +139,14 @@ def load_imagefolder(root: Path, cache_dir: Path) -> dict:
         loaded = load_dataset("imagefolder", data_dir=str(root), cache_dir=str(cache_dir / "hf"))
     except Exception as err:
         raise DataUnavailableError(f"{root}: cannot read image folder: {err}") from None
-    splits, class_names = {}, None
-    for name, dataset in loaded.items():
-        split = SPLIT_ALIASES.get(name, name)
-        images, labels, names = dataset_to_tensors(dataset, f"{root} ({name})")
-        splits[split], class_names = (images, labels), class_names or names
-    return {"splits": splits, "class_names": class_names}
+    return splits_from_datasets(loaded, lambda split: f"{root} ({split})")
 
 
 def load_hub(name: str, cache_dir: Path) -> dict:
     from datasets import load_dataset
 
     loaded = load_dataset(name, cache_dir=str(cache_dir / "hf"))
-    splits, class_names = {}, None
-    for split_name, dataset in loaded.items():
-        images, labels, names = dataset_to_tensors(dataset, f"{name} ({split_name})")
-        splits[SPLIT_ALIASES.get(split_name, split_name)], class_names = (images, labels), class_names or names
-    return {"splits": splits, "class_names": class_names}
+    return splits_from_datasets(loaded, lambda split: f"{name} ({split})")
 
 
 class CIFAR10DataModule(ImageTensorDataModule):
