@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from reglab.data.augment import normalize, random_crop, random_hflip
-from reglab.data.sources import already_batched, train_eval_index
+from reglab.data.sources import loader_options, train_eval_index
 from reglab.errors import ConfigError
 
 
@@ -94,8 +94,7 @@ class ImageTensorDataModule(pl.LightningDataModule):
 
     def _loader(self, split, batch_size: int, shuffle: bool) -> DataLoader:
         return DataLoader(TensorBatchDataset(*split), batch_size=batch_size, shuffle=shuffle,
-                          num_workers=self.num_workers, collate_fn=already_batched,
-                          pin_memory=torch.cuda.is_available(), persistent_workers=self.num_workers > 0)
+                          **loader_options(self.num_workers))
 
     def train_dataloader(self):
         return self._loader(self.splits.train, self.batch_size, shuffle=True)

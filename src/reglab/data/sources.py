@@ -39,3 +39,11 @@ def train_eval_index(n_train: int, size: int):
     import torch
 
     return torch.randperm(n_train, generator=torch.Generator().manual_seed(0))[:min(int(size), n_train)]
+
+
+def loader_options(num_workers: int) -> dict:
+    """DataLoader arguments every datamodule uses: datasets hand over whole batches (``__getitems__``)."""
+    import torch
+
+    return dict(num_workers=num_workers, collate_fn=already_batched, pin_memory=torch.cuda.is_available(),
+                persistent_workers=num_workers > 0)

@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from reglab.data.sources import SPLIT_ALIASES, already_batched, hub_reachable, split_of, train_eval_index
+from reglab.data.sources import SPLIT_ALIASES, hub_reachable, loader_options, split_of, train_eval_index
 from reglab.data.tokenizer import load_tokenizer
 from reglab.errors import ConfigError, DataUnavailableError
 
@@ -198,8 +198,7 @@ class SST2DataModule(pl.LightningDataModule):
 
     # -- loaders ------------------------------------------------------------------------------------
     def _loader(self, dataset: TokenBatchDataset, batch_size: int, shuffle: bool) -> DataLoader:
-        common = dict(num_workers=self.num_workers, collate_fn=already_batched,
-                      pin_memory=torch.cuda.is_available(), persistent_workers=self.num_workers > 0)
+        common = loader_options(self.num_workers)
         if shuffle and self.sort_by_length:
             return DataLoader(dataset, batch_sampler=LengthBucketSampler(dataset.lengths, batch_size), **common)
         if not shuffle:  # evaluation order does not matter: sort by length for less padding
