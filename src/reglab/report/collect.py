@@ -72,3 +72,7 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
 
 def load_runs(paths) -> pd.DataFrame:
     return runs_frame(load_results(paths))
+
+
+def completed_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    return runs[runs["status"] == "completed"] if "status" in runs else runs

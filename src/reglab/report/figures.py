@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from reglab.report.collect import completed_runs
+
 STYLES = [dict(color="black", linestyle="-", marker="o"), dict(color="0.45", linestyle="--", marker="s"),
           dict(color="0.25", linestyle=":", marker="^"), dict(color="0.6", linestyle="-.", marker="D"),
           dict(color="0.1", linestyle=(0, (5, 1)), marker="v"), dict(color="0.7", linestyle="-", marker="x")]
@@ -66,7 +68,7 @@ def weight_histograms(records: list[dict], out_dir: Path, regs=("none", "l1", "l
 def metric_vs_parameter(runs: pd.DataFrame, parameter: str, metrics: list[str], out_dir: Path, name: str,
                         xlabel: str, log_x: bool = False) -> list[Path]:
     """Mean ± std over seeds of each metric against a swept parameter (λ, dropout rate), one panel each."""
-    done = runs[(runs["status"] == "completed")] if "status" in runs else runs
+    done = completed_runs(runs)
     if parameter not in done or done[parameter].dropna().nunique() < 2:
         return []
     metrics = [m for m in metrics if m in done]

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from reglab.report import figures
+from reglab.report.collect import completed_runs
 from reglab.report.tables import DEFAULT_METRICS, Table, summarize, to_latex, to_markdown
 
 
@@ -22,10 +23,6 @@ class Section:
     latex: str
     table: Table
     figures: list[Path]
-
-
-def completed(runs: pd.DataFrame) -> pd.DataFrame:
-    return runs[runs["status"] == "completed"] if "status" in runs else runs
 
 
 def of_study(runs: pd.DataFrame, *studies: str) -> pd.DataFrame:
@@ -41,7 +38,7 @@ def with_task(runs: pd.DataFrame, regs: tuple[str, ...]) -> pd.DataFrame:
 
 
 def make_section(key, title, command, runs, by, metrics, records, baseline="none", figure_fn=None):
-    if completed(runs).empty:
+    if completed_runs(runs).empty:
         return None
     table = summarize(runs, by=by, metrics=metrics, baseline=baseline)
     paths = figure_fn(runs, [r for r in records if r["run_dir"] in set(runs["run_dir"])]) if figure_fn else []
