@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +107,13 @@ def compose_config(tmp_path: Path, overrides: list[str]):
         cfg.paths.cache_dir = str(tmp_path / "cache")
         del cfg.hydra
     return cfg
+
+
+def run_cli(*args: str, cwd=ROOT, timeout=300, env=None, program=None) -> subprocess.CompletedProcess:
+    """`python train.py <args>` (or ``program``, e.g. torchrun) in a subprocess, offline."""
+    env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", **(env or {})}
+    return subprocess.run([*(program or [sys.executable]), str(ROOT / "train.py"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 # Small and fast: a tiny CNN, a couple of epochs, CPU, no W&B unless a test asks for it.

@@ -10,7 +10,8 @@ import torch
 
 from conftest import ROOT
 from reglab.data import tokenizer as tokenizer_module
-from reglab.data.sst2 import LengthBucketSampler, SST2DataModule
+from reglab.data.batching import TrainBatches
+from reglab.data.sst2 import SST2DataModule
 from reglab.errors import ConfigError, DataUnavailableError
 from reglab.models.transformer import TransformerClassifier
 from reglab.regularizers.dropout import Dropout
@@ -144,7 +145,7 @@ def test_batches_are_dynamically_padded(sst2_tsv, tmp_path):
 
 def test_length_buckets_cover_every_row_once():
     lengths = torch.randint(1, 40, (1000,))
-    sampler = LengthBucketSampler(lengths, batch_size=32, bucket_batches=4)
+    sampler = TrainBatches(1000, batch_size=32, seed=0, lengths=lengths, bucket_batches=4)
     batches = list(sampler)
     seen = sorted(i for batch in batches for i in batch)
     assert seen == list(range(1000)) and len(batches) == len(sampler)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 import time
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, run_cli
 from reglab.errors import ConfigError
 from reglab.results import FINAL_METRICS
 from reglab.run import train
@@ -84,12 +83,6 @@ def test_failed_run_still_writes_results(make_config, tmp_path):
         train(cfg)
     results = read_results(cfg)
     assert results["status"] == "failed" and "no CIFAR-10 found" in results["error"]
-
-
-def run_cli(*args: str, cwd=ROOT, timeout=300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.mark.parametrize("override,message", [

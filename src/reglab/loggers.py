@@ -33,10 +33,11 @@ def resolve_wandb_mode(requested: str) -> str:
 
 
 def build_loggers(logger_cfg, output_dir: str | Path, choices: dict, tags: list[str], config: dict,
-                  study: str | None = None) -> list:
+                  study: str | None = None, wandb_allowed: bool = True) -> list:
+    """``wandb_allowed``: False on DDP ranks other than 0, which must not open a W&B run."""
     loggers = [CSVLogger(save_dir=str(output_dir), name="csv", version="")]
     wandb_cfg = (logger_cfg or {}).get("wandb")
-    if wandb_cfg is not None:
+    if wandb_cfg is not None and wandb_allowed:
         mode = resolve_wandb_mode(wandb_cfg.get("mode", "auto"))
         if mode != "disabled":
             # Seeds of one configuration share a group; a study's runs share its name as a prefix and a tag.

@@ -30,7 +30,8 @@ def weight_statistics(params: list[torch.Tensor], eps: float) -> dict[str, torch
         "weights/small_frac": sum((p.abs() < eps).sum() for p in params) / count,
         "weights/nonzero": sum(nonzero).float(),
         "weights/sparse_bytes": sparse_bytes.float(),
-        "weights/dense_bytes": torch.tensor(float(sum(p.numel() * p.element_size() for p in params))),
+        "weights/dense_bytes": torch.tensor(float(sum(p.numel() * p.element_size() for p in params)),
+                                            device=params[0].device),
     }
 
 
@@ -82,7 +83,8 @@ class ClassifierModule(pl.LightningModule):
         reg_loss = torch.stack(list(terms.values())).sum() if terms else torch.zeros((), device=self.device)
         loss = data_loss + reg_loss
         self.train_batch_acc(logits.detach(), labels)
-        log = dict(on_step=False, on_epoch=True, batch_size=len(labels))
+        # Epoch means over every rank's batches (synced once, at epoch end).
+        log = dict(on_step=False, on_epoch=True, batch_size=len(labels), sync_dist=True)
         self.log("train/loss", loss.detach(), **log)
         self.log("train/data_loss", data_loss.detach(), **log)
         self.log("train/reg_loss", reg_loss.detach(), **log)
@@ -112,7 +114,8 @@ class ClassifierModule(pl.LightningModule):
         metrics = {"val/acc": val_acc, "val/loss": self.val_loss.compute(), "train/acc": train_acc,
                    "train/eval_loss": self.train_eval_loss.compute(), "gen_gap": train_acc - val_acc,
                    **weight_statistics(self.weight_params, self.small_weight_eps)}
-        self.log_dict(metrics)
+        # Already global (torchmetrics synced them; weights are identical on every rank): the sync is a no-op mean.
+        self.log_dict(metrics, sync_dist=True)
         for metric in (self.val_acc, self.val_loss, self.train_eval_acc, self.train_eval_loss):
             metric.reset()
 
@@ -124,7 +127,7 @@ class ClassifierModule(pl.LightningModule):
 
     def on_test_epoch_end(self):
         self.log_dict({"test/acc": self.test_acc.compute(), "test/loss": self.test_loss.compute(),
-                       **weight_statistics(self.weight_params, self.small_weight_eps)})
+                       **weight_statistics(self.weight_params, self.small_weight_eps)}, sync_dist=True)
         self.test_acc.reset()
         self.test_loss.reset()
 

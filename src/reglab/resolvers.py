@@ -1,5 +1,8 @@
 """OmegaConf resolvers the configs use. Registered by train.py before Hydra composes anything."""
 
+import os
+from datetime import datetime
+
 from omegaconf import OmegaConf
 
 
@@ -8,5 +11,25 @@ def path_safe(text: str) -> str:
     return text.replace("/", "_")
 
 
+def launch_stamp() -> str:
+    """The run folder's name. Under torchrun or srun every rank runs Hydra itself, a moment apart: they must
+    agree on one folder, so it is named by the launch, not by the clock."""
+    if "TORCHELASTIC_RUN_ID" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        run_id = os.environ["TORCHELASTIC_RUN_ID"]
+        return f"torchrun-{run_id if run_id != 'none' else os.environ.get('MASTER_PORT', 'run')}"
+    if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_JOB_ID" in os.environ:
+        return f"slurm-{os.environ['SLURM_JOB_ID']}-{os.environ.get('SLURM_STEP_ID', '0')}"
+    return datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+
+
+def gpu_count() -> int:
+    """Visible GPUs (at least 1): how many jobs hydra/launcher=gpus runs at once."""
+    import torch
+
+    return max(1, torch.cuda.device_count())
+
+
 def register() -> None:
     OmegaConf.register_new_resolver("path_safe", path_safe, replace=True)
+    OmegaConf.register_new_resolver("launch_stamp", launch_stamp, replace=True, use_cache=True)
+    OmegaConf.register_new_resolver("gpu_count", gpu_count, replace=True, use_cache=True)

@@ -1,4 +1,5 @@
-"""The one path a run takes: validate -> seed -> build -> fit -> test -> results.json."""
+"""The one path a run takes: validate -> (claim a GPU | spawn one process per device) -> seed -> build -> fit
+-> test -> results.json."""
 
 from __future__ import annotations
 
@@ -8,13 +9,17 @@ import time
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
+from reglab import distributed
 from reglab.callbacks import EpochHistory, WeightHistograms
+from reglab.data.batching import check_divisible
 from reglab.errors import ConfigError, ReglabError, instantiate
+from reglab.gpu_slots import claim_slot, launcher_choice, launcher_jobs
 from reglab.loggers import build_loggers, finish_wandb
-from reglab.module import ClassifierModule, weight_magnitude_histogram
+from reglab.module import ClassifierModule, weight_magnitude_histogram, weight_statistics
 from reglab.optim import check_optim_config
 from reglab.regularizers import build_regularizers, drop_unselected
 from reglab.results import (FINAL_METRICS, RESULTS_FILE, git_commit, library_versions, read_results, to_float,
@@ -41,6 +46,11 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.test_ckpt not in ("last", "best"):
         raise ConfigError(f"test_ckpt={cfg.test_ckpt!r}: allowed ['last', 'best']")
     check_optim_config(cfg.optim)
+    processes = distributed.processes_per_job(cfg.trainer)
+    check_divisible(int(cfg.data.get("batch_size", 1)), processes * int(cfg.trainer.get("num_nodes", 1)))
+    if launcher_choice() == "gpus" and processes > 1:
+        raise ConfigError(f"trainer.devices={cfg.trainer.devices}: hydra/launcher=gpus runs one single-GPU job "
+                          "per GPU; use trainer=gpu with it, or trainer=ddp without it")
     data_kind = getattr(get_class(cfg.data._target_), "input_kind", None)
     model_kind = getattr(get_class(cfg.model._target_), "input_kind", None)
     if data_kind != model_kind:
@@ -52,12 +62,19 @@ def validate(cfg: DictConfig):
     """Everything that can be checked without data or a model: the config, the regularizers' values and the
     datamodule's arguments (paths, sizes). Returns the regularizers and the (not yet loaded) datamodule."""
     check_config(cfg)
-    return build_regularizers(cfg.reg), instantiate(cfg.data, "data")
+    return build_regularizers(cfg.reg), instantiate(cfg.data, "data", seed=int(cfg.seed))
+
+
+LAUNCH_KEYS = ("paths", "dry_run", "skip_completed")
+TRAINER_LAUNCH_KEYS = ("devices", "strategy", "num_nodes")  # the global batch fixes the science, not these
 
 
 def run_identity(config: dict) -> dict:
     """What makes two runs the same run (Dora's idea): the config, minus where it writes and how it is launched."""
-    return {k: v for k, v in config.items() if k not in ("paths", "dry_run", "skip_completed")}
+    identity = {k: v for k, v in config.items() if k not in LAUNCH_KEYS}
+    if isinstance(identity.get("trainer"), dict):
+        identity["trainer"] = {k: v for k, v in identity["trainer"].items() if k not in TRAINER_LAUNCH_KEYS}
+    return identity
 
 
 def completed_results(output_dir: Path, config: dict) -> dict | None:
@@ -98,28 +115,94 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def train(cfg: DictConfig) -> dict:
-    started = time.time()
+    """Pre-flight in this process (skip a completed run, validate, dry run), then train: here, on a GPU
+    claimed from the node's pool (hydra/launcher=gpus), or in one process per device (DDP)."""
     unselected = drop_unselected(cfg.reg)
     if unselected:
         log.info("ignoring settings of regularizers this run does not select: %s", ", ".join(unselected))
     output_dir = Path(cfg.paths.output_dir)
-    choices = run_choices(cfg)
-    config = OmegaConf.to_container(cfg, resolve=True)
-    previous = completed_results(output_dir, config)
+    previous = completed_results(output_dir, OmegaConf.to_container(cfg, resolve=True))
     if previous is not None and cfg.get("skip_completed", True):
         log.info("skipping %s: it already completed with this config (skip_completed=false reruns it)", output_dir)
         print(f"{'[dry-run] ' if cfg.get('dry_run') else ''}skip (completed): {output_dir}")
         return previous
-    if cfg.get("dry_run", False):
+    try:
         validate(cfg)
+    except ReglabError as err:
+        if not cfg.get("dry_run", False) and distributed.global_rank() == 0:
+            write_results(output_dir, failed_results(cfg, err, time.time()))  # the sweep's record of this job
+        raise
+    if cfg.get("dry_run", False):
+        choices = run_choices(cfg)
         print(f"[dry-run] would run: {'/'.join(choices.values())} seed={cfg.seed} -> {output_dir}")
         return {"status": "dry_run", "choices": choices, "seed": int(cfg.seed), "output_dir": str(output_dir)}
+    if launcher_choice() == "gpus":
+        return train_on_claimed_gpu(cfg)
+    if distributed.needs_spawn(cfg.trainer):
+        return train_spawned(cfg, distributed.processes_per_job(cfg.trainer))
+    return train_in_process(cfg)
+
+
+def train_on_claimed_gpu(cfg: DictConfig) -> dict:
+    """One of N parallel jobs on a node: hold a GPU of its own for the whole run. Without a GPU (tests,
+    a CPU node) the slots stand for CPU workers and the job trains on the CPU."""
+    gpu = distributed.uses_gpu(cfg.trainer)
+    n_slots = torch.cuda.device_count() if gpu else launcher_jobs()
+    with claim_slot(n_slots, cfg.paths.gpu_lock_dir) as slot:
+        log.info("claimed GPU slot %d of %d", slot, n_slots)
+        if gpu:
+            cfg.trainer.devices = [slot]
+        return train_in_process(cfg, device_slot=slot)
+
+
+def train_spawned(cfg: DictConfig, nprocs: int) -> dict:
+    """DDP on this node: one process per device, each running train_in_process; rank 0 writes results.json."""
+    output_dir = Path(cfg.paths.output_dir)
+    started = time.time()
+    log.info("spawning %d DDP processes", nprocs)
+    try:
+        distributed.spawn_job(OmegaConf.to_container(cfg, resolve=True), nprocs,
+                              start_method="spawn" if distributed.uses_gpu(cfg.trainer) else "fork")
+    except Exception as err:
+        reported = _rank_error(err)
+        path = output_dir / RESULTS_FILE
+        if not path.exists() or path.stat().st_mtime < started:  # no rank 0 left to say so
+            write_results(output_dir, failed_results(cfg, reported, started))
+        raise reported from None
+    return read_results(output_dir / RESULTS_FILE)
+
+
+def failed_results(cfg: DictConfig, err: BaseException, started: float) -> dict:
+    return {"status": "failed", "study": cfg.get("study"), "choices": run_choices(cfg), "seed": int(cfg.seed),
+            "config": OmegaConf.to_container(cfg, resolve=True), "output_dir": str(cfg.paths.output_dir),
+            "error": f"{type(err).__name__}: {err}", "started_at": started, "wall_time_s": time.time() - started}
+
+
+def _rank_error(err: Exception) -> Exception:
+    """A rank's ReglabError comes back as a traceback string; turn it into the one-line error again."""
+    lines = str(err).strip().splitlines()
+    last = lines[-1] if lines else ""
+    for name in ("ConfigError", "DataUnavailableError", "ReglabError"):
+        prefix = f"reglab.errors.{name}: "
+        if last.startswith(prefix):
+            return ReglabError(last[len(prefix):])
+    return err
+
+
+def train_in_process(cfg: DictConfig, **extra) -> dict:
+    """Train and test in this process: the whole job, or one rank of a DDP job."""
+    started = time.time()
+    rank = distributed.global_rank()
+    output_dir = Path(cfg.paths.output_dir)
+    choices = run_choices(cfg)
+    config = OmegaConf.to_container(cfg, resolve=True)
     results = {"status": "running", "study": cfg.get("study"), "choices": choices, "seed": int(cfg.seed),
                "config": config, "output_dir": str(output_dir), "git_commit": git_commit(),
-               "versions": library_versions()}
+               "versions": library_versions(), "started_at": started, **extra}
     try:
         regularizers, datamodule = validate(cfg)
-        pl.seed_everything(int(cfg.seed), workers=True)
+        # Each rank its own dropout/augmentation stream; rank 0 draws the init, which DDP broadcasts.
+        pl.seed_everything(int(cfg.seed) + rank, workers=True)
         datamodule.setup()
         model = instantiate(cfg.model, "model", **datamodule.model_kwargs)
         module = ClassifierModule(model, regularizers, cfg.optim, datamodule.model_kwargs["num_classes"],
@@ -128,10 +211,18 @@ def train(cfg: DictConfig) -> dict:
         wandb_cfg = (cfg.logger or {}).get("wandb") or {}
         callbacks = [instantiate(c, f"callbacks.{k}") for k, c in (cfg.callbacks or {}).items() if c is not None]
         callbacks += [history, WeightHistograms(wandb_cfg.get("log_histograms_every_n_epochs", 1))]
-        loggers = build_loggers(cfg.logger, output_dir, choices, list(cfg.tags), config, cfg.get("study"))
+        loggers = build_loggers(cfg.logger, output_dir, choices, list(cfg.tags), config, cfg.get("study"),
+                                wandb_allowed=rank == 0)
         trainer = instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers)
 
         trainer.fit(module, datamodule=datamodule)
+        if trainer.world_size > 1:
+            penalty = sum(float(t) for t in module.penalty_terms().values())
+            results["distributed"] = {
+                "world_size": trainer.world_size, "num_nodes": trainer.num_nodes,
+                "penalty_rank_spread": distributed.rank_spread(penalty, module.device),
+                "weight_l2_rank_spread": distributed.rank_spread(
+                    weight_statistics(module.weight_params, module.small_weight_eps)["weights/l2"], module.device)}
         has_best = any(getattr(c, "best_model_path", "") for c in callbacks)
         ckpt = "best" if cfg.test_ckpt == "best" and has_best else None
         trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
@@ -155,4 +246,6 @@ def train(cfg: DictConfig) -> dict:
     finally:
         results["wall_time_s"] = time.time() - started
         finish_wandb(exit_code=0 if results["status"] == "completed" else 1)
-        write_results(output_dir, results)
+        if rank == 0:
+            write_results(output_dir, results)
+        distributed.teardown()

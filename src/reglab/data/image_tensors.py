@@ -13,7 +13,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from reglab.data.augment import normalize, random_crop, random_hflip
-from reglab.data.sources import loader_options, train_eval_index
+from reglab.data.batching import EvalBatches, TrainBatches, batch_loader, check_divisible, rank_and_world
+from reglab.data.sources import train_eval_index
 from reglab.errors import ConfigError
 
 
@@ -27,7 +28,7 @@ class ImageSplits:
 
 
 class TensorBatchDataset(Dataset):
-    """Indexes whole batches at once (DataLoader uses ``__getitems__``), so a batch is one gather."""
+    """Indexed with a whole batch of indices at once, so a batch is one gather."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor):
         self.images, self.labels = images, labels
@@ -35,10 +36,7 @@ class TensorBatchDataset(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index):
-        return self.images[index], self.labels[index]
-
-    def __getitems__(self, indices):
+    def __getitem__(self, indices):
         index = torch.as_tensor(indices)
         return self.images[index], self.labels[index]
 
@@ -55,11 +53,12 @@ class ImageTensorDataModule(pl.LightningDataModule):
     input_kind = "image"
 
     def __init__(self, batch_size: int = 128, eval_batch_size: int = 512, num_workers: int = 0,
-                 train_eval_size: int = 2000, crop_padding: int = 0, hflip: bool = False):
+                 train_eval_size: int = 2000, crop_padding: int = 0, hflip: bool = False, seed: int = 0):
         super().__init__()
         for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if int(value) <= 0:
                 raise ConfigError(f"data.{key}={value!r}: must be > 0")
+        self.seed = int(seed)  # the run's seed: it alone decides the batch order
         if int(num_workers) < 0:
             raise ConfigError(f"data.num_workers={num_workers!r}: must be >= 0")
         self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
@@ -92,21 +91,24 @@ class ImageTensorDataModule(pl.LightningDataModule):
         self.setup()
         return self.splits.test_split
 
-    def _loader(self, split, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(TensorBatchDataset(*split), batch_size=batch_size, shuffle=shuffle,
-                          **loader_options(self.num_workers))
+    def train_dataloader(self) -> DataLoader:
+        rank, world = rank_and_world(self.trainer)
+        sampler = TrainBatches(len(self.splits.train[1]), self.batch_size, self.seed, rank, world)
+        return batch_loader(TensorBatchDataset(*self.splits.train), sampler, self.num_workers)
 
-    def train_dataloader(self):
-        return self._loader(self.splits.train, self.batch_size, shuffle=True)
+    def _eval_loader(self, split) -> DataLoader:
+        rank, world = rank_and_world(self.trainer)
+        check_divisible(self.eval_batch_size, world, "data.eval_batch_size")
+        sampler = EvalBatches(len(split[1]), self.eval_batch_size, rank, world)
+        return batch_loader(TensorBatchDataset(*split), sampler, self.num_workers)
 
     def val_dataloader(self):
         # Index 1 is a fixed train subset in eval mode: train/acc and the gap are not biased by
         # dropout or augmentation.
-        return [self._loader(self.splits.val, self.eval_batch_size, False),
-                self._loader(self.train_eval, self.eval_batch_size, False)]
+        return [self._eval_loader(self.splits.val), self._eval_loader(self.train_eval)]
 
     def test_dataloader(self):
-        return self._loader(self.splits.test, self.eval_batch_size, False)
+        return self._eval_loader(self.splits.test)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch

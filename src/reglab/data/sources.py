@@ -29,21 +29,9 @@ def split_of(name: str) -> str | None:
     return None
 
 
-def already_batched(batch):
-    """collate_fn for datasets whose ``__getitems__`` returns a whole batch."""
-    return batch
-
-
 def train_eval_index(n_train: int, size: int):
     """The fixed train subset evaluated in eval mode each epoch (train/acc, gen_gap): the same every run."""
     import torch
 
     return torch.randperm(n_train, generator=torch.Generator().manual_seed(0))[:min(int(size), n_train)]
 
-
-def loader_options(num_workers: int) -> dict:
-    """DataLoader arguments every datamodule uses: datasets hand over whole batches (``__getitems__``)."""
-    import torch
-
-    return dict(num_workers=num_workers, collate_fn=already_batched, pin_memory=torch.cuda.is_available(),
-                persistent_workers=num_workers > 0)

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
-from reglab.data.sources import SPLIT_ALIASES, hub_reachable, loader_options, split_of, train_eval_index
+from reglab.data.batching import EvalBatches, TrainBatches, batch_loader, check_divisible, rank_and_world
+from reglab.data.sources import SPLIT_ALIASES, hub_reachable, split_of, train_eval_index
 from reglab.data.tokenizer import load_tokenizer
 from reglab.errors import ConfigError, DataUnavailableError
 
@@ -33,10 +34,7 @@ class TokenBatchDataset(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index):
-        return self.__getitems__([index])
-
-    def __getitems__(self, indices):
+    def __getitem__(self, indices):
         index = torch.as_tensor(indices)
         lengths = self.lengths[index]
         width = int(lengths.max())
@@ -45,27 +43,6 @@ class TokenBatchDataset(Dataset):
 
     def subset(self, index: torch.Tensor) -> "TokenBatchDataset":
         return TokenBatchDataset(self.ids[index], self.lengths[index], self.labels[index])
-
-
-class LengthBucketSampler(Sampler[list[int]]):
-    """Shuffled batches of similar length: shuffle, cut into buckets of ``bucket_batches`` batches, sort
-    each bucket by length, batch it, shuffle the batches. Padding drops to near zero."""
-
-    def __init__(self, lengths: torch.Tensor, batch_size: int, bucket_batches: int = 50):
-        self.lengths, self.batch_size, self.bucket = lengths, batch_size, batch_size * bucket_batches
-
-    def __len__(self) -> int:
-        return -(-len(self.lengths) // self.batch_size)
-
-    def __iter__(self):
-        order = torch.randperm(len(self.lengths))
-        batches = []
-        for start in range(0, len(order), self.bucket):
-            bucket = order[start:start + self.bucket]
-            bucket = bucket[torch.argsort(self.lengths[bucket], stable=True)]
-            batches.extend(bucket.split(self.batch_size))
-        for i in torch.randperm(len(batches)).tolist():
-            yield batches[i].tolist()
 
 
 def check_rows(sentences: list, labels: list, where: str, first_line: int) -> bool:
@@ -126,7 +103,7 @@ class SST2DataModule(pl.LightningDataModule):
     def __init__(self, path: str | None = None, hub_name: str = "nyu-mll/glue", hub_config: str = "sst2",
                  cache_dir: str = ".cache", tokenizer: str = "wordpiece", vocab_size: int = 8000,
                  lowercase: bool = True, max_length: int = 64, batch_size: int = 64, eval_batch_size: int = 256,
-                 num_workers: int = 0, sort_by_length: bool = True, train_eval_size: int = 2000):
+                 num_workers: int = 0, sort_by_length: bool = True, train_eval_size: int = 2000, seed: int = 0):
         super().__init__()
         if path is not None and not Path(path).is_dir():
             raise ConfigError(f"data.path={path!r}: directory does not exist")
@@ -139,6 +116,7 @@ class SST2DataModule(pl.LightningDataModule):
         self.tokenizer_name, self.vocab_size, self.lowercase = tokenizer, int(vocab_size), bool(lowercase)
         self.max_length, self.batch_size, self.eval_batch_size = int(max_length), int(batch_size), int(eval_batch_size)
         self.num_workers, self.sort_by_length, self.train_eval_size = int(num_workers), sort_by_length, train_eval_size
+        self.seed = int(seed)  # the run's seed: it alone decides the batch order
         self.splits: dict[str, TokenBatchDataset] | None = None
 
     # -- reading ------------------------------------------------------------------------------------
@@ -197,22 +175,24 @@ class SST2DataModule(pl.LightningDataModule):
                 "pad_id": self.tokenizer.pad_token_id}
 
     # -- loaders ------------------------------------------------------------------------------------
-    def _loader(self, dataset: TokenBatchDataset, batch_size: int, shuffle: bool) -> DataLoader:
-        common = loader_options(self.num_workers)
-        if shuffle and self.sort_by_length:
-            return DataLoader(dataset, batch_sampler=LengthBucketSampler(dataset.lengths, batch_size), **common)
-        if not shuffle:  # evaluation order does not matter: sort by length for less padding
-            order = torch.argsort(dataset.lengths, stable=True)
-            dataset = dataset.subset(order)
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, **common)
+    def _eval_loader(self, dataset: TokenBatchDataset) -> DataLoader:
+        rank, world = rank_and_world(self.trainer)
+        check_divisible(self.eval_batch_size, world, "data.eval_batch_size")
+        # Evaluation order does not matter: sorted by length, batches carry almost no padding.
+        order = torch.argsort(dataset.lengths, stable=True)
+        sampler = EvalBatches(len(dataset), self.eval_batch_size, rank, world, order)
+        return batch_loader(dataset, sampler, self.num_workers)
 
     def train_dataloader(self):
-        return self._loader(self.splits["train"], self.batch_size, shuffle=True)
+        rank, world = rank_and_world(self.trainer)
+        train = self.splits["train"]
+        sampler = TrainBatches(len(train), self.batch_size, self.seed, rank, world,
+                               lengths=train.lengths if self.sort_by_length else None)
+        return batch_loader(train, sampler, self.num_workers)
 
     def val_dataloader(self):
         # Index 1: a fixed train subset in eval mode, for train/acc and gen_gap without dropout.
-        return [self._loader(self.splits["validation"], self.eval_batch_size, False),
-                self._loader(self.train_eval, self.eval_batch_size, False)]
+        return [self._eval_loader(self.splits["validation"]), self._eval_loader(self.train_eval)]
 
     def test_dataloader(self):
-        return self._loader(self.splits["test"], self.eval_batch_size, False)
+        return self._eval_loader(self.splits["test"])

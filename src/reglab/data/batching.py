@@ -1,0 +1,105 @@
+"""How batches are drawn, on one device or many.
+
+``data.batch_size`` (and ``eval_batch_size``) is the GLOBAL batch: with N devices each rank gets batch_size / N
+rows of every batch. The batches of an epoch depend only on (seed, epoch), never on the global RNG, and every
+rank draws the same ones; a rank takes its contiguous share of each. So a run on 1 device and on N devices
+trains on the same batches in the same order, with the same learning-rate schedule (hyperparameters mean the
+same thing at any scale), and a resumed run sees the order it would have seen.
+
+Evaluation shards each split across ranks without padding: every sample is counted exactly once (Lightning's
+DistributedSampler pads with duplicates; the trainer configs turn it off)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from reglab.errors import ConfigError
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """An RNG for (seed, epoch) with no overlap between nearby pairs (seed + epoch would collide)."""
+    state = np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state) & ((1 << 63) - 1))
+
+
+def check_divisible(batch_size: int, world_size: int, key: str = "data.batch_size") -> None:
+    if batch_size % world_size:
+        raise ConfigError(f"{key}={batch_size} is the global batch size and must divide by the {world_size} "
+                          f"devices (each gets an equal share); allowed: a multiple of {world_size}")
+
+
+class TrainBatches(Sampler[list[int]]):
+    """Shuffled global batches; this rank's share of each. With ``lengths``, batches are drawn from length
+    buckets (``bucket_batches`` batches per bucket, sorted by length inside), so padding drops to near zero.
+
+    The last, partial batch keeps a multiple of world_size rows (at most world_size - 1 rows of an epoch are
+    skipped) so every rank steps together with an equal share."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
+                 lengths: torch.Tensor | None = None, bucket_batches: int = 50):
+        check_divisible(batch_size, world_size)
+        self.n, self.batch_size, self.seed, self.rank, self.world_size = n, batch_size, seed, rank, world_size
+        self.lengths, self.bucket_batches, self.epoch = lengths, bucket_batches, 0
+
+    def set_epoch(self, epoch: int) -> None:  # Lightning calls this at the start of every epoch
+        self.epoch = epoch
+
+    def global_batches(self) -> list[torch.Tensor]:
+        generator = epoch_generator(self.seed, self.epoch)
+        order = torch.randperm(self.n, generator=generator)
+        if self.lengths is None:
+            return list(order.split(self.batch_size))
+        batches = []
+        bucket = self.batch_size * self.bucket_batches
+        for start in range(0, self.n, bucket):
+            members = order[start:start + bucket]
+            batches.extend(members[torch.argsort(self.lengths[members], stable=True)].split(self.batch_size))
+        return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+    def __iter__(self):
+        for batch in self.global_batches():
+            keep = len(batch) - len(batch) % self.world_size
+            if keep:
+                yield batch[:keep].view(self.world_size, -1)[self.rank].tolist()
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.n, self.batch_size)
+        if self.lengths is not None:  # only the last bucket can end in a partial batch
+            full, rest = divmod(self.n, self.batch_size * self.bucket_batches)
+            full, rest = full * self.bucket_batches + rest // self.batch_size, rest % self.batch_size
+        return full + (rest >= self.world_size)
+
+
+class EvalBatches(Sampler[list[int]]):
+    """Every sample exactly once across ranks: a contiguous shard per rank, in ``order`` (for instance
+    by length, to cut padding), cut into batches of batch_size / world_size."""
+
+    def __init__(self, n: int, batch_size: int, rank: int = 0, world_size: int = 1,
+                 order: torch.Tensor | None = None):
+        order = torch.arange(n) if order is None else order
+        self.shard = order.tensor_split(world_size)[rank]
+        self.batch_size = max(1, batch_size // world_size)
+
+    def __iter__(self):
+        for batch in self.shard.split(self.batch_size):
+            yield batch.tolist()
+
+    def __len__(self) -> int:
+        return -(-len(self.shard) // self.batch_size)
+
+
+def rank_and_world(trainer) -> tuple[int, int]:
+    return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+
+def batch_loader(dataset, sampler: Sampler[list[int]], num_workers: int) -> DataLoader:
+    """A DataLoader over a sampler of index lists. The datasets index a whole batch at once (one gather);
+    ``sampler=`` rather than ``batch_sampler=`` so Lightning finds ``set_epoch`` on ``loader.sampler``."""
+    return DataLoader(dataset, sampler=sampler, batch_size=None, collate_fn=_as_is, num_workers=num_workers,
+                      pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0)
+
+
+def _as_is(batch):
+    return batch
