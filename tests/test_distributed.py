@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
 import random
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import ROOT, run_cli
 from reglab.data.batching import EvalBatches, TrainBatches
 from reglab.gpu_slots import claim_slot
 from reglab.resolvers import launch_stamp
@@ -195,9 +197,11 @@ def _hold_forever(lock_dir: str) -> None:
 
 
 def test_gpus_launcher_runs_n_jobs_at_once_on_distinct_slots(tmp_path):
-    """hydra/launcher=gpus with 2 simulated GPUs (CPU training): 4 jobs, never two on one slot at a time."""
+    """hydra/launcher=gpus with 2 simulated GPUs (CPU training) running an ablation experiment: 4 jobs, never two
+    on one slot at a time."""
     sweep = tmp_path / "sweep"
-    done = run_cli("-m", "hydra/launcher=gpus", "hydra.launcher.n_jobs=2", "trainer=cpu", *TINY, "seed=0,1,2,3",
+    done = run_cli("-m", "experiment=ablation_digits", "hydra/launcher=gpus", "hydra.launcher.n_jobs=2", "trainer=cpu",
+                   *TINY, "reg=none,l1", "seed=0,1",
                    f"paths.gpu_lock_dir={tmp_path / 'locks'}", f"hydra.sweep.dir={sweep}")
     assert done.returncode == 0, done.stderr[-3000:]
     results = results_in(sweep)
@@ -266,9 +270,38 @@ def fake_slurm(folder: Path) -> dict:
                        ("scancel", "#!/bin/bash\n")):
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
-    import os
-
     return {"PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_SLURM_DIR": str(folder)}
+
+
+FAKE_SRUN_TASKS = r"""#!/bin/bash
+# srun inside an allocation: SLURM_NTASKS copies of the command, each with its task's variables.
+while [[ "$1" == -* ]]; do shift; done
+port=$(( 20000 + RANDOM % 20000 ))
+for ((i = 0; i < SLURM_NTASKS; i++)); do
+  SLURM_PROCID=$i SLURM_LOCALID=$i SLURM_NODEID=0 MASTER_PORT=$port "$@" &
+done
+status=0; for job in $(jobs -p); do wait "$job" || status=1; done; exit $status
+"""
+
+
+def test_sbatch_example_runs_ddp_multinode_under_srun(tmp_path):
+    """scripts/slurm_ddp.sbatch as SLURM would run it on one node with 2 tasks (CPU instead of GPUs)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text(FAKE_SRUN_TASKS)
+    (bin_dir / "srun").chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}", "SLURM_JOB_ID": "777",
+           "SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2", "SLURM_NNODES": "1", "SLURM_JOB_NUM_NODES": "1",
+           "SLURM_NODELIST": "localhost", "SLURM_JOB_NAME": "reglab-ddp", "SLURM_SUBMIT_DIR": str(ROOT),
+           "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "slurm_ddp.sbatch"), *TINY, "trainer.accelerator=cpu",
+                           "trainer.devices=2", f"paths.log_dir={tmp_path / 'logs'}"],
+                          env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [p.name for p in (tmp_path / "logs" / "runs").iterdir()] == ["slurm-777-0"]  # one folder for both
+    (result,) = results_in(tmp_path / "logs")
+    assert result["status"] == "completed" and result["distributed"]["world_size"] == 2
+    assert result["config"]["trainer"]["num_nodes"] == 1  # from SLURM_NNODES
 
 
 def test_slurm_launcher_runs_an_ablation_as_a_job_array(tmp_path):
