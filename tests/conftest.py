@@ -109,10 +109,11 @@ def compose_config(tmp_path: Path, overrides: list[str]):
     return cfg
 
 
-def run_cli(*args: str, cwd=ROOT, timeout=300, env=None, program=None) -> subprocess.CompletedProcess:
-    """`python train.py <args>` (or ``program``, e.g. torchrun) in a subprocess, offline."""
+def run_cli(*args: str, cwd=ROOT, timeout=300, env=None, program=None, script="train.py"
+            ) -> subprocess.CompletedProcess:
+    """`python <script> <args>` (train.py; or under ``program``, e.g. torchrun) in a subprocess, offline."""
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", **(env or {})}
-    return subprocess.run([*(program or [sys.executable]), str(ROOT / "train.py"), *args], cwd=cwd, env=env,
+    return subprocess.run([*(program or [sys.executable]), str(ROOT / script), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 

@@ -12,6 +12,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from reglab.optim import build_optimizer, build_scheduler
+from reglab.results import CONFIG_KEY
 from reglab.regularizers.base import Regularizer, select_parameters
 
 
@@ -51,8 +52,9 @@ def weight_magnitude_histogram(params: list[torch.Tensor]) -> dict:
 
 class ClassifierModule(pl.LightningModule):
     def __init__(self, model: torch.nn.Module, regularizers: list[Regularizer], optim_cfg, num_classes: int,
-                 small_weight_eps: float = 1e-3):
+                 small_weight_eps: float = 1e-3, run_config: dict | None = None):
         super().__init__()
+        self.run_config = run_config  # saved in every checkpoint: evaluation rebuilds the model from it
         self.model = model
         self.regularizers = list(regularizers)
         self.optim_cfg = optim_cfg
@@ -62,6 +64,8 @@ class ClassifierModule(pl.LightningModule):
         # Cached once: the per-step hot path never rebuilds these lists.
         self.penalizers = [r for r in self.regularizers if r.overrides("penalty")]
         self.steppers = [r for r in self.regularizers if r.overrides("after_step")]
+        self.watchers = [r for r in self.regularizers if r.overrides("before_forward")]
+        self.progress = float("inf")  # outside training: full strength
         self.weight_params = [p for _, p in select_parameters(model)]
 
         accuracy = lambda: MulticlassAccuracy(num_classes=num_classes, average="micro")  # noqa: E731
@@ -72,14 +76,18 @@ class ClassifierModule(pl.LightningModule):
         """Images come as a tensor, tokens as a dict of model arguments (input_ids, attention_mask)."""
         return self.model(**inputs) if isinstance(inputs, Mapping) else self.model(inputs)
 
-    def penalty_terms(self) -> dict[str, torch.Tensor]:
-        return {r.name: r.penalty(self.model) for r in self.penalizers}
+    def penalty_terms(self, progress: float = float("inf")) -> dict[str, torch.Tensor]:
+        return {r.name: r.strength_scale(progress) * r.penalty(self.model) for r in self.penalizers}
 
     def training_step(self, batch, batch_idx):
         inputs, labels = batch
+        for regularizer in self.watchers:
+            regularizer.before_forward(self.model)
         logits = self(inputs)
         data_loss = F.cross_entropy(logits, labels)
-        terms = self.penalty_terms()
+        # Epochs into training, fractional within the epoch: drives strength warmups (here and in after_step).
+        self.progress = self.current_epoch + batch_idx / max(1, self.trainer.num_training_batches)
+        terms = self.penalty_terms(self.progress)
         reg_loss = torch.stack(list(terms.values())).sum() if terms else torch.zeros((), device=self.device)
         loss = data_loss + reg_loss
         self.train_batch_acc(logits.detach(), labels)
@@ -98,7 +106,7 @@ class ClassifierModule(pl.LightningModule):
         if self.steppers:
             lr = self.trainer.optimizers[0].param_groups[0]["lr"]
             for regularizer in self.steppers:
-                regularizer.after_step(self.model, lr)
+                regularizer.after_step(self.model, lr * regularizer.strength_scale(self.progress))
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
         inputs, labels = batch
@@ -130,6 +138,10 @@ class ClassifierModule(pl.LightningModule):
                        **weight_statistics(self.weight_params, self.small_weight_eps)}, sync_dist=True)
         self.test_acc.reset()
         self.test_loss.reset()
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.run_config is not None:
+            checkpoint[CONFIG_KEY] = self.run_config
 
     def configure_optimizers(self):
         names, params = zip(*[(n, p) for n, p in self.model.named_parameters() if p.requires_grad])

@@ -12,6 +12,7 @@ from pathlib import Path
 from reglab.atomic import atomic_write
 
 RESULTS_FILE = "results.json"
+CONFIG_KEY = "reglab_config"  # where a checkpoint carries the resolved config it was trained with
 FINAL_METRICS = ("test/acc", "test/loss", "val/acc", "val/loss", "train/acc", "gen_gap",
                  "weights/zero_frac", "weights/small_frac", "weights/l1", "weights/l2", "weights/nonzero",
                  "weights/sparse_bytes", "weights/dense_bytes")

@@ -206,7 +206,7 @@ def train_in_process(cfg: DictConfig, **extra) -> dict:
         datamodule.setup()
         model = instantiate(cfg.model, "model", **datamodule.model_kwargs)
         module = ClassifierModule(model, regularizers, cfg.optim, datamodule.model_kwargs["num_classes"],
-                                  small_weight_eps=float(cfg.small_weight_eps))
+                                  small_weight_eps=float(cfg.small_weight_eps), run_config=config)
         history = EpochHistory()
         wandb_cfg = (cfg.logger or {}).get("wandb") or {}
         callbacks = [instantiate(c, f"callbacks.{k}") for k, c in (cfg.callbacks or {}).items() if c is not None]

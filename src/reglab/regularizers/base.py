@@ -1,9 +1,10 @@
 """The regularizer interface and the one rule for which parameters a regularizer touches.
 
-A regularizer acts at up to four points of a training step and implements only those it needs:
+A regularizer acts at up to five points of a training step and implements only those it needs:
 
 - ``configure(model)``: once, before training (cache parameter lists, set dropout rates).
-- ``penalty(model) -> Tensor``: a term added to the loss.
+- ``before_forward(model)``: before each training forward pass (attach forward hooks to watch activations).
+- ``penalty(model) -> Tensor``: a term added to the loss (and detach what ``before_forward`` attached).
 - ``param_groups(groups) -> groups``: reshape optimizer parameter groups (decoupled decay).
 - ``after_step(model, lr)``: a projection / proximal step after each optimizer step.
 
@@ -22,12 +23,15 @@ from reglab.errors import ConfigError
 
 
 def is_selected(name: str, param: torch.Tensor, include: Sequence[str] = (), exclude: Sequence[str] = (),
-                skip_names: Iterable[str] = ()) -> bool:
+                skip_names: Iterable[str] = (), only: Sequence[str] = ()) -> bool:
     """The shared parameter rule (timm's): weights yes; biases and norm parameters (ndim <= 1) and
     names the model lists in ``no_weight_decay()`` no. ``include`` patterns add, ``exclude`` patterns
-    remove, and exclude wins."""
+    remove, and exclude wins. ``only`` (Keras's per-layer regularizers) restricts the regularizer to the names
+    it matches, whatever their kind: ``only=["head.*"]`` is every head parameter, ``["*.bias"]`` every bias."""
     if any(fnmatchcase(name, pattern) for pattern in exclude):
         return False
+    if only:
+        return any(fnmatchcase(name, pattern) for pattern in only)
     if any(fnmatchcase(name, pattern) for pattern in include):
         return True
     return param.ndim > 1 and name not in set(skip_names)
@@ -39,11 +43,11 @@ def model_skip_names(model: nn.Module) -> set[str]:
     return set(no_decay()) if callable(no_decay) else set()
 
 
-def select_parameters(model: nn.Module, include: Sequence[str] = (), exclude: Sequence[str] = ()
-                      ) -> list[tuple[str, nn.Parameter]]:
+def select_parameters(model: nn.Module, include: Sequence[str] = (), exclude: Sequence[str] = (),
+                      only: Sequence[str] = ()) -> list[tuple[str, nn.Parameter]]:
     skip = model_skip_names(model)
     return [(name, p) for name, p in model.named_parameters()
-            if p.requires_grad and is_selected(name, p, include, exclude, skip)]
+            if p.requires_grad and is_selected(name, p, include, exclude, skip, only)]
 
 
 def check_non_negative(owner: str, key: str, value: float | None) -> None:
@@ -51,23 +55,50 @@ def check_non_negative(owner: str, key: str, value: float | None) -> None:
         raise ConfigError(f"reg.{owner}.{key}={value!r}: must be a number >= 0")
 
 
+WARMUPS = ("constant", "linear")
+
+
 class Regularizer:
-    """Base class. Subclasses set ``name`` and override only the hooks they use."""
+    """Base class. Subclasses set ``name`` and override only the hooks they use.
+
+    Every regularizer takes the selection fields ``include`` / ``exclude`` / ``only`` (see ``is_selected``) and
+    a strength schedule: ``warmup: linear`` ramps its penalty (and a prox threshold) from 0 to full strength
+    over ``warmup_epochs`` epochs, step by step; ``constant`` (the default) is full strength from the start."""
 
     name = "regularizer"
+    supports_warmup = True  # False where the strength is not a penalty or prox threshold (decay, max-norm)
 
-    def __init__(self, include: Sequence[str] = (), exclude: Sequence[str] = ()):
+    def __init__(self, include: Sequence[str] = (), exclude: Sequence[str] = (), only: Sequence[str] = (),
+                 warmup: str = "constant", warmup_epochs: float = 0.0):
         self.include = list(include or ())
         self.exclude = list(exclude or ())
+        self.only = list(only or ())
+        if warmup not in WARMUPS:
+            raise ConfigError(f"reg.{self.name}.warmup={warmup!r}: allowed {list(WARMUPS)}")
+        check_non_negative(self.name, "warmup_epochs", warmup_epochs)
+        if warmup != "constant" and not self.supports_warmup:
+            raise ConfigError(f"reg.{self.name}.warmup={warmup!r}: warmups apply to penalties and prox steps; "
+                              f"{self.name} allows only 'constant'")
+        self.warmup, self.warmup_epochs = warmup, float(warmup_epochs)
         self.params: list[nn.Parameter] = []
         self.param_names: list[str] = []
 
+    def strength_scale(self, progress: float) -> float:
+        """The fraction of full strength at ``progress`` epochs into training (fractional within an epoch)."""
+        if self.warmup == "constant" or self.warmup_epochs <= 0:
+            return 1.0
+        return min(1.0, progress / self.warmup_epochs)
+
     def configure(self, model: nn.Module) -> None:
-        selected = select_parameters(model, self.include, self.exclude)
+        selected = select_parameters(model, self.include, self.exclude, self.only)
         if not selected:
-            raise ConfigError(f"reg.{self.name}: include/exclude patterns select no parameters of the model")
+            raise ConfigError(f"reg.{self.name}: include/exclude/only patterns select no parameters of the model "
+                              f"(its parameters: {', '.join(n for n, _ in model.named_parameters())[:300]})")
         self.param_names = [name for name, _ in selected]
         self.params = [p for _, p in selected]
+
+    def before_forward(self, model: nn.Module) -> None:
+        return None
 
     def penalty(self, model: nn.Module) -> torch.Tensor | None:
         return None

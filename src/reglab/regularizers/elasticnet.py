@@ -10,7 +10,7 @@ class ElasticNet(Regularizer):
 
     def __init__(self, strength: float | None = 1e-4, alpha: float | None = 0.5,
                  l1_strength: float | None = None, l2_strength: float | None = None,
-                 include=(), exclude=()):
+                 **selection):
         direct = l1_strength is not None or l2_strength is not None
         if direct:
             if l1_strength is None or l2_strength is None:
@@ -24,7 +24,7 @@ class ElasticNet(Regularizer):
             if not 0.0 <= alpha <= 1.0:
                 raise ConfigError(f"reg.elasticnet.alpha={alpha!r}: must be in [0, 1]")
             l1_strength, l2_strength = strength * alpha, strength * (1.0 - alpha)
-        super().__init__(include, exclude)
+        super().__init__(**selection)
         self.l1_strength = float(l1_strength)
         self.l2_strength = float(l2_strength)
 

@@ -6,9 +6,9 @@ class L1(Regularizer):
 
     name = "l1"
 
-    def __init__(self, strength: float = 1e-5, include=(), exclude=()):
+    def __init__(self, strength: float = 1e-5, **selection):
         check_non_negative(self.name, "strength", strength)
-        super().__init__(include, exclude)
+        super().__init__(**selection)
         self.strength = float(strength)
 
     def penalty(self, model):

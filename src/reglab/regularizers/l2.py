@@ -7,9 +7,9 @@ class L2(Regularizer):
 
     name = "l2"
 
-    def __init__(self, strength: float = 5e-4, include=(), exclude=()):
+    def __init__(self, strength: float = 5e-4, **selection):
         check_non_negative(self.name, "strength", strength)
-        super().__init__(include, exclude)
+        super().__init__(**selection)
         self.strength = float(strength)
 
     def penalty(self, model):

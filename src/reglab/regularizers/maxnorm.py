@@ -10,11 +10,12 @@ class MaxNorm(Regularizer):
     channel of a conv weight (out, in, kh, kw): dim 0 in both."""
 
     name = "maxnorm"
+    supports_warmup = False
 
-    def __init__(self, max_norm: float = 3.0, include=(), exclude=()):
+    def __init__(self, max_norm: float = 3.0, **selection):
         if not max_norm > 0:
             raise ConfigError(f"reg.maxnorm.max_norm={max_norm!r}: must be > 0")
-        super().__init__(include, exclude)
+        super().__init__(**selection)
         self.max_norm = float(max_norm)
 
     @torch.no_grad()

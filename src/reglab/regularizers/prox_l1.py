@@ -15,9 +15,9 @@ class ProxL1(Regularizer):
 
     name = "prox_l1"
 
-    def __init__(self, strength: float = 1e-4, include=(), exclude=()):
+    def __init__(self, strength: float = 1e-4, **selection):
         check_non_negative(self.name, "strength", strength)
-        super().__init__(include, exclude)
+        super().__init__(**selection)
         self.strength = float(strength)
 
     @torch.no_grad()

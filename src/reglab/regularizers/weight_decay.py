@@ -9,10 +9,11 @@ class WeightDecay(Regularizer):
     undecayed part (biases, norms, excluded names)."""
 
     name = "weight_decay"
+    supports_warmup = False
 
-    def __init__(self, decay: float = 5e-2, include=(), exclude=()):
+    def __init__(self, decay: float = 5e-2, **selection):
         check_non_negative(self.name, "decay", decay)
-        super().__init__(include, exclude)
+        super().__init__(**selection)
         self.decay = float(decay)
         self._skip: set[str] = set()
 
@@ -24,8 +25,8 @@ class WeightDecay(Regularizer):
         split = []
         for group in groups:
             named = list(zip(group["names"], group["params"]))
-            decayed = [(n, p) for n, p in named if is_selected(n, p, self.include, self.exclude, self._skip)]
-            kept = [(n, p) for n, p in named if not is_selected(n, p, self.include, self.exclude, self._skip)]
+            decayed = [(n, p) for n, p in named if is_selected(n, p, self.include, self.exclude, self._skip, self.only)]
+            kept = [(n, p) for n, p in named if not is_selected(n, p, self.include, self.exclude, self._skip, self.only)]
             for part, decay in ((decayed, self.decay), (kept, group.get("weight_decay", 0.0))):
                 if part:
                     split.append({**group, "names": [n for n, _ in part], "params": [p for _, p in part],

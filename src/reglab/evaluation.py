@@ -1,0 +1,248 @@
+"""Inference-time evaluation of a trained checkpoint: standard inference (dropout off, i.e. weight scaling, since
+reglab's dropout is inverted) side by side with Monte Carlo dropout (Gal & Ghahramani 2016): the dropout sites
+stay active at test time, BatchNorm stays in eval mode, and the softmax is averaged over T samples.
+
+Calibration is measured with accuracy, NLL, Brier score, ECE (torchmetrics, 15 equal-width bins, L1) and mean
+predictive entropy. The numbers go into the run's results.json as ``metrics["std/*"]`` and ``metrics["mc/*"]``,
+with reliability-diagram bins under ``calibration``, so the report builds its tables and figures from
+results.json alone."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from reglab.errors import ConfigError, DataUnavailableError
+from reglab.results import CONFIG_KEY
+
+log = logging.getLogger(__name__)
+
+DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+N_BINS = 15
+
+
+def dropout_modules(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, DROPOUT_TYPES)]
+
+
+def set_mc_dropout(model: nn.Module) -> None:
+    """Eval mode everywhere (BatchNorm uses its running statistics), except the dropout modules."""
+    model.eval()
+    for module in dropout_modules(model):
+        module.train()
+
+
+def _repeat(inputs, times: int):
+    """Stack ``times`` copies of a batch along the batch dimension (tensor or dict of tensors)."""
+    if isinstance(inputs, dict):
+        return {k: _repeat(v, times) for k, v in inputs.items()}
+    return inputs.unsqueeze(0).expand(times, *inputs.shape).reshape(times * inputs.shape[0], *inputs.shape[1:])
+
+
+def _forward(model, inputs):
+    return model(**inputs) if isinstance(inputs, dict) else model(inputs)
+
+
+@torch.no_grad()
+def standard_probabilities(model: nn.Module, inputs) -> torch.Tensor:
+    model.eval()
+    return _forward(model, inputs).float().softmax(-1)
+
+
+@torch.no_grad()
+def mc_probabilities(model: nn.Module, inputs, samples: int, max_rows: int = 8192) -> torch.Tensor:
+    """The mean softmax over ``samples`` stochastic passes. Vectorised: the batch is repeated along the batch
+    dimension and run as one forward pass per chunk of samples (each copy draws its own dropout masks), not
+    ``samples`` passes. Summed in float64, so identical samples (p=0) average back to exactly one of them."""
+    if samples < 1:
+        raise ConfigError(f"mc_samples={samples}: must be >= 1")
+    set_mc_dropout(model)
+    rows = len(inputs["input_ids"]) if isinstance(inputs, dict) else len(inputs)
+    per_pass = max(1, min(samples, max_rows // max(1, rows)))
+    total, done = None, 0
+    while done < samples:
+        k = min(per_pass, samples - done)
+        probs = _forward(model, _repeat(inputs, k)).float().softmax(-1).double().view(k, rows, -1).sum(0)
+        total = probs if total is None else total + probs
+        done += k
+    model.eval()
+    return (total / samples).float()
+
+
+def calibration_metrics(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = N_BINS) -> dict[str, float]:
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
+    num_classes = probs.shape[-1]
+    clipped = probs.clamp_min(1e-12)
+    one_hot = F.one_hot(labels, num_classes).to(probs.dtype)
+    return {
+        "acc": float((probs.argmax(-1) == labels).float().mean()),
+        "nll": float(-clipped.gather(1, labels[:, None]).log().mean()),
+        "brier": float((probs - one_hot).pow(2).sum(-1).mean()),
+        "ece": float(multiclass_calibration_error(probs, labels, num_classes, n_bins=n_bins, norm="l1")),
+        "entropy": float(-(probs * clipped.log()).sum(-1).mean()),
+    }
+
+
+def reliability_bins(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = N_BINS) -> dict[str, list]:
+    """Per confidence bin (equal width, as the ECE): mean confidence, accuracy and count."""
+    confidence, predicted = probs.max(-1)
+    correct = (predicted == labels).float()
+    index = (confidence * n_bins).long().clamp_max(n_bins - 1)
+    count = torch.bincount(index, minlength=n_bins).float()
+    conf_sum = torch.bincount(index, weights=confidence, minlength=n_bins)
+    acc_sum = torch.bincount(index, weights=correct, minlength=n_bins)
+    safe = count.clamp_min(1)
+    return {"edges": torch.linspace(0, 1, n_bins + 1).tolist(), "confidence": (conf_sum / safe).tolist(),
+            "accuracy": (acc_sum / safe).tolist(), "count": count.long().tolist()}
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"ckpt={str(path)!r}: no such checkpoint file")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if CONFIG_KEY not in checkpoint:
+        raise ConfigError(f"ckpt={str(path)!r}: carries no reglab config (not written by reglab's train.py)")
+    return checkpoint
+
+
+def check_model_config(checkpoint_config: dict, expected_model: dict | None, path) -> None:
+    if expected_model is not None and dict(expected_model) != checkpoint_config["model"]:
+        raise ConfigError(f"ckpt={str(path)!r} was trained with model={checkpoint_config['model']}, "
+                          f"not the model={dict(expected_model)} asked for")
+
+
+def build_from_checkpoint(checkpoint: dict, data_overrides: dict | None = None):
+    """The datamodule and the model with the checkpoint's weights, from the config the checkpoint carries."""
+    from omegaconf import OmegaConf
+
+    from reglab.errors import instantiate
+    from reglab.regularizers import build_regularizers
+
+    config = OmegaConf.create(checkpoint[CONFIG_KEY])
+    if data_overrides:
+        config.data = OmegaConf.merge(config.data, data_overrides)
+    datamodule = instantiate(config.data, "data", seed=int(config.seed))
+    datamodule.setup()
+    model = instantiate(config.model, "model", **datamodule.model_kwargs)
+    for regularizer in build_regularizers(config.reg):  # sets the dropout rates the model was trained with
+        if not regularizer.overrides("penalty"):
+            regularizer.configure(model)
+    prefix = "model."
+    state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    model.load_state_dict(state)
+    return config, datamodule, model
+
+
+def split_loader(datamodule, split: str):
+    loaders = {"test": datamodule.test_dataloader, "validation": lambda: datamodule.val_dataloader()[0]}
+    if split not in loaders:
+        raise ConfigError(f"split={split!r}: allowed {sorted(loaders)}")
+    return loaders[split]()
+
+
+def evaluate(model: nn.Module, datamodule, split: str, mc_samples: int, seed: int, device: torch.device,
+             max_rows: int = 8192) -> dict:
+    from lightning_fabric.utilities.apply_func import move_data_to_device
+
+    model.to(device)
+    torch.manual_seed(seed)
+    standard, mc, labels = [], [], []
+    for batch in split_loader(datamodule, split):
+        inputs, batch_labels = datamodule.on_after_batch_transfer(move_data_to_device(batch, device), 0)
+        standard.append(standard_probabilities(model, inputs).cpu())
+        mc.append(mc_probabilities(model, inputs, mc_samples, max_rows).cpu())
+        labels.append(batch_labels.cpu())
+    standard, mc, labels = torch.cat(standard), torch.cat(mc), torch.cat(labels)
+    return {"std": calibration_metrics(standard, labels), "mc": calibration_metrics(mc, labels),
+            "bins": {"std": reliability_bins(standard, labels), "mc": reliability_bins(mc, labels)},
+            "n": len(labels)}
+
+
+def run_evaluation(ckpt: str, mc_samples: int = 30, split: str = "test", seed: int = 0, device: str = "auto",
+                   write_results: bool = True, expected_model: dict | None = None, max_rows: int = 8192) -> dict:
+    from reglab.results import RESULTS_FILE, read_results
+    from reglab.results import write_results as write
+
+    started = time.time()
+    checkpoint = load_checkpoint(ckpt)
+    check_model_config(checkpoint[CONFIG_KEY], expected_model, ckpt)
+    config, datamodule, model = build_from_checkpoint(checkpoint)
+    if not dropout_modules(model) or all(m.p == 0 for m in dropout_modules(model)):
+        log.warning("the model has no active dropout: MC dropout equals standard inference")
+    target = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                          "cpu" if device == "auto" else device)
+    outcome = evaluate(model, datamodule, split, mc_samples, seed, target, max_rows)
+    metrics = {f"{kind}/{k}": v for kind in ("std", "mc") for k, v in outcome[kind].items()}
+    record = {"checkpoint": str(ckpt), "split": split, "mc_samples": mc_samples, "seed": seed, "n": outcome["n"],
+              "n_bins": N_BINS, "reliability": outcome["bins"], "wall_time_s": time.time() - started}
+    # The run folder: the checkpoint's (<run>/checkpoints/x.ckpt), else where the config says it wrote.
+    candidates = [Path(ckpt).resolve().parents[1], Path(config.paths.output_dir)]
+    run_dir = next((c for c in candidates if (c / RESULTS_FILE).is_file()), candidates[0])
+    results_path = run_dir / RESULTS_FILE
+    if write_results:
+        if not results_path.is_file():
+            raise DataUnavailableError(f"{results_path}: no results.json to add the evaluation to "
+                                       "(write_results=false prints it only)")
+        results = read_results(results_path)
+        results.setdefault("metrics", {}).update(metrics)
+        results["calibration"] = record
+        write(run_dir, results)
+        figure = reliability_figure(outcome["bins"], run_dir / "reliability.png",
+                                    f"{results.get('choices', {}).get('reg', '')}: T={mc_samples}")
+        record["figure"] = str(figure)
+    return {"metrics": metrics, **record, "results": str(results_path)}
+
+
+def reliability_figure(bins: dict, path: Path, title: str = "") -> Path:
+    """Reliability diagram, standard vs MC dropout: accuracy per confidence bin against the diagonal."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from reglab.atomic import atomic_write
+
+    figure, axis = plt.subplots(figsize=(4.2, 4.2))
+    axis.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="perfect calibration")
+    for kind, label, marker in (("std", "standard", "o"), ("mc", "MC dropout", "s")):
+        b = bins[kind]
+        points = [(c, a) for c, a, n in zip(b["confidence"], b["accuracy"], b["count"]) if n > 0]
+        if points:
+            axis.plot(*zip(*points), marker=marker, markersize=4, label=label)
+    axis.set(xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title=title)
+    axis.legend(loc="upper left", fontsize=8)
+    figure.tight_layout()
+    atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=120))
+    plt.close(figure)
+    return path
+
+
+def main(cfg) -> dict:
+    """The Hydra entry (eval.py, scripts/evaluate.py)."""
+    import sys
+
+    from reglab.errors import ReglabError
+
+    try:
+        outcome = run_evaluation(str(cfg.ckpt), int(cfg.mc_samples), str(cfg.split), int(cfg.seed), str(cfg.device),
+                                 bool(cfg.write_results), cfg.get("model"), int(cfg.max_rows))
+    except ReglabError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    metrics = outcome["metrics"]
+    print(f"{'':10s} {'acc':>7s} {'nll':>7s} {'brier':>7s} {'ece':>7s} {'entropy':>8s}")
+    for kind, label in (("std", "standard"), ("mc", f"MC T={cfg.mc_samples}")):
+        row = [metrics[f"{kind}/{k}"] for k in ("acc", "nll", "brier", "ece", "entropy")]
+        print(f"{label:10s} " + " ".join(f"{v:7.4f}" for v in row[:4]) + f" {row[4]:8.4f}")
+    if cfg.write_results:
+        print(f"wrote metrics.std/* and metrics.mc/* to {outcome['results']}; reliability diagram: "
+              f"{outcome.get('figure')}")
+    return outcome
+
