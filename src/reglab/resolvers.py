@@ -6,9 +6,18 @@ from datetime import datetime
 from omegaconf import OmegaConf
 
 
+MAX_NAME = 200  # file systems allow 255 bytes per name
+
+
 def path_safe(text: str) -> str:
-    """A job folder is named by its overrides; a '/' in a value (data.path=../data/x) must not nest folders."""
-    return text.replace("/", "_")
+    """A job folder is named by its overrides; a '/' in a value (data.path=../data/x) must not nest folders, and
+    a long list of overrides must not exceed the file system's name limit (cut, plus a hash of the whole)."""
+    name = text.replace("/", "_")
+    if len(name.encode()) > MAX_NAME:
+        import hashlib
+
+        name = name.encode()[:MAX_NAME - 17].decode(errors="ignore") + "-" + hashlib.sha1(name.encode()).hexdigest()[:16]
+    return name
 
 
 def launch_stamp() -> str:

@@ -189,6 +189,19 @@ def _rank_error(err: Exception) -> Exception:
     return err
 
 
+def add_mc_evaluation(results: dict, model, datamodule, samples: int, seed: int, device, output_dir: Path) -> None:
+    """Standard inference vs MC dropout on the test split, with the final weights (see reglab.evaluation)."""
+    from reglab.evaluation import N_BINS, evaluate, reliability_figure
+
+    started = time.time()
+    outcome = evaluate(model, datamodule, "test", samples, seed, device)
+    results["metrics"].update({f"{kind}/{k}": v for kind in ("std", "mc") for k, v in outcome[kind].items()})
+    results["calibration"] = {"checkpoint": "final weights", "split": "test", "mc_samples": samples, "seed": seed,
+                              "n": outcome["n"], "n_bins": N_BINS, "reliability": outcome["bins"],
+                              "wall_time_s": time.time() - started}
+    reliability_figure(outcome["bins"], output_dir / "reliability.png", f"{results['choices']['reg']}: T={samples}")
+
+
 def train_in_process(cfg: DictConfig, **extra) -> dict:
     """Train and test in this process: the whole job, or one rank of a DDP job."""
     started = time.time()
@@ -236,6 +249,9 @@ def train_in_process(cfg: DictConfig, **extra) -> dict:
                        history=history.rows, epochs=trainer.current_epoch,
                        weight_histogram=weight_magnitude_histogram(module.weight_params),
                        n_parameters=sum(p.numel() for p in model.parameters()))
+        if int(cfg.get("mc_samples", 0)) > 0 and rank == 0:
+            add_mc_evaluation(results, module.model, datamodule, int(cfg.mc_samples), int(cfg.seed), module.device,
+                              output_dir)
         log.info("test/acc=%.4f val/acc=%.4f gen_gap=%.4f (%s)", final.get("test/acc", float("nan")),
                  final.get("val/acc", float("nan")), final.get("gen_gap", float("nan")), output_dir)
         return results

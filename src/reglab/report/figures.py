@@ -16,6 +16,7 @@ STYLES = [dict(color="black", linestyle="-", marker="o"), dict(color="0.45", lin
 LABELS = {"test/acc": "test accuracy (fraction)", "val/acc": "validation accuracy (fraction)",
           "gen_gap": "generalization gap (train − val accuracy)", "weights/zero_frac": "weights exactly zero (fraction)",
           "weights/small_frac": "weights with |w| < ε (fraction)", "weights/l2": "weight L2 norm ‖w‖₂"}
+CALIBRATION_KINDS = (("std", "standard inference"), ("mc", "MC dropout"))
 
 
 def _pyplot():
@@ -112,5 +113,54 @@ def training_curves(records: list[dict], out_dir: Path, by: str = "reg", name: s
         axis.set_title(title)
     axes[0].set_ylabel("accuracy (fraction)")
     axes[1].legend(frameon=False, fontsize=8)
+    figure.tight_layout()
+    return save(figure, out_dir, name)
+
+
+def tradeoff(runs: pd.DataFrame, x: str, y: str, by: str, out_dir: Path, name: str, baseline: str = "none"
+             ) -> list[Path]:
+    """y against x, one line per value of ``by`` (mean over seeds of each swept setting), the baseline's y as a
+    horizontal line: e.g. accuracy against exact-zero fraction for subgradient vs proximal L1 across λ."""
+    done = completed_runs(runs)
+    if x not in done or y not in done or done[by].nunique() < 2:
+        return []
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(5, 3.6))
+    base = done[done[by] == baseline]
+    if not base.empty:
+        axis.axhline(base[y].mean(), color="0.5", linestyle=":", label=f"{baseline} (mean)")
+    for style, (label, group) in zip(STYLES, ((k, g) for k, g in done.groupby(by) if k != baseline)):
+        points = group.groupby("setting")[[x, y]].mean().sort_values(x)
+        axis.plot(points[x], points[y], label=label, **style)
+    axis.set_xlabel(LABELS.get(x, x))
+    axis.set_ylabel(LABELS.get(y, y))
+    axis.legend(frameon=False, fontsize=8)
+    figure.tight_layout()
+    return save(figure, out_dir, name)
+
+
+def reliability_diagrams(records: list[dict], out_dir: Path, name: str = "reliability") -> list[Path]:
+    """One panel per regularizer: accuracy per confidence bin, standard inference vs MC dropout, with the bins of
+    all seeds pooled (weighted by count) from each results.json's ``calibration`` record."""
+    groups: dict[str, list[dict]] = {}
+    for record in records:
+        if record.get("status") == "completed" and record.get("calibration"):
+            groups.setdefault(record["choices"]["reg"], []).append(record["calibration"]["reliability"])
+    if not groups:
+        return []
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, len(groups), figsize=(3.8 * len(groups), 3.8), squeeze=False)
+    for axis, (reg, bins_list) in zip(axes[0], sorted(groups.items())):
+        axis.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1)
+        for style, (kind, label) in zip(STYLES, CALIBRATION_KINDS):
+            count = np.sum([b[kind]["count"] for b in bins_list], axis=0)
+            weights = [np.asarray(b[kind]["count"]) for b in bins_list]
+            conf = np.sum([w * np.asarray(b[kind]["confidence"]) for w, b in zip(weights, bins_list)], axis=0)
+            acc = np.sum([w * np.asarray(b[kind]["accuracy"]) for w, b in zip(weights, bins_list)], axis=0)
+            used = count > 0
+            axis.plot(conf[used] / count[used], acc[used] / count[used], label=label, markersize=4, **style)
+        axis.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", title=f"reg={reg}")
+    axes[0][0].set_ylabel("accuracy")
+    axes[0][0].legend(frameon=False, fontsize=8, loc="upper left")
     figure.tight_layout()
     return save(figure, out_dir, name)

@@ -37,6 +37,28 @@ def with_task(runs: pd.DataFrame, regs: tuple[str, ...]) -> pd.DataFrame:
     return subset.sort_values(["data", "reg_rank"], kind="stable")  # rows: per task, in the order of regs
 
 
+def l1_methods(runs: pd.DataFrame) -> pd.DataFrame:
+    """The l1_vs_prox_l1 study, one row label per method and λ ('prox_l1 λ=0.001'), reg=none as the baseline."""
+    subset = of_study(runs, "l1_vs_prox_l1").copy()
+    if subset.empty or "l1_lambda" not in subset:
+        return subset.iloc[0:0]
+    subset["setting"] = [("none" if reg == "none" else f"{reg} λ={float(lam):g}")
+                         for reg, lam in zip(subset["reg"], subset["l1_lambda"])]
+    order = {"none": (0, 0.0)}
+    subset["order"] = [order.get(s, (1 if r == "l1" else 2, float(lam)))
+                       for s, r, lam in zip(subset["setting"], subset["reg"], subset["l1_lambda"])]
+    return subset.sort_values("order", kind="stable")
+
+
+def with_calibration(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs evaluated with MC dropout (mc_samples > 0, or eval.py on their checkpoint)."""
+    return runs[runs["mc/ece"].notna()] if "mc/ece" in runs else runs.iloc[0:0]
+
+
+CALIBRATION_METRICS = ["std/acc", "mc/acc", "std/nll", "mc/nll", "std/ece", "mc/ece", "std/brier", "mc/brier",
+                       "std/entropy", "mc/entropy"]
+
+
 def make_section(key, title, command, runs, by, metrics, records, baseline="none", figure_fn=None):
     if completed_runs(runs).empty:
         return None
@@ -77,6 +99,15 @@ def build_sections(runs: pd.DataFrame, records: list[dict], out_dir: Path) -> tu
          lambda r, rec: figures.training_curves(rec, fig_dir, name="curves_nlp")),
         ("dropout_tasks", "Dropout across tasks", "python train.py -m experiment=ablation_<task>",
          with_task(runs, ("none", "dropout")), "task/reg", ["test/acc", "val/acc", "gen_gap"], None, None),
+        ("l1_vs_prox_l1", "Subgradient L1 vs proximal L1: exact zeros vs accuracy",
+         "python train.py -m experiment=l1_vs_prox_l1 (and reg=none l1_lambda=0 for the baseline)",
+         l1_methods(runs), "setting", ["test/acc", "weights/zero_frac", "weights/small_frac",
+                                       "weights/sparse_bytes", "weights/dense_bytes"], "none",
+         lambda r, rec: figures.tradeoff(r, "weights/zero_frac", "test/acc", "reg", fig_dir, "l1_vs_prox_l1")),
+        ("mc_dropout", "Dropout at inference: standard vs MC dropout",
+         "python train.py -m experiment=mc_dropout (or python eval.py ckpt=PATH mc_samples=30)",
+         with_calibration(runs), "reg", CALIBRATION_METRICS, "none",
+         lambda r, rec: figures.reliability_diagrams(rec, fig_dir)),
     ]
     for key, title, command, subset, by, metrics, baseline, figure_fn in specs:
         section = make_section(key, title, command, subset, by, metrics or list(DEFAULT_METRICS), records,

@@ -12,7 +12,9 @@ DEFAULT_METRICS = ("test/acc", "val/acc", "gen_gap", "weights/zero_frac", "weigh
 # Which way is better, for the bold "best" cell. Metrics not listed get no bold.
 HIGHER_IS_BETTER = {"test/acc": True, "val/acc": True, "train/acc": True, "gen_gap": False, "test/loss": False,
                     "val/loss": False, "weights/zero_frac": True, "weights/small_frac": True, "weights/l2": False,
-                    "weights/l1": False, "test/ece": False, "test/nll": False}
+                    "weights/l1": False, "test/ece": False, "test/nll": False, "weights/sparse_bytes": False,
+                    **{f"{kind}/{metric}": better for kind in ("std", "mc") for metric, better in
+                       (("acc", True), ("nll", False), ("brier", False), ("ece", False))}}
 SIGNIFICANCE = 0.05
 SIGNIFICANCE_MARK = "†"
 TEST_NAME = "Welch's t-test"
