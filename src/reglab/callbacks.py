@@ -1,8 +1,15 @@
-"""Callbacks reglab always adds: the per-epoch history for results.json, and weight histograms."""
+"""Callbacks reglab always adds: the per-epoch history for results.json, weight histograms, the latest
+checkpoint a killed run resumes from, and the RNG states that make the resumed run continue exactly."""
 
 from __future__ import annotations
 
+import os
+import random
 import time
+from pathlib import Path
+
+import numpy as np
+import torch
 
 import pytorch_lightning as pl
 from pytorch_lightning.loggers import WandbLogger
@@ -28,6 +35,12 @@ class EpochHistory(pl.Callback):
 
     def on_validation_epoch_end(self, trainer, pl_module):
         self._val_time += time.monotonic() - self._val_started
+
+    def state_dict(self) -> dict:  # saved in checkpoints: a resumed run keeps the epochs before the kill
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rows = list(state["rows"])
 
     def on_train_epoch_end(self, trainer, pl_module):
         row = {"epoch": trainer.current_epoch, "step": trainer.global_step,
@@ -55,3 +68,60 @@ class WeightHistograms(pl.Callback):
                       for name, p in pl_module.model.named_parameters() if p.ndim > 1}
         for logger in loggers:
             logger.experiment.log({**histograms, "trainer/global_step": trainer.global_step})
+
+
+class RandomState(pl.Callback):
+    """Carries the Python, NumPy and torch (CPU and CUDA) RNG states in every checkpoint and puts them back on
+    resume, so dropout masks and augmentation continue as if the run had never stopped. Stored as plain lists
+    and tensors: the checkpoint still loads with ``weights_only=True``."""
+
+    def state_dict(self) -> dict:
+        version, keys, gauss = random.getstate()
+        kind, array, pos, has_gauss, cached = np.random.get_state()
+        state = {"python": [version, list(keys), gauss], "numpy": [kind, torch.from_numpy(array.copy()), pos,
+                                                                   has_gauss, cached],
+                 "torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        version, keys, gauss = state["python"]
+        random.setstate((version, tuple(keys), gauss))
+        kind, array, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((kind, array.numpy(), pos, has_gauss, cached))
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class LatestCheckpoint(pl.Callback):
+    """``checkpoints/last.ckpt``: the latest full training state, every ``every_n_steps`` optimizer steps (0:
+    only at epoch ends) and at the end of every epoch. A killed run resumes from it; evaluation reads it.
+    Written to a temporary name and renamed, so a kill during the write never leaves a torn checkpoint.
+    (Lightning's ``save_last`` refreshes only when a best-k checkpoint is saved, so it goes stale.)"""
+
+    FILENAME = "last.ckpt"
+
+    def __init__(self, dirpath: str | Path, every_n_steps: int = 0):
+        self.path = Path(dirpath) / self.FILENAME
+        self.every_n_steps = int(every_n_steps)
+
+    def save(self, trainer) -> None:
+        temporary = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        trainer.save_checkpoint(temporary)  # every rank calls it; rank 0 writes, then all meet at a barrier
+        if trainer.is_global_zero:
+            os.replace(temporary, self.path)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0:
+            self.save(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.save(trainer)
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        fit_loop = checkpoint.get("loops", {}).get("fit_loop", {})
+        states = fit_loop.get("state_dict", {}).get("combined_loader") or fit_loop.get("combined_loader") or []
+        if states and trainer.datamodule is not None:
+            trainer.datamodule.resume_position = states[0]  # see reglab.data.batching.ResumableLoader

@@ -10,6 +10,10 @@ class DataUnavailableError(ReglabError, RuntimeError):
     pass
 
 
+class DivergedError(ReglabError, FloatingPointError):
+    """The loss or a penalty became NaN/inf: the run stops at that step (results.json: status diverged)."""
+
+
 def instantiate(cfg, key: str, **kwargs):
     """hydra.utils.instantiate, but our own errors come out unwrapped (one line, not Hydra's
     InstantiationException), and a bad keyword names the config key."""

@@ -33,8 +33,9 @@ def resolve_wandb_mode(requested: str) -> str:
 
 
 def build_loggers(logger_cfg, output_dir: str | Path, choices: dict, tags: list[str], config: dict,
-                  study: str | None = None, wandb_allowed: bool = True) -> list:
-    """``wandb_allowed``: False on DDP ranks other than 0, which must not open a W&B run."""
+                  study: str | None = None, wandb_allowed: bool = True, resuming: bool = False) -> list:
+    """``wandb_allowed``: False on DDP ranks other than 0, which must not open a W&B run. ``resuming``: a resumed
+    run logs into the W&B run it started (its id is kept in the output folder)."""
     loggers = [CSVLogger(save_dir=str(output_dir), name="csv", version="")]
     wandb_cfg = (logger_cfg or {}).get("wandb")
     if wandb_cfg is not None and wandb_allowed:
@@ -45,8 +46,26 @@ def build_loggers(logger_cfg, output_dir: str | Path, choices: dict, tags: list[
             run_tags = [f"{k}={v}" for k, v in choices.items()] + ([f"study={study}"] if study else []) + list(tags)
             loggers.append(WandbLogger(project=wandb_cfg.get("project", "reglab"), entity=wandb_cfg.get("entity"),
                                        group=group, tags=run_tags, save_dir=str(output_dir),
-                                       offline=(mode == "offline"), config=config, job_type="train"))
+                                       offline=(mode == "offline"), config=config, job_type="train",
+                                       id=wandb_run_id(Path(output_dir), resuming), resume="allow"))
     return loggers
+
+
+WANDB_ID_FILE = "wandb_run_id"
+
+
+def wandb_run_id(output_dir: Path, resuming: bool) -> str:
+    """A fresh W&B run id for a new run; the one this folder's run started with when it resumes."""
+    import uuid
+
+    from reglab.atomic import atomic_write
+
+    path = output_dir / WANDB_ID_FILE
+    if resuming and path.is_file():
+        return path.read_text().strip()
+    run_id = uuid.uuid4().hex[:8]
+    atomic_write(path, lambda handle: handle.write(run_id.encode()))
+    return run_id
 
 
 def finish_wandb(exit_code: int = 0) -> None:

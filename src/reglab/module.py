@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from reglab.errors import DivergedError
 from reglab.optim import build_optimizer, build_scheduler
 from reglab.results import CONFIG_KEY
 from reglab.regularizers.base import Regularizer, select_parameters
@@ -86,10 +87,13 @@ class ClassifierModule(pl.LightningModule):
         logits = self(inputs)
         data_loss = F.cross_entropy(logits, labels)
         # Epochs into training, fractional within the epoch: drives strength warmups (here and in after_step).
-        self.progress = self.current_epoch + batch_idx / max(1, self.trainer.num_training_batches)
+        # From the optimizer step count, which a resumed run restores exactly.
+        self.progress = self.trainer.global_step / max(1, self.trainer.num_training_batches)
         terms = self.penalty_terms(self.progress)
         reg_loss = torch.stack(list(terms.values())).sum() if terms else torch.zeros((), device=self.device)
         loss = data_loss + reg_loss
+        if not torch.isfinite(loss):
+            self.diverged(data_loss, terms)
         self.train_batch_acc(logits.detach(), labels)
         # Epoch means over every rank's batches (synced once, at epoch end).
         log = dict(on_step=False, on_epoch=True, batch_size=len(labels), sync_dist=True)
@@ -100,6 +104,13 @@ class ClassifierModule(pl.LightningModule):
             self.log(f"train/reg/{name}", term.detach(), **log)
         self.log("train/batch_acc", self.train_batch_acc, **log)
         return loss
+
+    def diverged(self, data_loss: torch.Tensor, terms: dict[str, torch.Tensor]):
+        """Stop here, before the optimizer applies a non-finite update: the last checkpoint stays the last good
+        state. The message names the step, every part of the loss and the regularizers' settings."""
+        parts = ", ".join([f"data loss {data_loss.item():.6g}"] + [f"{k} {v.item():.6g}" for k, v in terms.items()])
+        raise DivergedError(f"loss is not finite at step {self.global_step} (epoch {self.current_epoch}): {parts}; "
+                            f"regularizers: {', '.join(map(repr, self.regularizers)) or 'none'}")
 
     def optimizer_step(self, *args, **kwargs):
         super().optimizer_step(*args, **kwargs)

@@ -14,16 +14,16 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from reglab import distributed
-from reglab.callbacks import EpochHistory, WeightHistograms
+from reglab.callbacks import EpochHistory, LatestCheckpoint, RandomState, WeightHistograms
 from reglab.data.batching import check_divisible
-from reglab.errors import ConfigError, ReglabError, instantiate
+from reglab.errors import ConfigError, DivergedError, ReglabError, instantiate
 from reglab.gpu_slots import claim_slot, launcher_choice, launcher_jobs
 from reglab.loggers import build_loggers, finish_wandb
 from reglab.module import ClassifierModule, weight_magnitude_histogram, weight_statistics
 from reglab.optim import check_optim_config
 from reglab.regularizers import build_regularizers, drop_unselected
-from reglab.results import (FINAL_METRICS, RESULTS_FILE, git_commit, library_versions, read_results, to_float,
-                            write_results)
+from reglab.results import (CONFIG_KEY, FINAL_METRICS, RESULTS_FILE, git_commit, library_versions, read_results,
+                            to_float, write_results)
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def validate(cfg: DictConfig):
     return build_regularizers(cfg.reg), instantiate(cfg.data, "data", seed=int(cfg.seed))
 
 
-LAUNCH_KEYS = ("paths", "dry_run", "skip_completed")
+LAUNCH_KEYS = ("paths", "dry_run", "skip_completed", "resume", "checkpoint_every_n_steps")
 TRAINER_LAUNCH_KEYS = ("devices", "strategy", "num_nodes")  # the global batch fixes the science, not these
 
 
@@ -161,8 +161,9 @@ def train_spawned(cfg: DictConfig, nprocs: int) -> dict:
     started = time.time()
     log.info("spawning %d DDP processes", nprocs)
     try:
+        spawn = distributed.uses_gpu(cfg.trainer) or cfg.trainer.get("strategy") == "ddp_spawn"
         distributed.spawn_job(OmegaConf.to_container(cfg, resolve=True), nprocs,
-                              start_method="spawn" if distributed.uses_gpu(cfg.trainer) else "fork")
+                              start_method="spawn" if spawn else "fork")
     except Exception as err:
         reported = _rank_error(err)
         path = output_dir / RESULTS_FILE
@@ -187,6 +188,37 @@ def _rank_error(err: Exception) -> Exception:
         if last.startswith(prefix):
             return ReglabError(last[len(prefix):])
     return err
+
+
+RESUME_CHOICES = ("auto", True, False)
+
+
+def resume_checkpoint(cfg: DictConfig, output_dir: Path, config: dict) -> Path | None:
+    """The checkpoint this run continues from: its folder's last.ckpt, when it was written by the same config
+    and the run has not completed (``resume``: auto / true / false)."""
+    resume = cfg.get("resume", "auto")
+    if resume not in RESUME_CHOICES:
+        raise ConfigError(f"resume={resume!r}: allowed ['auto', true, false]")
+    path = output_dir / "checkpoints" / LatestCheckpoint.FILENAME
+    if resume is False:
+        return None
+    try:
+        done = read_results(output_dir / RESULTS_FILE).get("status") == "completed"
+    except (OSError, ValueError):
+        done = False
+    if not path.is_file() or done:
+        if resume is True:
+            raise ConfigError(f"resume=true: no unfinished run to resume in {output_dir} (need {path})")
+        return None
+    from reglab.evaluation import load_checkpoint
+
+    saved = load_checkpoint(path)[CONFIG_KEY]
+    if run_identity(saved) != run_identity(config):
+        if resume is True:
+            raise ConfigError(f"resume=true: {path} was written by a different config")
+        log.warning("not resuming from %s: it was written by a different config (starting over)", path)
+        return None
+    return path
 
 
 def add_mc_evaluation(results: dict, model, datamodule, samples: int, seed: int, device, output_dir: Path) -> None:
@@ -223,12 +255,18 @@ def train_in_process(cfg: DictConfig, **extra) -> dict:
         history = EpochHistory()
         wandb_cfg = (cfg.logger or {}).get("wandb") or {}
         callbacks = [instantiate(c, f"callbacks.{k}") for k, c in (cfg.callbacks or {}).items() if c is not None]
-        callbacks += [history, WeightHistograms(wandb_cfg.get("log_histograms_every_n_epochs", 1))]
+        # In this order: the epoch's history row exists before the epoch-end checkpoint is written.
+        callbacks += [history, WeightHistograms(wandb_cfg.get("log_histograms_every_n_epochs", 1)), RandomState(),
+                      LatestCheckpoint(output_dir / "checkpoints", int(cfg.get("checkpoint_every_n_steps", 0)))]
+        resume_from = resume_checkpoint(cfg, output_dir, config)
+        if resume_from is not None:
+            log.info("resuming from %s", resume_from)
+            results["resumed_from"] = str(resume_from)
         loggers = build_loggers(cfg.logger, output_dir, choices, list(cfg.tags), config, cfg.get("study"),
-                                wandb_allowed=rank == 0)
+                                wandb_allowed=rank == 0, resuming=resume_from is not None)
         trainer = instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers)
 
-        trainer.fit(module, datamodule=datamodule)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
         if trainer.world_size > 1:
             penalty = sum(float(t) for t in module.penalty_terms().values())
             results["distributed"] = {
@@ -256,7 +294,8 @@ def train_in_process(cfg: DictConfig, **extra) -> dict:
                  final.get("val/acc", float("nan")), final.get("gen_gap", float("nan")), output_dir)
         return results
     except BaseException as err:
-        status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+        status = ("interrupted" if isinstance(err, KeyboardInterrupt) else
+                  "diverged" if isinstance(err, DivergedError) else "failed")
         results.update(status=status, error=f"{type(err).__name__}: {err}")
         raise
     finally:

@@ -42,9 +42,14 @@ class TrainBatches(Sampler[list[int]]):
         check_divisible(batch_size, world_size)
         self.n, self.batch_size, self.seed, self.rank, self.world_size = n, batch_size, seed, rank, world_size
         self.lengths, self.bucket_batches, self.epoch = lengths, bucket_batches, 0
+        self.resume: tuple[int, int] | None = None  # (epoch, batches already trained in it)
 
     def set_epoch(self, epoch: int) -> None:  # Lightning calls this at the start of every epoch
         self.epoch = epoch
+
+    def resume_at(self, epoch: int, batches_done: int) -> None:
+        """The next pass over ``epoch`` starts after its first ``batches_done`` batches (a resumed run)."""
+        self.resume = (int(epoch), int(batches_done))
 
     def global_batches(self) -> list[torch.Tensor]:
         generator = epoch_generator(self.seed, self.epoch)
@@ -59,10 +64,12 @@ class TrainBatches(Sampler[list[int]]):
         return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
     def __iter__(self):
-        for batch in self.global_batches():
+        skip = self.resume[1] if self.resume is not None and self.resume[0] == self.epoch else 0
+        self.resume = None
+        batches = [b for b in self.global_batches() if len(b) >= self.world_size]
+        for batch in batches[skip:]:
             keep = len(batch) - len(batch) % self.world_size
-            if keep:
-                yield batch[:keep].view(self.world_size, -1)[self.rank].tolist()
+            yield batch[:keep].view(self.world_size, -1)[self.rank].tolist()
 
     def __len__(self) -> int:
         full, rest = divmod(self.n, self.batch_size)
@@ -94,11 +101,43 @@ def rank_and_world(trainer) -> tuple[int, int]:
     return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
 
-def batch_loader(dataset, sampler: Sampler[list[int]], num_workers: int) -> DataLoader:
+def batch_loader(dataset, sampler: Sampler[list[int]], num_workers: int, trainer=None) -> DataLoader:
     """A DataLoader over a sampler of index lists. The datasets index a whole batch at once (one gather);
-    ``sampler=`` rather than ``batch_sampler=`` so Lightning finds ``set_epoch`` on ``loader.sampler``."""
-    return DataLoader(dataset, sampler=sampler, batch_size=None, collate_fn=_as_is, num_workers=num_workers,
-                      pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0)
+    ``sampler=`` rather than ``batch_sampler=`` so Lightning finds ``set_epoch`` on ``loader.sampler``. Its own
+    generator: starting an epoch's iterator draws nothing from the global RNG (which dropout and augmentation
+    use), so a resumed run's random stream matches the uninterrupted one. A training loader (``TrainBatches``)
+    is resumable mid-epoch."""
+    options = dict(sampler=sampler, batch_size=None, collate_fn=_as_is, num_workers=num_workers,
+                   pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0,
+                   generator=torch.Generator().manual_seed(0))
+    if isinstance(sampler, TrainBatches):
+        return ResumableLoader(dataset, trainer=trainer, **options)
+    return DataLoader(dataset, **options)
+
+
+class ResumableLoader(DataLoader):
+    """A training loader Lightning can checkpoint mid-epoch: Lightning saves ``state_dict()`` in the checkpoint
+    and hands it to ``load_state_dict()`` on resume. The state is the epoch and the batches already trained in
+    it (from the optimizer step count, which the checkpoint restores exactly); the order depends only on (seed,
+    epoch), so skipping those batches resumes the epoch where it stopped."""
+
+    def __init__(self, dataset, trainer=None, **options):
+        super().__init__(dataset, **options)
+        self.trainer = trainer
+        # Lightning restores loader states only when the loader is built after the loops are restored; reglab's
+        # schedule asks for the loader earlier (estimated_stepping_batches), so LatestCheckpoint hands the saved
+        # position over through the datamodule.
+        datamodule = getattr(trainer, "datamodule", None)
+        if getattr(datamodule, "resume_position", None):
+            self.load_state_dict(datamodule.resume_position)
+            datamodule.resume_position = None
+
+    def state_dict(self) -> dict:
+        epoch, step = self.trainer.current_epoch, self.trainer.global_step
+        return {"epoch": epoch, "batches_done": step - epoch * len(self.sampler)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.resume_at(state["epoch"], state["batches_done"])
 
 
 def _as_is(batch):

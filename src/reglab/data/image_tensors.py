@@ -94,7 +94,7 @@ class ImageTensorDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         rank, world = rank_and_world(self.trainer)
         sampler = TrainBatches(len(self.splits.train[1]), self.batch_size, self.seed, rank, world)
-        return batch_loader(TensorBatchDataset(*self.splits.train), sampler, self.num_workers)
+        return batch_loader(TensorBatchDataset(*self.splits.train), sampler, self.num_workers, self.trainer)
 
     def _eval_loader(self, split) -> DataLoader:
         rank, world = rank_and_world(self.trainer)

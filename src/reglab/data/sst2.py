@@ -188,7 +188,7 @@ class SST2DataModule(pl.LightningDataModule):
         train = self.splits["train"]
         sampler = TrainBatches(len(train), self.batch_size, self.seed, rank, world,
                                lengths=train.lengths if self.sort_by_length else None)
-        return batch_loader(train, sampler, self.num_workers)
+        return batch_loader(train, sampler, self.num_workers, self.trainer)
 
     def val_dataloader(self):
         # Index 1: a fixed train subset in eval mode, for train/acc and gen_gap without dropout.

@@ -114,7 +114,8 @@ class Regularizer:
         return getattr(cls, hook) is not getattr(Regularizer, hook)
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if k not in ("params", "param_names"))
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items()
+                           if not k.startswith("_") and k not in ("params", "param_names", "watched"))
         return f"{type(self).__name__}({fields})"
 
 
