@@ -48,7 +48,25 @@ def build_loggers(logger_cfg, output_dir: str | Path, choices: dict, tags: list[
                                        group=group, tags=run_tags, save_dir=str(output_dir),
                                        offline=(mode == "offline"), config=config, job_type="train",
                                        id=wandb_run_id(Path(output_dir), resuming), resume="allow"))
+            if resuming:
+                attach_when_free(loggers[-1])
     return loggers
+
+
+def attach_when_free(logger: WandbLogger, patience_s: float = 60.0) -> None:
+    """Open the resumed W&B run now. A killed process's W&B service outlives it for a few seconds and still
+    holds the run id ("run ID ... is in use"); wait for it to let go rather than fail the resumed run."""
+    import time
+
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            logger.experiment  # noqa: B018 (opens the run)
+            return
+        except Exception as err:  # wandb raises its own ServerResponseError
+            if "in use" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
 
 
 WANDB_ID_FILE = "wandb_run_id"
