@@ -1,9 +1,12 @@
 """Train one regularized model: `python train.py reg=elasticnet model=cnn` (see README)."""
 
+import sys
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
-from reglab import resolvers
+from reglab import overrides, resolvers
 
 resolvers.register()
 
@@ -16,4 +19,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    problem = overrides.unknown_choice(sys.argv[1:], Path(__file__).parent / "conf")
+    if problem:
+        sys.exit(print(f"error: {problem}", file=sys.stderr) or 2)
     main()

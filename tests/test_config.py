@@ -54,3 +54,55 @@ def test_overrides_reach_the_regularizer(tmp_path):
 def test_no_optimizer_carries_weight_decay(tmp_path):
     for choice in group_choices("optim"):
         assert "weight_decay" not in compose_config(tmp_path, [f"optim={choice}"]).optim
+
+
+@pytest.mark.parametrize("override,message", [
+    ("reg=l3", "reg=l3: unknown choice; allowed ['activity', 'dropout'"),
+    ("reg=[l1,nope]", "reg=nope: unknown choice"),
+    ("model=resnet", "model=resnet: unknown choice; allowed ['cnn', 'cnn_small', 'hf_encoder', 'transformer']"),
+    ("optim=lion", "optim=lion: unknown choice; allowed ['adam', 'adamw', 'sgd']"),
+])
+def test_unknown_group_choice_is_one_line_before_anything_loads(tmp_path, override, message):
+    import time
+
+    from conftest import run_cli
+
+    started = time.time()
+    done = run_cli(override, f"hydra.run.dir={tmp_path}")
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"error: {message}"), done.stderr
+    assert time.time() - started < 20
+
+
+def test_sweep_values_are_checked_and_valid_lists_pass():
+    from reglab.overrides import unknown_choice
+
+    conf = CONF
+    assert unknown_choice(["-m", "reg=l1,l2", "seed=0,1"], conf) is None
+    assert unknown_choice(["reg=[l1,dropout]", "reg.l1.strength=1e-3", "hydra/launcher=gpus"], conf) is None
+    assert unknown_choice(["-m", "reg=l1,l7"], conf) == ("reg=l7: unknown choice; allowed "
+                                                      f"{sorted(p.stem for p in (conf / 'reg').glob('*.yaml'))}")
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["reg=l1", "reg.l1.strength=-1"], "reg.l1.strength=-1: must be a number >= 0"),
+    (["reg=dropout", "reg.dropout.p=1.5"], "reg.dropout.p=1.5: a dropout rate must be in [0, 1)"),
+    (["data=sst2", "model=cnn"], "model=cnn takes image input but data=sst2 gives tokens input"),
+    (["trainer.max_epochs=0"], "trainer.max_epochs=0: must be >= 1"),
+    (["reg=l1", "+reg.l1.strenght=1"], "reg.l1: "),
+    (["reg=elasticnet", "reg.elasticnet.alpha=2"], "reg.elasticnet.alpha=2: must be in [0, 1]"),
+    (["data.batch_size=0"], "data.batch_size=0: must be > 0"),
+    (["data.path=/does/not/exist"], "data.path='/does/not/exist': directory does not exist"),
+    (["reg=l1", "reg.l1.warmup=cosine"], "reg.l1.warmup='cosine': allowed ['constant', 'linear']"),
+])
+def test_bad_values_are_caught_before_any_data_or_model(make_config, overrides, message):
+    """Issue 7's list: each is a ConfigError naming the key, the value and what is allowed, from validate()
+    alone (no data loaded, no model built). The CLI turns it into one line and exit code 2 (test_train)."""
+    from reglab.errors import ConfigError
+    from reglab.run import validate
+
+    cfg = make_config(*overrides)
+    drop_unselected(cfg.reg)
+    with pytest.raises(ConfigError) as raised:
+        validate(cfg)
+    assert message in str(raised.value) and "\n" not in str(raised.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import netrc
 import os
 from pathlib import Path
@@ -9,6 +10,8 @@ from pathlib import Path
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
 from reglab.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 
@@ -22,14 +25,31 @@ def wandb_api_key_configured() -> bool:
         return False
 
 
+def wandb_reachable(timeout: float = 3.0) -> bool:
+    """Whether W&B's API answers within a few seconds (an online init without a network hangs far longer)."""
+    import socket
+
+    host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].split("/")[0]
+    try:
+        socket.create_connection((host.split(":")[0], int(host.split(":")[1]) if ":" in host else 443),
+                                 timeout=timeout).close()
+        return True
+    except (OSError, ValueError):
+        return False
+
+
 def resolve_wandb_mode(requested: str) -> str:
+    """The mode a run logs in: the user's WANDB_MODE wins; auto is online when an API key is configured. Online
+    falls back to offline, with one warning, when W&B is unreachable, so a run never waits on the network."""
     if requested not in WANDB_MODES:
         raise ConfigError(f"logger.wandb.mode={requested!r}: allowed {list(WANDB_MODES)}")
     if os.environ.get("WANDB_MODE"):  # the user's environment always wins
         return os.environ["WANDB_MODE"]
-    if requested == "auto":
-        return "online" if wandb_api_key_configured() else "offline"
-    return requested
+    mode = ("online" if wandb_api_key_configured() else "offline") if requested == "auto" else requested
+    if mode == "online" and not wandb_reachable():
+        log.warning("W&B is unreachable: logging offline instead (upload later with `wandb sync`)")
+        return "offline"
+    return mode
 
 
 def build_loggers(logger_cfg, output_dir: str | Path, choices: dict, tags: list[str], config: dict,
@@ -38,19 +58,39 @@ def build_loggers(logger_cfg, output_dir: str | Path, choices: dict, tags: list[
     run logs into the W&B run it started (its id is kept in the output folder)."""
     loggers = [CSVLogger(save_dir=str(output_dir), name="csv", version="")]
     wandb_cfg = (logger_cfg or {}).get("wandb")
-    if wandb_cfg is not None and wandb_allowed:
-        mode = resolve_wandb_mode(wandb_cfg.get("mode", "auto"))
-        if mode != "disabled":
-            # Seeds of one configuration share a group; a study's runs share its name as a prefix and a tag.
-            group = "/".join(([study] if study else []) + [choices[k] for k in ("data", "model", "reg")])
-            run_tags = [f"{k}={v}" for k, v in choices.items()] + ([f"study={study}"] if study else []) + list(tags)
-            loggers.append(WandbLogger(project=wandb_cfg.get("project", "reglab"), entity=wandb_cfg.get("entity"),
-                                       group=group, tags=run_tags, save_dir=str(output_dir),
-                                       offline=(mode == "offline"), config=config, job_type="train",
-                                       id=wandb_run_id(Path(output_dir), resuming), resume="allow"))
-            if resuming:
-                attach_when_free(loggers[-1])
-    return loggers
+    if wandb_cfg is None or not wandb_allowed:
+        return loggers
+    mode = resolve_wandb_mode(wandb_cfg.get("mode", "auto"))
+    if mode == "disabled":
+        return loggers
+    # Seeds of one configuration share a group; a study's runs share its name as a prefix and a tag.
+    group = "/".join(([study] if study else []) + [choices[k] for k in ("data", "model", "reg")])
+    run_tags = [f"{k}={v}" for k, v in choices.items()] + ([f"study={study}"] if study else []) + list(tags)
+    run_id = wandb_run_id(Path(output_dir), resuming)
+
+    def wandb_logger(offline: bool) -> WandbLogger:
+        return WandbLogger(project=wandb_cfg.get("project", "reglab"), entity=wandb_cfg.get("entity"), group=group,
+                           tags=run_tags, save_dir=str(output_dir), offline=offline, config=config,
+                           job_type="train", id=run_id, resume="allow")
+
+    logger = wandb_logger(offline=(mode == "offline"))
+    if resuming:
+        attach_when_free(logger)
+    elif mode == "online":
+        logger = online_or_offline(logger, lambda: wandb_logger(offline=True))
+    return loggers + [logger]
+
+
+def online_or_offline(logger: WandbLogger, offline_logger) -> WandbLogger:
+    """Open an online run now; if W&B refuses it (a bad API key, a server error), log offline instead, with one
+    warning, rather than fail or hang the run."""
+    try:
+        logger.experiment  # noqa: B018 (opens the run)
+        return logger
+    except Exception as err:
+        log.warning("W&B online init failed (%s): logging offline instead", str(err).splitlines()[0][:200])
+        finish_wandb(exit_code=1)
+        return offline_logger()
 
 
 def attach_when_free(logger: WandbLogger, patience_s: float = 60.0) -> None:
