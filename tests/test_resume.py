@@ -72,7 +72,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
             assert row["train/loss"] == expected_row["train/loss"]
     # W&B: the resumed process logged into the run the killed one started
     runs = sorted((tmp_path / "killed" / "wandb").glob("offline-run-*"))
-    run_id = (tmp_path / "killed" / "wandb_run_id").read_text().strip()
+    run_id = json.loads((tmp_path / "killed" / "wandb_run.json").read_text())["id"]
     assert len(runs) == 2 and all(p.name.endswith(run_id) for p in runs)
 
 

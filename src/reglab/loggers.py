@@ -66,7 +66,7 @@ def build_loggers(logger_cfg, output_dir: str | Path, choices: dict, tags: list[
     # Seeds of one configuration share a group; a study's runs share its name as a prefix and a tag.
     group = "/".join(([study] if study else []) + [choices[k] for k in ("data", "model", "reg")])
     run_tags = [f"{k}={v}" for k, v in choices.items()] + ([f"study={study}"] if study else []) + list(tags)
-    run_id = wandb_run_id(Path(output_dir), resuming)
+    run_id, previous_pid = wandb_run_id(Path(output_dir), resuming)
 
     def wandb_logger(offline: bool) -> WandbLogger:
         return WandbLogger(project=wandb_cfg.get("project", "reglab"), entity=wandb_cfg.get("entity"), group=group,
@@ -75,7 +75,7 @@ def build_loggers(logger_cfg, output_dir: str | Path, choices: dict, tags: list[
 
     logger = wandb_logger(offline=(mode == "offline"))
     if resuming:
-        attach_when_free(logger)
+        attach_when_free(logger, previous_pid)
     elif mode == "online":
         logger = online_or_offline(logger, lambda: wandb_logger(offline=True))
     return loggers + [logger]
@@ -93,37 +93,50 @@ def online_or_offline(logger: WandbLogger, offline_logger) -> WandbLogger:
         return offline_logger()
 
 
-def attach_when_free(logger: WandbLogger, patience_s: float = 60.0) -> None:
-    """Open the resumed W&B run now. A killed process's W&B service outlives it for a few seconds and still
-    holds the run id ("run ID ... is in use"); wait for it to let go rather than fail the resumed run."""
+def attach_when_free(logger: WandbLogger, previous_pid: int | None, patience_s: float = 60.0) -> None:
+    """Open the resumed W&B run now. A killed process's W&B service outlives it for a few seconds and holds the
+    run id meanwhile; a W&B init in that window fails and leaves the id taken for this process too, so wait
+    for that service to exit first (Linux: its command line names the killed pid)."""
     import time
 
     deadline = time.monotonic() + patience_s
-    while True:
+    while previous_pid and wandb_service_alive(previous_pid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    logger.experiment  # noqa: B018 (opens the run)
+
+
+def wandb_service_alive(pid: int) -> bool:
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
-            logger.experiment  # noqa: B018 (opens the run)
-            return
-        except Exception as err:  # wandb raises its own ServerResponseError
-            if "in use" not in str(err) or time.monotonic() > deadline:
-                raise
-            time.sleep(1.0)
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"wandb-core") and str(pid).encode() in argv:
+            return True
+    return False
 
 
-WANDB_ID_FILE = "wandb_run_id"
+WANDB_ID_FILE = "wandb_run.json"
 
 
-def wandb_run_id(output_dir: Path, resuming: bool) -> str:
-    """A fresh W&B run id for a new run; the one this folder's run started with when it resumes."""
+def wandb_run_id(output_dir: Path, resuming: bool) -> tuple[str, int | None]:
+    """A fresh W&B run id for a new run; the one this folder's run started with when it resumes, and the pid of
+    the process that last used it."""
+    import json
     import uuid
 
     from reglab.atomic import atomic_write
 
     path = output_dir / WANDB_ID_FILE
+    previous = None
     if resuming and path.is_file():
-        return path.read_text().strip()
-    run_id = uuid.uuid4().hex[:8]
-    atomic_write(path, lambda handle: handle.write(run_id.encode()))
-    return run_id
+        try:
+            previous = json.loads(path.read_text())
+        except ValueError:
+            previous = None
+    run_id = previous["id"] if previous else uuid.uuid4().hex[:8]
+    atomic_write(path, lambda handle: handle.write(json.dumps({"id": run_id, "pid": os.getpid()}).encode()))
+    return run_id, previous.get("pid") if previous else None
 
 
 def finish_wandb(exit_code: int = 0) -> None:
