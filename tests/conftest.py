@@ -109,10 +109,17 @@ def compose_config(tmp_path: Path, overrides: list[str]):
     return cfg
 
 
+def subprocess_environment() -> dict:
+    """Offline, and without this pytest process's W&B service: in-process tests start one and export
+    WANDB_SERVICE, and a child that joined it would share its runs (a killed child's run would stay open)."""
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    return {**env, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+
+
 def run_cli(*args: str, cwd=ROOT, timeout=300, env=None, program=None, script="train.py"
             ) -> subprocess.CompletedProcess:
     """`python <script> <args>` (train.py; or under ``program``, e.g. torchrun) in a subprocess, offline."""
-    env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", **(env or {})}
+    env = {**subprocess_environment(), **(env or {})}
     return subprocess.run([*(program or [sys.executable]), str(ROOT / script), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, subprocess_environment
 from reglab.data.batching import EvalBatches, TrainBatches
 from reglab.gpu_slots import claim_slot
 from reglab.resolvers import launch_stamp
@@ -296,7 +296,7 @@ def test_sbatch_example_runs_ddp_multinode_under_srun(tmp_path):
            "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
     done = subprocess.run(["bash", str(ROOT / "scripts" / "slurm_ddp.sbatch"), *TINY, "trainer.accelerator=cpu",
                            "trainer.devices=2", f"paths.log_dir={tmp_path / 'logs'}"],
-                          env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
+                          env={**subprocess_environment(), **env}, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert [p.name for p in (tmp_path / "logs" / "runs").iterdir()] == ["slurm-777-0"]  # one folder for both
     (result,) = results_in(tmp_path / "logs")

@@ -4,7 +4,6 @@ was never interrupted."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, subprocess_environment
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +27,7 @@ COMPARED = ("test/acc", "test/loss", "val/acc", "val/loss", "train/acc", "train/
 
 def kill_after_checkpoint(run_dir: Path, min_step: int) -> int:
     """Start the run, SIGKILL it once last.ckpt holds at least ``min_step`` steps; return that step."""
-    env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    env = subprocess_environment()
     process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *RUN, f"hydra.run.dir={run_dir}"],
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoint = run_dir / "checkpoints" / "last.ckpt"

@@ -183,7 +183,7 @@ def _rank_error(err: Exception) -> Exception:
     """A rank's ReglabError comes back as a traceback string; turn it into the one-line error again."""
     lines = str(err).strip().splitlines()
     last = lines[-1] if lines else ""
-    for name in ("ConfigError", "DataUnavailableError", "ReglabError"):
+    for name in ("ConfigError", "DataUnavailableError", "DivergedError", "ReglabError"):
         prefix = f"reglab.errors.{name}: "
         if last.startswith(prefix):
             return ReglabError(last[len(prefix):])
