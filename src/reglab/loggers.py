@@ -10,6 +10,7 @@ from pathlib import Path
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
 from reglab.errors import ConfigError
+from reglab.network import reachable
 
 log = logging.getLogger(__name__)
 
@@ -27,15 +28,14 @@ def wandb_api_key_configured() -> bool:
 
 def wandb_reachable(timeout: float = 3.0) -> bool:
     """Whether W&B's API answers within a few seconds (an online init without a network hangs far longer)."""
-    import socket
+    from urllib.parse import urlsplit
 
-    host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].split("/")[0]
+    url = urlsplit(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
     try:
-        socket.create_connection((host.split(":")[0], int(host.split(":")[1]) if ":" in host else 443),
-                                 timeout=timeout).close()
-        return True
-    except (OSError, ValueError):
+        port = url.port or (443 if url.scheme == "https" else 80)
+    except ValueError:
         return False
+    return bool(url.hostname) and reachable(url.hostname, port, timeout)
 
 
 def resolve_wandb_mode(requested: str) -> str:

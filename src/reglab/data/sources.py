@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-import socket
+
+from reglab.network import reachable
 
 SPLIT_ALIASES = {"train": "train", "validation": "validation", "valid": "validation", "val": "validation",
                  "dev": "validation", "test": "test"}
@@ -13,11 +14,7 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     """Decide quickly whether to try the hub at all (a blind hub call takes ~20 s to fail offline)."""
     if os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1":
         return False
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
+    return reachable("huggingface.co", 443, timeout)
 
 
 def split_of(name: str) -> str | None:
