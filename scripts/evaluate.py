@@ -1,23 +1,7 @@
-"""`python scripts/evaluate.py ckpt=PATH mc_samples=30`: the same as eval.py at the root (conf/eval.yaml)."""
+"""`python scripts/evaluate.py ckpt=PATH mc_samples=30`: eval.py at the root, run from here."""
 
-import sys
+import runpy
 from pathlib import Path
 
-import hydra
-from omegaconf import DictConfig
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # also runs from a plain checkout
-from reglab import resolvers  # noqa: E402
-
-resolvers.register()
-
-
-@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
-def main(cfg: DictConfig) -> None:
-    from reglab.evaluation import main as evaluate
-
-    evaluate(cfg)
-
-
 if __name__ == "__main__":
-    main()
+    runpy.run_path(str(Path(__file__).resolve().parents[1] / "eval.py"), run_name="__main__")

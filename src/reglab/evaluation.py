@@ -179,25 +179,38 @@ def run_evaluation(ckpt: str, mc_samples: int = 30, split: str = "test", seed: i
     target = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                           "cpu" if device == "auto" else device)
     outcome = evaluate(model, datamodule, split, mc_samples, seed, target, max_rows)
-    metrics = {f"{kind}/{k}": v for kind in ("std", "mc") for k, v in outcome[kind].items()}
-    record = {"checkpoint": str(ckpt), "split": split, "mc_samples": mc_samples, "seed": seed, "n": outcome["n"],
-              "n_bins": N_BINS, "reliability": outcome["bins"], "wall_time_s": time.time() - started}
     # The run folder: the checkpoint's (<run>/checkpoints/x.ckpt), else where the config says it wrote.
     candidates = [Path(ckpt).resolve().parents[1], Path(config.paths.output_dir)]
     run_dir = next((c for c in candidates if (c / RESULTS_FILE).is_file()), candidates[0])
     results_path = run_dir / RESULTS_FILE
-    if write_results:
-        if not results_path.is_file():
-            raise DataUnavailableError(f"{results_path}: no results.json to add the evaluation to "
-                                       "(write_results=false prints it only)")
+    if not write_results:
+        results = {}
+    elif results_path.is_file():
         results = read_results(results_path)
-        results.setdefault("metrics", {}).update(metrics)
-        results["calibration"] = record
+    else:
+        raise DataUnavailableError(f"{results_path}: no results.json to add the evaluation to "
+                                   "(write_results=false prints it only)")
+    record = record_evaluation(results, outcome, str(ckpt), split, mc_samples, seed, started,
+                               run_dir if write_results else None)
+    if write_results:
         write(run_dir, results)
-        figure = reliability_figure(outcome["bins"], run_dir / "reliability.png",
-                                    f"{results.get('choices', {}).get('reg', '')}: T={mc_samples}")
-        record["figure"] = str(figure)
+    metrics = {k: v for k, v in results["metrics"].items() if k.startswith(("std/", "mc/"))}
     return {"metrics": metrics, **record, "results": str(results_path)}
+
+
+def record_evaluation(results: dict, outcome: dict, source: str, split: str, mc_samples: int, seed: int,
+                      started: float, figure_dir: Path | None) -> dict:
+    """Put an ``evaluate()`` outcome into a results dict (``metrics["std/*"]``, ``metrics["mc/*"]`` and the
+    ``calibration`` record) and draw the reliability diagram into ``figure_dir``; returns the record."""
+    results.setdefault("metrics", {}).update(
+        {f"{kind}/{k}": v for kind in ("std", "mc") for k, v in outcome[kind].items()})
+    record = {"checkpoint": source, "split": split, "mc_samples": mc_samples, "seed": seed, "n": outcome["n"],
+              "n_bins": N_BINS, "reliability": outcome["bins"], "wall_time_s": time.time() - started}
+    if figure_dir is not None:
+        title = f"{results.get('choices', {}).get('reg', '')}: T={mc_samples}"
+        record["figure"] = str(reliability_figure(outcome["bins"], figure_dir / "reliability.png", title))
+    results["calibration"] = record
+    return record
 
 
 def reliability_figure(bins: dict, path: Path, title: str = "") -> Path:

@@ -223,15 +223,11 @@ def resume_checkpoint(cfg: DictConfig, output_dir: Path, config: dict) -> Path |
 
 def add_mc_evaluation(results: dict, model, datamodule, samples: int, seed: int, device, output_dir: Path) -> None:
     """Standard inference vs MC dropout on the test split, with the final weights (see reglab.evaluation)."""
-    from reglab.evaluation import N_BINS, evaluate, reliability_figure
+    from reglab.evaluation import evaluate, record_evaluation
 
     started = time.time()
     outcome = evaluate(model, datamodule, "test", samples, seed, device)
-    results["metrics"].update({f"{kind}/{k}": v for kind in ("std", "mc") for k, v in outcome[kind].items()})
-    results["calibration"] = {"checkpoint": "final weights", "split": "test", "mc_samples": samples, "seed": seed,
-                              "n": outcome["n"], "n_bins": N_BINS, "reliability": outcome["bins"],
-                              "wall_time_s": time.time() - started}
-    reliability_figure(outcome["bins"], output_dir / "reliability.png", f"{results['choices']['reg']}: T={samples}")
+    record_evaluation(results, outcome, "final weights", "test", samples, seed, started, output_dir)
 
 
 def train_in_process(cfg: DictConfig, **extra) -> dict:
