@@ -56,7 +56,7 @@ def devices_per_node(trainer_cfg) -> int:
     devices = trainer_cfg.get("devices", "auto")
     if isinstance(devices, str) and devices not in ("auto", "-1"):
         devices = [d for d in devices.split(",") if d.strip()] if "," in devices else int(devices)
-    if isinstance(devices, (list, tuple)) or hasattr(devices, "__len__") and not isinstance(devices, str):
+    if not isinstance(devices, (str, int)):  # a list of GPU indices (a ListConfig from YAML)
         return len(devices)
     gpu = uses_gpu(trainer_cfg)
     if devices in ("auto", -1, "-1"):
@@ -83,10 +83,6 @@ def processes_per_job(trainer_cfg) -> int:
         raise ConfigError(f"trainer.num_nodes={nodes} needs a launcher that starts one process per device on "
                           "every node: srun (see scripts/slurm_ddp.sbatch) or torchrun")
     return per_node
-
-
-def needs_spawn(trainer_cfg) -> bool:
-    return processes_per_job(trainer_cfg) > 1 and not launched_externally()
 
 
 def free_port() -> int:

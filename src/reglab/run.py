@@ -138,8 +138,9 @@ def train(cfg: DictConfig) -> dict:
         return {"status": "dry_run", "choices": choices, "seed": int(cfg.seed), "output_dir": str(output_dir)}
     if launcher_choice() == "gpus":
         return train_on_claimed_gpu(cfg)
-    if distributed.needs_spawn(cfg.trainer):
-        return train_spawned(cfg, distributed.processes_per_job(cfg.trainer))
+    processes = distributed.processes_per_job(cfg.trainer)
+    if processes > 1 and not distributed.launched_externally():
+        return train_spawned(cfg, processes)
     return train_in_process(cfg)
 
 
