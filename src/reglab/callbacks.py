@@ -14,6 +14,7 @@ import torch
 import pytorch_lightning as pl
 from pytorch_lightning.loggers import WandbLogger
 
+from reglab import profiling
 from reglab.results import to_float
 
 
@@ -26,6 +27,10 @@ class EpochHistory(pl.Callback):
         self.rows: list[dict] = []
         self._epoch_started = self._val_started = time.monotonic()
         self._val_time = 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if "first_step" not in profiling.MARKS:
+            profiling.mark("first_step")
 
     def on_train_epoch_start(self, trainer, pl_module):
         self._epoch_started, self._val_time = time.monotonic(), 0.0

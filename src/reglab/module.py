@@ -51,6 +51,46 @@ def weight_magnitude_histogram(params: list[torch.Tensor]) -> dict:
             "zeros": int((magnitudes == 0).sum()), "total": int(magnitudes.numel())}
 
 
+class FiniteLossGuard:
+    """Stops training at a non-finite loss, naming the step and every part of the loss.
+
+    On the CPU it checks each loss at once, before its update. On a GPU an immediate check would stall the
+    device once per step (the host waits for the forward pass before it can queue the backward), so the check
+    is deferred: the flag is copied to the host without blocking and read when the next step starts, by which
+    time the device has long computed it. The run then stops one step later, and never checkpoints a
+    non-finite state: every checkpoint write checks first."""
+
+    defer: bool | None = None  # None: defer exactly when the loss is on a GPU
+
+    def __init__(self):
+        self.pending = None
+
+    def watch(self, loss: torch.Tensor, parts: dict[str, torch.Tensor], step: int, epoch: int) -> None:
+        finite = torch.isfinite(loss.detach())
+        event = None
+        if finite.device.type == "cuda":
+            finite, event = finite.to("cpu", non_blocking=True), torch.cuda.Event()
+            event.record()
+        self.pending = (finite, event, {k: v.detach() for k, v in parts.items()}, step, epoch)
+
+    @property
+    def deferred(self) -> bool:
+        if self.defer is not None:
+            return self.defer
+        return self.pending is not None and self.pending[1] is not None
+
+    def check(self) -> None:
+        if self.pending is None:
+            return
+        finite, event, parts, step, epoch = self.pending
+        self.pending = None
+        if event is not None:
+            event.synchronize()
+        if not bool(finite):
+            values = ", ".join(f"{k} {v.item():.6g}" for k, v in parts.items())
+            raise DivergedError(f"loss is not finite at step {step} (epoch {epoch}): {values}")
+
+
 class ClassifierModule(pl.LightningModule):
     def __init__(self, model: torch.nn.Module, regularizers: list[Regularizer], optim_cfg, num_classes: int,
                  small_weight_eps: float = 1e-3, run_config: dict | None = None):
@@ -66,6 +106,8 @@ class ClassifierModule(pl.LightningModule):
         self.penalizers = [r for r in self.regularizers if r.overrides("penalty")]
         self.steppers = [r for r in self.regularizers if r.overrides("after_step")]
         self.watchers = [r for r in self.regularizers if r.overrides("before_forward")]
+        self.label_smoothing = sum(r.label_smoothing for r in self.regularizers)  # training loss only
+        self.finite_guard = FiniteLossGuard()
         self.progress = float("inf")  # outside training: full strength
         self.weight_params = [p for _, p in select_parameters(model)]
 
@@ -81,19 +123,21 @@ class ClassifierModule(pl.LightningModule):
         return {r.name: r.strength_scale(progress) * r.penalty(self.model) for r in self.penalizers}
 
     def training_step(self, batch, batch_idx):
+        self.check_finite()  # the previous step's loss (GPU: read only now, see FiniteLossGuard)
         inputs, labels = batch
         for regularizer in self.watchers:
             regularizer.before_forward(self.model)
         logits = self(inputs)
-        data_loss = F.cross_entropy(logits, labels)
+        data_loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
         # Epochs into training, fractional within the epoch: drives strength warmups (here and in after_step).
         # From the optimizer step count, which a resumed run restores exactly.
         self.progress = self.trainer.global_step / max(1, self.trainer.num_training_batches)
         terms = self.penalty_terms(self.progress)
         reg_loss = torch.stack(list(terms.values())).sum() if terms else torch.zeros((), device=self.device)
         loss = data_loss + reg_loss
-        if not torch.isfinite(loss):
-            self.diverged(data_loss, terms)
+        self.finite_guard.watch(loss, {"data loss": data_loss, **terms}, self.global_step, self.current_epoch)
+        if not self.finite_guard.deferred:
+            self.check_finite()
         self.train_batch_acc(logits.detach(), labels)
         # Epoch means over every rank's batches (synced once, at epoch end).
         log = dict(on_step=False, on_epoch=True, batch_size=len(labels), sync_dist=True)
@@ -105,12 +149,18 @@ class ClassifierModule(pl.LightningModule):
         self.log("train/batch_acc", self.train_batch_acc, **log)
         return loss
 
-    def diverged(self, data_loss: torch.Tensor, terms: dict[str, torch.Tensor]):
-        """Stop here, before the optimizer applies a non-finite update: the last checkpoint stays the last good
-        state. The message names the step, every part of the loss and the regularizers' settings."""
-        parts = ", ".join([f"data loss {data_loss.item():.6g}"] + [f"{k} {v.item():.6g}" for k, v in terms.items()])
-        raise DivergedError(f"loss is not finite at step {self.global_step} (epoch {self.current_epoch}): {parts}; "
-                            f"regularizers: {', '.join(map(repr, self.regularizers)) or 'none'}")
+    def check_finite(self) -> None:
+        try:
+            self.finite_guard.check()
+        except DivergedError as err:
+            regularizers = ", ".join(map(repr, self.regularizers)) or "none"
+            raise DivergedError(f"{err}; regularizers: {regularizers}") from None
+
+    def on_train_epoch_end(self):
+        self.check_finite()
+
+    def on_train_end(self):
+        self.check_finite()
 
     def optimizer_step(self, *args, **kwargs):
         super().optimizer_step(*args, **kwargs)
@@ -151,6 +201,7 @@ class ClassifierModule(pl.LightningModule):
         self.test_loss.reset()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        self.check_finite()  # a checkpoint never holds a state reached through a non-finite loss
         if self.run_config is not None:
             checkpoint[CONFIG_KEY] = self.run_config
 

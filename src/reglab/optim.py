@@ -10,7 +10,7 @@ import torch
 from reglab.errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULERS = ("cosine", "onecycle", "constant")
+SCHEDULERS = ("cosine", "linear", "onecycle", "constant")
 
 
 class SGDW(torch.optim.SGD):
@@ -65,7 +65,7 @@ def build_optimizer(cfg, param_groups: list[dict]) -> torch.optim.Optimizer:
 
 
 def build_scheduler(optimizer, cfg, total_steps: int, steps_per_epoch: int):
-    """Per-step schedule: linear warmup over ``warmup_epochs``, then cosine to 0 (or constant);
+    """Per-step schedule: linear warmup over ``warmup_epochs``, then cosine or linear decay to 0 (or constant);
     ``onecycle`` is torch's OneCycleLR peaking at ``lr``."""
     name = cfg.get("scheduler", "constant")
     total_steps = max(1, int(total_steps))
@@ -78,7 +78,7 @@ def build_scheduler(optimizer, cfg, total_steps: int, steps_per_epoch: int):
             return (step + 1) / warmup
         if name == "constant":
             return 1.0
-        progress = (step - warmup) / max(1, total_steps - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return 1.0 - progress if name == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

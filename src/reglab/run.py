@@ -6,7 +6,12 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+
+from reglab import profiling
+
+profiling.mark("imports_started")
 
 import pytorch_lightning as pl
 import torch
@@ -24,6 +29,8 @@ from reglab.optim import check_optim_config
 from reglab.regularizers import build_regularizers, drop_unselected
 from reglab.results import (CONFIG_KEY, FINAL_METRICS, RESULTS_FILE, git_commit, library_versions, read_results,
                             to_float, write_results)
+
+profiling.mark("imports_done")
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +238,46 @@ def add_mc_evaluation(results: dict, model, datamodule, samples: int, seed: int,
     record_evaluation(results, outcome, "final weights", "test", samples, seed, started, output_dir)
 
 
+@dataclass
+class RunParts:
+    """What a run trains with, built from its config (train_in_process; scripts/bench.py times the same)."""
+
+    module: ClassifierModule
+    datamodule: pl.LightningDataModule
+    trainer: pl.Trainer
+    history: EpochHistory
+    callbacks: list
+
+
+def build_run(cfg: DictConfig, output_dir: Path, config: dict, rank: int = 0, resume_from: Path | None = None,
+              extra_callbacks: tuple = ()) -> RunParts:
+    """validate -> seed -> data -> model -> module -> callbacks, loggers, trainer (each phase timed: profiling)."""
+    regularizers, datamodule = validate(cfg)
+    profiling.mark("validated")
+    # Each rank its own dropout/augmentation stream; rank 0 draws the init, which DDP broadcasts.
+    pl.seed_everything(int(cfg.seed) + rank, workers=True)
+    datamodule.setup()
+    profiling.mark("data_ready")
+    model = instantiate(cfg.model, "model", **datamodule.model_kwargs)
+    if cfg.get("compile", False):
+        model.compile()  # in place: parameter names (checkpoints, regularizer patterns) stay as they are
+    module = ClassifierModule(model, regularizers, cfg.optim, datamodule.model_kwargs["num_classes"],
+                              small_weight_eps=float(cfg.small_weight_eps), run_config=config)
+    profiling.mark("model_built")
+    history = EpochHistory()
+    wandb_cfg = (cfg.logger or {}).get("wandb") or {}
+    callbacks = [instantiate(c, f"callbacks.{k}") for k, c in (cfg.callbacks or {}).items() if c is not None]
+    # In this order: the epoch's history row exists before the epoch-end checkpoint is written.
+    callbacks += [history, WeightHistograms(wandb_cfg.get("log_histograms_every_n_epochs", 1)), RandomState(),
+                  LatestCheckpoint(output_dir / "checkpoints", int(cfg.get("checkpoint_every_n_steps", 0))),
+                  *extra_callbacks]
+    loggers = build_loggers(cfg.logger, output_dir, run_choices(cfg), list(cfg.tags), config, cfg.get("study"),
+                            wandb_allowed=rank == 0, resuming=resume_from is not None)
+    trainer = instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers)
+    profiling.mark("trainer_built")
+    return RunParts(module, datamodule, trainer, history, callbacks)
+
+
 def train_in_process(cfg: DictConfig, **extra) -> dict:
     """Train and test in this process: the whole job, or one rank of a DDP job."""
     started = time.time()
@@ -241,27 +288,16 @@ def train_in_process(cfg: DictConfig, **extra) -> dict:
     results = {"status": "running", "study": cfg.get("study"), "choices": choices, "seed": int(cfg.seed),
                "config": config, "output_dir": str(output_dir), "git_commit": git_commit(),
                "versions": library_versions(), "started_at": started, **extra}
+    profiling.start_job()
     try:
-        regularizers, datamodule = validate(cfg)
-        # Each rank its own dropout/augmentation stream; rank 0 draws the init, which DDP broadcasts.
-        pl.seed_everything(int(cfg.seed) + rank, workers=True)
-        datamodule.setup()
-        model = instantiate(cfg.model, "model", **datamodule.model_kwargs)
-        module = ClassifierModule(model, regularizers, cfg.optim, datamodule.model_kwargs["num_classes"],
-                                  small_weight_eps=float(cfg.small_weight_eps), run_config=config)
-        history = EpochHistory()
-        wandb_cfg = (cfg.logger or {}).get("wandb") or {}
-        callbacks = [instantiate(c, f"callbacks.{k}") for k, c in (cfg.callbacks or {}).items() if c is not None]
-        # In this order: the epoch's history row exists before the epoch-end checkpoint is written.
-        callbacks += [history, WeightHistograms(wandb_cfg.get("log_histograms_every_n_epochs", 1)), RandomState(),
-                      LatestCheckpoint(output_dir / "checkpoints", int(cfg.get("checkpoint_every_n_steps", 0)))]
         resume_from = resume_checkpoint(cfg, output_dir, config)
         if resume_from is not None:
             log.info("resuming from %s", resume_from)
             results["resumed_from"] = str(resume_from)
-        loggers = build_loggers(cfg.logger, output_dir, choices, list(cfg.tags), config, cfg.get("study"),
-                                wandb_allowed=rank == 0, resuming=resume_from is not None)
-        trainer = instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers)
+        parts = build_run(cfg, output_dir, config, rank, resume_from)
+        module, datamodule, trainer, history, callbacks = (parts.module, parts.datamodule, parts.trainer,
+                                                           parts.history, parts.callbacks)
+        model = module.model
 
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
         if trainer.world_size > 1:
@@ -283,7 +319,8 @@ def train_in_process(cfg: DictConfig, **extra) -> dict:
                        metrics={k: final[k] for k in FINAL_METRICS if k in final} | final,
                        history=history.rows, epochs=trainer.current_epoch,
                        weight_histogram=weight_magnitude_histogram(module.weight_params),
-                       n_parameters=sum(p.numel() for p in model.parameters()))
+                       n_parameters=sum(p.numel() for p in model.parameters()),
+                       timing=profiling.startup_timing(), peak_memory=profiling.peak_memory(module.device))
         if int(cfg.get("mc_samples", 0)) > 0 and rank == 0:
             add_mc_evaluation(results, module.model, datamodule, int(cfg.mc_samples), int(cfg.seed), module.device,
                               output_dir)

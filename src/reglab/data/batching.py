@@ -18,10 +18,11 @@ from torch.utils.data import DataLoader, Sampler
 from reglab.errors import ConfigError
 
 
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """An RNG for (seed, epoch) with no overlap between nearby pairs (seed + epoch would collide)."""
+def epoch_generator(seed: int, epoch: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """An RNG for (seed, epoch) with no overlap between nearby pairs (seed + epoch would collide). On a GPU the
+    same seed gives another (equally fixed) permutation than on the CPU: randperm differs by device."""
     state = np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator().manual_seed(int(state) & ((1 << 63) - 1))
+    return torch.Generator(device=device).manual_seed(int(state) & ((1 << 63) - 1))
 
 
 def check_divisible(batch_size: int, world_size: int, key: str = "data.batch_size") -> None:
@@ -38,10 +39,11 @@ class TrainBatches(Sampler[list[int]]):
     skipped) so every rank steps together with an equal share."""
 
     def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
-                 lengths: torch.Tensor | None = None, bucket_batches: int = 50):
+                 lengths: torch.Tensor | None = None, bucket_batches: int = 50, device: torch.device | str = "cpu"):
         check_divisible(batch_size, world_size)
         self.n, self.batch_size, self.seed, self.rank, self.world_size = n, batch_size, seed, rank, world_size
         self.lengths, self.bucket_batches, self.epoch = lengths, bucket_batches, 0
+        self.device = torch.device(device)  # where the order is drawn and the index batches live
         self.resume: tuple[int, int] | None = None  # (epoch, batches already trained in it)
 
     def set_epoch(self, epoch: int) -> None:  # Lightning calls this at the start of every epoch
@@ -52,8 +54,8 @@ class TrainBatches(Sampler[list[int]]):
         self.resume = (int(epoch), int(batches_done))
 
     def global_batches(self) -> list[torch.Tensor]:
-        generator = epoch_generator(self.seed, self.epoch)
-        order = torch.randperm(self.n, generator=generator)
+        generator = epoch_generator(self.seed, self.epoch, self.device)
+        order = torch.randperm(self.n, generator=generator, device=self.device)
         if self.lengths is None:
             return list(order.split(self.batch_size))
         batches = []
@@ -61,15 +63,20 @@ class TrainBatches(Sampler[list[int]]):
         for start in range(0, self.n, bucket):
             members = order[start:start + bucket]
             batches.extend(members[torch.argsort(self.lengths[members], stable=True)].split(self.batch_size))
-        return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+        return [batches[i] for i in torch.randperm(len(batches), generator=generator, device=self.device).tolist()]
 
-    def __iter__(self):
+    def index_batches(self):
+        """This rank's index tensor of each batch, on ``device``."""
         skip = self.resume[1] if self.resume is not None and self.resume[0] == self.epoch else 0
         self.resume = None
         batches = [b for b in self.global_batches() if len(b) >= self.world_size]
         for batch in batches[skip:]:
             keep = len(batch) - len(batch) % self.world_size
-            yield batch[:keep].view(self.world_size, -1)[self.rank].tolist()
+            yield batch[:keep].view(self.world_size, -1)[self.rank]
+
+    def __iter__(self):
+        for index in self.index_batches():
+            yield index.tolist()
 
     def __len__(self) -> int:
         full, rest = divmod(self.n, self.batch_size)
@@ -84,13 +91,16 @@ class EvalBatches(Sampler[list[int]]):
     by length, to cut padding), cut into batches of batch_size / world_size."""
 
     def __init__(self, n: int, batch_size: int, rank: int = 0, world_size: int = 1,
-                 order: torch.Tensor | None = None):
+                 order: torch.Tensor | None = None, device: torch.device | str = "cpu"):
         order = torch.arange(n) if order is None else order
-        self.shard = order.tensor_split(world_size)[rank]
+        self.shard = order.tensor_split(world_size)[rank].to(device)
         self.batch_size = max(1, batch_size // world_size)
 
+    def index_batches(self):
+        return iter(self.shard.split(self.batch_size))
+
     def __iter__(self):
-        for batch in self.shard.split(self.batch_size):
+        for batch in self.index_batches():
             yield batch.tolist()
 
     def __len__(self) -> int:
@@ -115,19 +125,18 @@ def batch_loader(dataset, sampler: Sampler[list[int]], num_workers: int, trainer
     return DataLoader(dataset, **options)
 
 
-class ResumableLoader(DataLoader):
-    """A training loader Lightning can checkpoint mid-epoch: Lightning saves ``state_dict()`` in the checkpoint
+class ResumablePosition:
+    """What makes a training loader checkpointable mid-epoch: Lightning saves ``state_dict()`` in the checkpoint
     and hands it to ``load_state_dict()`` on resume. The state is the epoch and the batches already trained in
     it (from the optimizer step count, which the checkpoint restores exactly); the order depends only on (seed,
-    epoch), so skipping those batches resumes the epoch where it stopped."""
+    epoch), so skipping those batches resumes the epoch where it stopped. Needs ``trainer`` and a TrainBatches
+    ``sampler``."""
 
-    def __init__(self, dataset, trainer=None, **options):
-        super().__init__(dataset, **options)
-        self.trainer = trainer
+    def take_resume_position(self) -> None:
         # Lightning restores loader states only when the loader is built after the loops are restored; reglab's
         # schedule asks for the loader earlier (estimated_stepping_batches), so LatestCheckpoint hands the saved
         # position over through the datamodule.
-        datamodule = getattr(trainer, "datamodule", None)
+        datamodule = getattr(self.trainer, "datamodule", None)
         if getattr(datamodule, "resume_position", None):
             self.load_state_dict(datamodule.resume_position)
             datamodule.resume_position = None
@@ -138,6 +147,42 @@ class ResumableLoader(DataLoader):
 
     def load_state_dict(self, state: dict) -> None:
         self.sampler.resume_at(state["epoch"], state["batches_done"])
+
+
+class ResumableLoader(ResumablePosition, DataLoader):
+    """The training DataLoader (CPU path): workers and pinned memory as configured, resumable mid-epoch."""
+
+    def __init__(self, dataset, trainer=None, **options):
+        super().__init__(dataset, **options)
+        self.trainer = trainer
+        self.take_resume_position()
+
+
+class DeviceBatches(ResumablePosition):
+    """Batches gathered from tensors that already sit on the training device (the GPU-resident path): no
+    DataLoader, no workers, no per-sample Python, and shuffling is a randperm on the device. Lightning iterates
+    it like a loader: ``len``, ``sampler.set_epoch`` each epoch, and (training) the mid-epoch resume state."""
+
+    batch_sampler = None  # Lightning inspects loaders for one; the sampler here yields whole batches
+
+    def __init__(self, tensors: tuple[torch.Tensor, ...], sampler: TrainBatches | EvalBatches, trainer=None):
+        self.tensors, self.sampler, self.trainer = tensors, sampler, trainer
+        if isinstance(sampler, TrainBatches):
+            self.take_resume_position()
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        for index in self.sampler.index_batches():
+            yield tuple(tensor[index] for tensor in self.tensors)
+
+    def state_dict(self) -> dict:
+        return super().state_dict() if isinstance(self.sampler, TrainBatches) else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:
+            super().load_state_dict(state)
 
 
 def _as_is(batch):

@@ -2,6 +2,12 @@
 normalisation from train statistics, batched augmentation after transfer to the device, and a
 fixed train subset evaluated in eval mode for the generalisation gap.
 
+Two ways to the device, one augmentation: on a GPU (``device_resident: auto``) every split is moved to the
+device once, as uint8, and batches are gathered there (``DeviceBatches``: randperm on the device, no
+DataLoader); on the CPU a DataLoader (workers, pinned memory) gathers them. Either way a batch reaches
+``on_after_batch_transfer`` as uint8 on the device, where crop, flip and normalisation run as batched
+tensor ops.
+
 Subclasses implement ``load_splits()`` and nothing else."""
 
 from __future__ import annotations
@@ -10,10 +16,11 @@ from dataclasses import dataclass
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from reglab.data.augment import normalize, random_crop, random_hflip
-from reglab.data.batching import EvalBatches, TrainBatches, batch_loader, check_divisible, rank_and_world
+from reglab.data.batching import (DeviceBatches, EvalBatches, TrainBatches, batch_loader, check_divisible,
+                                  rank_and_world)
 from reglab.data.sources import train_eval_index
 from reglab.errors import ConfigError
 
@@ -49,12 +56,21 @@ def carve_validation(images: torch.Tensor, labels: torch.Tensor, size: int, seed
     return (images[train], labels[train]), (images[val], labels[val])
 
 
+DEVICE_RESIDENT = ("auto", True, False)
+
+
 class ImageTensorDataModule(pl.LightningDataModule):
     input_kind = "image"
 
     def __init__(self, batch_size: int = 128, eval_batch_size: int = 512, num_workers: int = 0,
-                 train_eval_size: int = 2000, crop_padding: int = 0, hflip: bool = False, seed: int = 0):
+                 train_eval_size: int = 2000, crop_padding: int = 0, hflip: bool = False, seed: int = 0,
+                 device_resident: str | bool = "auto"):
         super().__init__()
+        if device_resident not in DEVICE_RESIDENT:
+            raise ConfigError(f"data.device_resident={device_resident!r}: allowed ['auto', true, false] (auto: on "
+                              "when training on a GPU)")
+        self.device_resident = device_resident
+        self._on_device: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if int(value) <= 0:
                 raise ConfigError(f"data.{key}={value!r}: must be > 0")
@@ -91,24 +107,43 @@ class ImageTensorDataModule(pl.LightningDataModule):
         self.setup()
         return self.splits.test_split
 
-    def train_dataloader(self) -> DataLoader:
+    def resident_device(self) -> torch.device | None:
+        """The device the splits live on (the GPU-resident path), or None (the DataLoader path)."""
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        on = device.type == "cuda" if self.device_resident == "auto" else bool(self.device_resident)
+        return device if on else None
+
+    def split_on(self, name: str, split: tuple[torch.Tensor, torch.Tensor], device: torch.device):
+        """A split moved to ``device`` once (uint8 images: CIFAR-10's 50k are 150 MB) and kept there."""
+        if name not in self._on_device or self._on_device[name][0].device != device:
+            self._on_device[name] = tuple(t.to(device) for t in split)
+        return self._on_device[name]
+
+    def train_dataloader(self):
         rank, world = rank_and_world(self.trainer)
-        sampler = TrainBatches(len(self.splits.train[1]), self.batch_size, self.seed, rank, world)
+        device = self.resident_device()
+        sampler = TrainBatches(len(self.splits.train[1]), self.batch_size, self.seed, rank, world,
+                               device=device or "cpu")
+        if device is not None:
+            return DeviceBatches(self.split_on("train", self.splits.train, device), sampler, self.trainer)
         return batch_loader(TensorBatchDataset(*self.splits.train), sampler, self.num_workers, self.trainer)
 
-    def _eval_loader(self, split) -> DataLoader:
+    def _eval_loader(self, name: str, split):
         rank, world = rank_and_world(self.trainer)
         check_divisible(self.eval_batch_size, world, "data.eval_batch_size")
-        sampler = EvalBatches(len(split[1]), self.eval_batch_size, rank, world)
+        device = self.resident_device()
+        sampler = EvalBatches(len(split[1]), self.eval_batch_size, rank, world, device=device or "cpu")
+        if device is not None:
+            return DeviceBatches(self.split_on(name, split, device), sampler)
         return batch_loader(TensorBatchDataset(*split), sampler, self.num_workers)
 
     def val_dataloader(self):
         # Index 1 is a fixed train subset in eval mode: train/acc and the gap are not biased by
         # dropout or augmentation.
-        return [self._eval_loader(self.splits.val), self._eval_loader(self.train_eval)]
+        return [self._eval_loader("val", self.splits.val), self._eval_loader("train_eval", self.train_eval)]
 
     def test_dataloader(self):
-        return self._eval_loader(self.splits.test)
+        return self._eval_loader("test", self.splits.test)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch

@@ -7,6 +7,7 @@ A regularizer acts at up to five points of a training step and implements only t
 - ``penalty(model) -> Tensor``: a term added to the loss (and detach what ``before_forward`` attached).
 - ``param_groups(groups) -> groups``: reshape optimizer parameter groups (decoupled decay).
 - ``after_step(model, lr)``: a projection / proximal step after each optimizer step.
+- ``label_smoothing``: an attribute, not a hook: the smoothing of the training cross-entropy (0: none).
 
 The LightningModule calls these without knowing which regularizers exist.
 """
@@ -67,6 +68,7 @@ class Regularizer:
 
     name = "regularizer"
     supports_warmup = True  # False where the strength is not a penalty or prox threshold (decay, max-norm)
+    label_smoothing = 0.0  # the training loss's label smoothing this regularizer asks for
 
     def __init__(self, include: Sequence[str] = (), exclude: Sequence[str] = (), only: Sequence[str] = (),
                  warmup: str = "constant", warmup_epochs: float = 0.0):

@@ -1,0 +1,345 @@
+"""reglab's speed against its baselines, each measured in the same process run so machine noise cancels:
+
+  (a) framework overhead: reglab's training step (the real Trainer, module, datamodule, callbacks and loggers of
+      `python train.py`) against a hand-written PyTorch loop on the same model, data tensors, batch size,
+      optimizer and augmentation;  framework_throughput_ratio = reglab steps/s / raw loop steps/s
+  (b) penalty overhead: reglab steps with each regularizer against reg=none;  penalty_time_ratio[reg] =
+      step time / reg=none step time
+  (c) the time from `python train.py` to the first training step, phase by phase, with a cold and a warm
+      data cache (separate processes)
+  (d) peak memory: a reglab run against the raw loop (separate processes; on a GPU also in process)
+
+    python scripts/bench.py                        # CPU, the default CNN and batch size, random images
+    python scripts/bench.py --device cuda          # the same on a GPU (trainer=gpu: the device-resident path)
+    python scripts/bench.py --data DIR             # real CIFAR-10 (any layout data.path takes)
+    python scripts/bench.py -- experiment=cifar_fast    # any train.py overrides after --
+
+(a) and (b) alternate their measurements in rounds (raw, none, reg1, reg2, ... in every round); each figure is
+the ratio of median step times over all rounds (CPU: every step timed; GPU: window means, see StepClock). Prints a table; writes bench.json (--out)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OFFLINE = {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+os.environ.update({k: os.environ.get(k, v) for k, v in OFFLINE.items()})
+
+PENALTY_REGS = {"elasticnet": "reg=elasticnet", "elasticnet+maxnorm": "reg=[elasticnet,maxnorm]",
+                "prox_l1": "reg=prox_l1"}
+
+
+def write_random_cifar(folder: Path, n_train: int, n_test: int, seed: int = 0) -> Path:
+    """Random CIFAR-shaped images in the cifar-10-batches-py layout: no download, and the step time of a conv
+    net does not depend on what the pixels show."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    root = folder / "cifar-10-batches-py"
+    root.mkdir(parents=True, exist_ok=True)
+    for name, n in (("data_batch_1", n_train), ("test_batch", n_test)):
+        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                 b"labels": rng.integers(0, 10, n).tolist()}
+        (root / name).write_bytes(pickle.dumps(batch))
+    (root / "batches.meta").write_bytes(pickle.dumps({b"label_names": [f"c{i}".encode() for i in range(10)]}))
+    return folder
+
+
+def compose(overrides: list[str]):
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    from reglab import resolvers
+
+    resolvers.register()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return hydra_compose("train", overrides=overrides)
+
+
+def synchronize(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class StepClock:
+    """Step times of one measurement. On the CPU every step is timed (its median shrugs off the bursts of a
+    noisy machine); on a GPU only the window's two ends are, after a synchronize (a sync per step would change
+    what is measured), so the GPU figure is the window's mean."""
+
+    def __init__(self, device, warmup: int, steps: int):
+        self.device, self.warmup, self.steps = device, warmup, steps
+        self.stamps: list[float] = []
+
+    def tick(self, step: int) -> None:
+        if step < self.warmup or step > self.warmup + self.steps:
+            return
+        if self.device.type == "cuda":
+            if step not in (self.warmup, self.warmup + self.steps):
+                return
+            synchronize(self.device)
+        self.stamps.append(time.perf_counter())
+
+    def step_times(self) -> list[float]:
+        if self.device.type == "cuda":
+            return [(self.stamps[-1] - self.stamps[0]) / self.steps]
+        return [b - a for a, b in zip(self.stamps, self.stamps[1:])]
+
+
+def clock_callback(clock: StepClock):
+    import pytorch_lightning as pl
+
+    class StepTimer(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            clock.tick(trainer.global_step)
+
+    return StepTimer()
+
+
+def time_reglab(cfg, output_dir: Path, warmup: int, steps: int) -> dict:
+    """Seconds per step of the real reglab run built from ``cfg`` (build_run: what train.py trains with)."""
+    import torch
+    from omegaconf import OmegaConf, open_dict
+
+    from reglab.loggers import finish_wandb
+    from reglab.run import build_run
+
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.trainer.max_steps = warmup + steps + 1
+        cfg.paths.output_dir = str(output_dir)
+    device = torch.device("cuda" if cfg.trainer.accelerator == "gpu" else "cpu")
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    clock = StepClock(device, warmup, steps)
+    parts = build_run(cfg, output_dir, OmegaConf.to_container(cfg, resolve=True),
+                      extra_callbacks=(clock_callback(clock),))
+    try:
+        parts.trainer.fit(parts.module, datamodule=parts.datamodule)
+    finally:
+        finish_wandb()
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    return {"step_times": clock.step_times(), "cuda_peak_mb": peak}
+
+
+def raw_optimizer(cfg_optim, params, total_steps: int):
+    """The hand-written loop's optimizer and cosine schedule: plain torch, the same settings."""
+    import math
+
+    import torch
+
+    if cfg_optim.name == "sgd":
+        optimizer = torch.optim.SGD(params, lr=cfg_optim.lr, momentum=cfg_optim.get("momentum", 0.0),
+                                    nesterov=bool(cfg_optim.get("nesterov", False)))
+    else:
+        optimizer = (torch.optim.AdamW if cfg_optim.name == "adamw" else torch.optim.Adam)(
+            params, lr=cfg_optim.lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(1.0, step / total_steps))))
+    return optimizer, schedule
+
+
+def time_raw_loop(cfg, splits, warmup: int, steps: int) -> dict:
+    """A hand-written loop: what reglab's step does (gather a batch, crop, flip, normalise, forward, cross-entropy,
+    backward, step, schedule) with nothing around it. On a GPU the data sits on the device, as reglab's does."""
+    import torch
+    import torch.nn.functional as F
+    from hydra.utils import instantiate
+
+    from reglab.data.augment import normalize, random_crop, random_hflip
+
+    device = torch.device("cuda" if cfg.trainer.accelerator == "gpu" else "cpu")
+    torch.manual_seed(int(cfg.seed))
+    images, labels = splits["train"]
+    model = instantiate(cfg.model, in_channels=3, image_size=32, num_classes=10).to(device)
+    if cfg.get("compile", False):
+        model.compile()
+    optimizer, schedule = raw_optimizer(cfg.optim, model.parameters(), warmup + steps)
+    images, labels = images.to(device), labels.to(device)
+    mean, std = splits["mean"].to(device), splits["std"].to(device)
+    batch_size, padding = int(cfg.data.batch_size), int(cfg.data.crop_padding)
+    order = torch.randperm(len(labels), device=device)
+    bf16 = str(cfg.trainer.precision).startswith("bf16")
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    model.train()
+    clock = StepClock(device, warmup, steps)
+    for step in range(warmup + steps + 1):
+        clock.tick(step)
+        if step == warmup + steps:
+            break
+        index = order[step * batch_size:(step + 1) * batch_size]
+        x, y = images[index], labels[index]
+        x = random_crop(x, padding)
+        x = normalize(random_hflip(x) if cfg.data.hflip else x, mean, std)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    return {"step_times": clock.step_times(), "cuda_peak_mb": peak}
+
+
+def load_splits(cfg) -> dict:
+    """The training tensors and normalisation statistics, from the same datamodule reglab trains with."""
+    from reglab.errors import instantiate
+
+    datamodule = instantiate(cfg.data, "data", seed=int(cfg.seed))
+    datamodule.setup()
+    return {"train": datamodule.splits.train, "mean": datamodule.mean, "std": datamodule.std}
+
+
+def throughput_rounds(base: list[str], scratch: Path, args) -> dict:
+    """(a) and (b): raw, reg=none and every penalty reg, once per round, in that order."""
+    configs = {"none": compose(base + ["reg=none"])}
+    configs.update({name: compose(base + [override]) for name, override in PENALTY_REGS.items()})
+    splits = load_splits(configs["none"])
+    rounds = []
+    for round_index in range(args.rounds):
+        times = {"raw": time_raw_loop(configs["none"], splits, args.warmup, args.steps)}
+        for name, cfg in configs.items():
+            times[name] = time_reglab(cfg, scratch / f"round{round_index}-{name}", args.warmup, args.steps)
+        rounds.append(times)
+        print(f"round {round_index + 1}/{args.rounds}: " + ", ".join(
+            f"{k} {1000 * statistics.median(v['step_times']):.1f} ms" for k, v in times.items()), flush=True)
+    # Median over every timed step of every round: noise only ever adds time, in bursts, which a median skips.
+    step = {name: statistics.median(t for r in rounds for t in r[name]["step_times"]) for name in rounds[0]}
+    result = {
+        "framework_throughput_ratio": step["raw"] / step["none"],
+        "penalty_time_ratio": {name: step[name] / step["none"] for name in PENALTY_REGS},
+        "ms_per_step": {name: 1000 * value for name, value in step.items()},
+        "ms_per_step_by_round": {name: [1000 * statistics.median(r[name]["step_times"]) for r in rounds]
+                                 for name in rounds[0]},
+    }
+    if rounds[0]["raw"]["cuda_peak_mb"] is not None:
+        result["cuda_peak_mb"] = {name: max(r[name]["cuda_peak_mb"] for r in rounds) for name in rounds[0]}
+    return result
+
+
+def first_step_runs(base: list[str], scratch: Path, data_path: str) -> dict:
+    """(c) and (d): `python train.py` in a fresh process, with an empty data cache and again with it filled."""
+    env = {**os.environ, "REGLAB_CACHE_DIR": str(scratch / "cache")}
+    env.pop("WANDB_SERVICE", None)
+    runs = {}
+    for name in ("cold_cache", "warm_cache"):
+        run_dir = scratch / f"first_step_{name}"
+        command = [sys.executable, str(ROOT / "train.py"), *base, "++trainer.limit_train_batches=5",
+                   "++trainer.limit_val_batches=2", "++trainer.limit_test_batches=2", f"hydra.run.dir={run_dir}"]
+        started = time.time()
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"error: {' '.join(command[1:])} failed:\n{done.stderr[-3000:]}")
+        results = json.loads((run_dir / "results.json").read_text())
+        runs[name] = {"wall_s": time.time() - started, "timing": results["timing"],
+                      "peak_memory": results["peak_memory"]}
+    child = subprocess.run([sys.executable, __file__, "--raw-child", json.dumps(base)], cwd=ROOT, env=env,
+                           capture_output=True, text=True)
+    if child.returncode != 0:
+        raise SystemExit(f"error: raw-loop child failed:\n{child.stderr[-3000:]}")
+    raw_peak = json.loads(child.stdout.strip().splitlines()[-1])
+    reglab_peak = runs["warm_cache"]["peak_memory"]["cpu_peak_rss_mb"]
+    return {"first_step": runs, "peak_memory": {"raw_loop": raw_peak, "reglab": runs["warm_cache"]["peak_memory"],
+                                                "cpu_peak_rss_ratio": reglab_peak / raw_peak["cpu_peak_rss_mb"]}}
+
+
+def raw_child(base: list[str]) -> None:
+    """The raw loop alone in a fresh process, for its peak memory (printed as JSON on the last line)."""
+    from reglab.profiling import peak_rss_mb
+
+    cfg = compose(base)
+    result = time_raw_loop(cfg, load_splits(cfg), warmup=1, steps=5)
+    print(json.dumps({"cpu_peak_rss_mb": peak_rss_mb(),
+                      "cuda_peak_allocated_mb": result["cuda_peak_mb"]}))
+
+
+def print_table(bench: dict) -> None:
+    print(f"\nreglab benchmark on {bench['device_name']} ({bench['date']})")
+    print(f"{'measure':42s} {'value':>10s}  target")
+    print(f"{'(a) framework_throughput_ratio':42s} {bench['framework_throughput_ratio']:10.3f}  >= 0.95")
+    for name, ratio in bench["penalty_time_ratio"].items():
+        print(f"{'(b) penalty_time_ratio ' + name:42s} {ratio:10.3f}  <= 1.03")
+    for name, ms in bench["ms_per_step"].items():
+        print(f"{'    ms/step ' + name:42s} {ms:10.1f}")
+    for run, record in bench["first_step"].items():
+        print(f"{'(c) to first step, ' + run + ' (s)':42s} {record['timing'].get('to_first_step_s', float('nan')):10.2f}")
+        for phase, seconds in record["timing"].items():
+            if phase != "to_first_step_s":
+                print(f"{'      ' + phase:42s} {seconds:10.2f}")
+    memory = bench["peak_memory"]
+    print(f"{'(d) peak RSS raw loop (MB)':42s} {memory['raw_loop']['cpu_peak_rss_mb']:10.0f}")
+    print(f"{'(d) peak RSS reglab run (MB)':42s} {memory['reglab']['cpu_peak_rss_mb']:10.0f}")
+    print(f"{'(d) peak RSS ratio':42s} {memory['cpu_peak_rss_ratio']:10.2f}")
+    for name, mb in bench.get("cuda_peak_mb", {}).items():
+        print(f"{'(d) cuda peak allocated ' + name + ' (MB)':42s} {mb:10.0f}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--data", help="a CIFAR-10 folder (any layout data.path takes); default: random images")
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per measurement")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps before them")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=Path("bench.json"))
+    parser.add_argument("--raw-child", help=argparse.SUPPRESS)
+    parser.add_argument("overrides", nargs="*", help="train.py overrides (after --), e.g. experiment=cifar_fast")
+    args = parser.parse_args(argv)
+    if args.raw_child:
+        raw_child(json.loads(args.raw_child))
+        return 0
+    import logging
+
+    import torch
+
+    import warnings
+
+    import pytorch_lightning  # noqa: F401  (sets its loggers' levels on import; ours come after)
+
+    for name in ("pytorch_lightning", "lightning_fabric", "reglab"):
+        logging.getLogger(name).setLevel(logging.ERROR)  # a Trainer per measurement: keep the table readable
+    warnings.filterwarnings("ignore")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda: no CUDA device is visible", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="reglab-bench-") as tmp:
+        scratch = Path(tmp)
+        trainer = ["trainer=gpu"] if args.device == "cuda" else ["trainer=cpu"]
+        probe = compose(trainer + args.overrides + ["paths.output_dir=."])
+        batch = int(probe.data.batch_size)
+        if args.data:
+            data_path = str(Path(args.data).resolve())
+        else:  # every timed step inside one epoch, plus the carved validation split
+            data_path = str(write_random_cifar(scratch / "data", batch * (args.warmup + args.steps + 2) + 512, 512))
+        base = [*trainer, f"data.path={data_path}", "data.val_size=512", "data.train_eval_size=512",
+                *args.overrides]
+        os.environ["REGLAB_CACHE_DIR"] = str(scratch / "cache")
+        print(f"bench: {' '.join(base)}; {args.rounds} rounds x {args.steps} steps (+{args.warmup} warmup)",
+              flush=True)
+        bench = {"device": args.device, "date": time.strftime("%Y-%m-%d"),
+                 "device_name": torch.cuda.get_device_name() if args.device == "cuda" else
+                 f"CPU ({os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads)",
+                 "overrides": base, "batch_size": batch, "steps": args.steps, "warmup": args.warmup,
+                 "rounds": args.rounds, "data": args.data or "random CIFAR-shaped uint8 images"}
+        bench.update(throughput_rounds(base + ["paths.output_dir=."], scratch, args))
+        bench.update(first_step_runs(base, scratch, data_path))
+    print_table(bench)
+    from reglab.atomic import atomic_write
+
+    atomic_write(args.out, lambda handle: handle.write((json.dumps(bench, indent=2) + "\n").encode()))
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
