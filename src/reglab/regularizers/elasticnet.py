@@ -1,5 +1,5 @@
 from reglab.errors import ConfigError
-from reglab.regularizers.base import Regularizer, check_non_negative, sum_abs, sum_squares
+from reglab.regularizers.base import Regularizer, check_non_negative, weighted_l1_l2
 
 
 class ElasticNet(Regularizer):
@@ -29,4 +29,4 @@ class ElasticNet(Regularizer):
         self.l2_strength = float(l2_strength)
 
     def penalty(self, model):
-        return self.l1_strength * sum_abs(self.params) + self.l2_strength * sum_squares(self.params)
+        return weighted_l1_l2(self.params, self.l1_strength, self.l2_strength)

@@ -1,4 +1,4 @@
-from reglab.regularizers.base import Regularizer, check_non_negative, sum_abs
+from reglab.regularizers.base import Regularizer, check_non_negative, weighted_l1_l2
 
 
 class L1(Regularizer):
@@ -12,4 +12,4 @@ class L1(Regularizer):
         self.strength = float(strength)
 
     def penalty(self, model):
-        return self.strength * sum_abs(self.params)
+        return weighted_l1_l2(self.params, l1=self.strength)

@@ -1,4 +1,4 @@
-from reglab.regularizers.base import Regularizer, check_non_negative, sum_squares
+from reglab.regularizers.base import Regularizer, check_non_negative, weighted_l1_l2
 
 
 class L2(Regularizer):
@@ -13,4 +13,4 @@ class L2(Regularizer):
         self.strength = float(strength)
 
     def penalty(self, model):
-        return self.strength * sum_squares(self.params)
+        return weighted_l1_l2(self.params, l2=self.strength)
