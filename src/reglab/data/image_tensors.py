@@ -151,4 +151,6 @@ class ImageTensorDataModule(pl.LightningDataModule):
             images = random_crop(images, self.crop_padding)
             if self.hflip:
                 images = random_hflip(images)
+        if self.mean.device != images.device:  # once: a per-batch host-to-GPU copy would sync every step
+            self.mean, self.std = self.mean.to(images.device), self.std.to(images.device)
         return normalize(images, self.mean, self.std), labels
