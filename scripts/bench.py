@@ -224,7 +224,7 @@ def throughput_rounds(base: list[str], scratch: Path, args) -> dict:
 
 def first_step_runs(base: list[str], scratch: Path, data_path: str) -> dict:
     """(c) and (d): `python train.py` in a fresh process, with an empty data cache and again with it filled."""
-    env = {**os.environ, "REGLAB_CACHE_DIR": str(scratch / "cache")}
+    env = {**os.environ, "REGLAB_CACHE_DIR": str(scratch / "first_step_cache")}  # empty: the first run is cold
     env.pop("WANDB_SERVICE", None)
     runs = {}
     for name in ("cold_cache", "warm_cache"):
