@@ -155,7 +155,10 @@ def time_reglab(cfg, splits: dict, output_dir: Path, warmup: int, steps: int) ->
     from reglab.loggers import finish_wandb
     from reglab.run import build_run
 
+    from reglab.regularizers import drop_unselected
+
     cfg = cfg.copy()
+    drop_unselected(cfg.reg)  # an experiment's settings for regularizers this reg choice does not select
     with open_dict(cfg):
         cfg.trainer.max_steps = warmup + steps + 1
         cfg.paths.output_dir = str(output_dir)
