@@ -277,7 +277,8 @@ def print_table(bench: dict) -> None:
     if "first_step" not in bench:
         return
     for run, record in bench["first_step"].items():
-        print(f"{'(c) to first step, ' + run + ' (s)':42s} {record['timing'].get('to_first_step_s', float('nan')):10.2f}")
+        total = record["timing"].get("to_first_step_s", float("nan"))
+        print(f"{'(c) to first step, ' + run + ' (s)':42s} {total:10.2f}")
         for phase, seconds in record["timing"].items():
             if phase != "to_first_step_s":
                 print(f"{'      ' + phase:42s} {seconds:10.2f}")

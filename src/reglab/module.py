@@ -141,7 +141,8 @@ class ClassifierModule(pl.LightningModule):
             self.check_finite()
         self.train_batch_acc.update(logits.detach(), labels)
         self.accumulate_train_means([loss, data_loss, reg_loss, *terms.values()], len(labels))
-        if batch_idx + 1 >= self.trainer.num_training_batches or self.trainer.global_step + 1 == self.trainer.max_steps:
+        trainer = self.trainer
+        if batch_idx + 1 >= trainer.num_training_batches or trainer.global_step + 1 == trainer.max_steps:
             self.log_train_means()
         return loss
 
@@ -167,6 +168,7 @@ class ClassifierModule(pl.LightningModule):
 
     def on_train_epoch_start(self):
         self.train_sums, self.train_count = None, 0
+        self.train_batch_acc.reset()
 
     def check_finite(self) -> None:
         try:
