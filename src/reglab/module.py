@@ -164,7 +164,6 @@ class ClassifierModule(pl.LightningModule):
         for name, value in zip(names, self.train_sums / self.train_count):
             self.log(name, value.float(), **log)
         self.log("train/batch_acc", self.train_batch_acc, **log)
-        self.train_sums, self.train_count = None, 0
 
     def on_train_epoch_start(self):
         self.train_sums, self.train_count = None, 0

@@ -158,17 +158,15 @@ class ResumableLoader(ResumablePosition, DataLoader):
         self.take_resume_position()
 
 
-class DeviceBatches(ResumablePosition):
+class DeviceBatches:
     """Batches gathered from tensors that already sit on the training device (the GPU-resident path): no
     DataLoader, no workers, no per-sample Python, and shuffling is a randperm on the device. Lightning iterates
-    it like a loader: ``len``, ``sampler.set_epoch`` each epoch, and (training) the mid-epoch resume state."""
+    it like a loader: ``len``, and ``sampler.set_epoch`` each epoch."""
 
     batch_sampler = None  # Lightning inspects loaders for one; the sampler here yields whole batches
 
-    def __init__(self, tensors: tuple[torch.Tensor, ...], sampler: TrainBatches | EvalBatches, trainer=None):
-        self.tensors, self.sampler, self.trainer = tensors, sampler, trainer
-        if isinstance(sampler, TrainBatches):
-            self.take_resume_position()
+    def __init__(self, tensors: tuple[torch.Tensor, ...], sampler: TrainBatches | EvalBatches):
+        self.tensors, self.sampler = tensors, sampler
 
     def __len__(self) -> int:
         return len(self.sampler)
@@ -177,12 +175,14 @@ class DeviceBatches(ResumablePosition):
         for index in self.sampler.index_batches():
             yield tuple(tensor[index] for tensor in self.tensors)
 
-    def state_dict(self) -> dict:
-        return super().state_dict() if isinstance(self.sampler, TrainBatches) else {}
 
-    def load_state_dict(self, state: dict) -> None:
-        if state:
-            super().load_state_dict(state)
+class ResumableDeviceBatches(ResumablePosition, DeviceBatches):
+    """The training batches of the GPU-resident path, resumable mid-epoch like ResumableLoader."""
+
+    def __init__(self, tensors: tuple[torch.Tensor, ...], sampler: TrainBatches, trainer=None):
+        super().__init__(tensors, sampler)
+        self.trainer = trainer
+        self.take_resume_position()
 
 
 def _as_is(batch):

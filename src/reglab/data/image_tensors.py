@@ -19,8 +19,8 @@ import torch
 from torch.utils.data import Dataset
 
 from reglab.data.augment import normalize, random_crop, random_hflip
-from reglab.data.batching import (DeviceBatches, EvalBatches, TrainBatches, batch_loader, check_divisible,
-                                  rank_and_world)
+from reglab.data.batching import (DeviceBatches, EvalBatches, ResumableDeviceBatches, TrainBatches, batch_loader,
+                                  check_divisible, rank_and_world)
 from reglab.data.sources import train_eval_index
 from reglab.errors import ConfigError
 
@@ -125,7 +125,7 @@ class ImageTensorDataModule(pl.LightningDataModule):
         sampler = TrainBatches(len(self.splits.train[1]), self.batch_size, self.seed, rank, world,
                                device=device or "cpu")
         if device is not None:
-            return DeviceBatches(self.split_on("train", self.splits.train, device), sampler, self.trainer)
+            return ResumableDeviceBatches(self.split_on("train", self.splits.train, device), sampler, self.trainer)
         return batch_loader(TensorBatchDataset(*self.splits.train), sampler, self.num_workers, self.trainer)
 
     def _eval_loader(self, name: str, split):
