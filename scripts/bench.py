@@ -83,7 +83,7 @@ class RawLoop:
         from hydra.utils import instantiate
 
         self.device = torch.device("cuda" if cfg.trainer.accelerator == "gpu" else "cpu")
-        self.model = instantiate(cfg.model, in_channels=3, image_size=32, num_classes=10).to(self.device)
+        self.model = instantiate(cfg.model, **splits["model_kwargs"]).to(self.device)
         if cfg.get("compile", False):
             self.model.compile()
         self.model.train()
@@ -190,12 +190,13 @@ def raw_optimizer(cfg_optim, params, total_steps: int):
 
 
 def load_splits(cfg) -> dict:
-    """The training tensors and normalisation statistics, from the same datamodule reglab trains with."""
+    """The training tensors, normalisation statistics and model arguments, from the datamodule reglab trains with."""
     from reglab.errors import instantiate
 
     datamodule = instantiate(cfg.data, "data", seed=int(cfg.seed))
     datamodule.setup()
-    return {"train": datamodule.splits.train, "mean": datamodule.mean, "std": datamodule.std}
+    return {"train": datamodule.splits.train, "mean": datamodule.mean, "std": datamodule.std,
+            "model_kwargs": datamodule.model_kwargs}
 
 
 def throughput_rounds(base: list[str], scratch: Path, args) -> dict:
