@@ -137,3 +137,40 @@ def make_config(tmp_path):
         return compose_config(tmp_path, (small if fast else []) + list(overrides))
 
     return make
+
+
+def wandb_offline_records(path: Path) -> dict:
+    """The run, config and summary of an offline ``run-*.wandb`` file (wandb 0.31 writes no config.yaml or
+    summary file offline). The file is a LevelDB-style log of ``Record`` protobufs: 32 KiB blocks of chunks, each
+    with a 7-byte header (crc32, length, type: 1 full, 2 first, 3 middle, 4 last) after a 7-byte file header."""
+    import json
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    data, pos, block, pending = Path(path).read_bytes(), 7, 32768, b""
+    assert data[:4] == b":W&B", f"{path}: not a W&B offline log"
+    out = {"run": None, "config": {}, "summary": {}}
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if length == 0 and kind == 0:
+            break
+        pending += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind not in (1, 4):
+            continue
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(pending)
+        pending = b""
+        which = record.WhichOneof("record_type")
+        if which == "run":
+            out["run"] = record.run
+            out["config"].update({u.key: json.loads(u.value_json) for u in record.run.config.update})
+        elif which == "config":
+            out["config"].update({u.key: json.loads(u.value_json) for u in record.config.update})
+        elif which == "summary":
+            out["summary"].update({u.key: json.loads(u.value_json) for u in record.summary.update if u.key})
+    return out

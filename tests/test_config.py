@@ -8,7 +8,8 @@ from omegaconf import OmegaConf
 
 from conftest import CONF, compose_config
 from reglab.regularizers import Regularizer, build_regularizers, drop_unselected
-from reglab.run import check_config, run_choices
+from reglab.identity import RunLabel
+from reglab.run import check_config
 
 
 def group_choices(group: str) -> list[str]:
@@ -30,16 +31,20 @@ def test_every_group_choice_composes(tmp_path, group, choice):
 
 def test_defaults(tmp_path):
     cfg = compose_config(tmp_path, [])
-    assert run_choices(cfg) == {"data": "cifar10", "model": "cnn", "reg": "none", "optim": "adamw"}
+    choices = RunLabel.of(cfg).choices
+    assert {k: choices[k] for k in ("data", "model", "reg", "optim")} == {
+        "data": "cifar10", "model": "cnn", "reg": "none", "optim": "adamw"}
+    assert not any(k.startswith("hydra") for k in choices)
     assert not cfg.reg
     check_config(cfg)
 
 
 def test_combos_and_lists_compose_the_same(tmp_path):
     named = compose_config(tmp_path, ["reg=elasticnet_dropout"])
+    assert RunLabel.of(named).choices["reg"] == "elasticnet_dropout"  # Hydra's own choice, as typed
     listed = compose_config(tmp_path, ["reg=[elasticnet,dropout]"])
+    assert RunLabel.of(listed).choices["reg"] == "elasticnet+dropout"  # a list has none: its members
     assert OmegaConf.to_container(named.reg) == OmegaConf.to_container(listed.reg)
-    assert run_choices(named)["reg"] == "elasticnet+dropout"
     for combo, first in (("l1_dropout", "l1"), ("l2_dropout", "l2")):
         assert list(compose_config(tmp_path, [f"reg={combo}"]).reg) == [first, "dropout"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import statistics
@@ -12,21 +13,24 @@ import pytest
 
 from reglab.report.cli import main as report_main
 from reglab.report.collect import load_runs
-from reglab.report.tables import summarize, to_latex, to_markdown
+from reglab.report.tables import holm, summarize, to_latex, to_markdown
 
 ACCURACIES = {"none": [0.90, 0.91, 0.89], "l1": [0.95, 0.96, 0.955], "l2": [0.90, 0.92, 0.88]}
 
 
-def write_run(root, name, reg, seed, acc, status="completed", study="ablation_digits", extra=None, config=None):
+def write_run(root, name, reg, seed, acc, status="completed", study="ablation_digits", extra=None, config=None,
+              choices=None, metrics=None):
     folder = root / name
     folder.mkdir(parents=True)
+    config = config or {"reg": {reg: {"strength": 1e-3}} if reg != "none" else {}, "trainer": {"max_epochs": 2}}
     record = {"status": status, "study": study, "seed": seed,
-              "choices": {"data": "digits", "model": "cnn", "reg": reg, "optim": "adamw"},
-              "config": config or {"reg": {}}, "metrics": {"test/acc": acc, "val/acc": acc - 0.01,
-                                                           "gen_gap": 1.0 - acc, "weights/l2": 10 * acc},
+              "choices": {"data": "digits", "model": "cnn", "reg": reg, "optim": "adamw", **(choices or {})},
+              "config": config, "metrics": {"test/acc": acc, "val/acc": acc - 0.01, "train/acc": 1.0,
+                                            "gen_gap": 1.01 - acc, "weights/l2": 10 * acc, **(metrics or {})},
               "history": [{"epoch": 0, "train/acc": acc - 0.1, "val/acc": acc - 0.2},
                           {"epoch": 1, "train/acc": acc, "val/acc": acc - 0.01}],
-              "weight_histogram": {"edges": [1e-8, 1e-4, 1.0, 10.0], "counts": [5, 3, 2], "zeros": 0, "total": 10}}
+              "weight_histogram": {"edges": [1e-8, 1e-4, 1.0, 10.0], "counts": [5, 3, 2], "zeros": 1,
+                                   "underflow": 2, "overflow": 0, "total": 13}}
     if status != "completed":
         record = {**record, "metrics": {}, "error": "RuntimeError: boom"}
     record.update(extra or {})
@@ -44,30 +48,168 @@ def ablation(tmp_path):
     return root
 
 
+def labels(table) -> list[str]:
+    return [row.label for row in table.rows]
+
+
 def test_cells_equal_hand_computed_mean_and_std(ablation):
     table = summarize(load_runs([ablation]), by="reg", metrics=["test/acc", "gen_gap"])
-    assert table.rows == ["none", "l1", "l2"]  # baseline first
+    assert labels(table) == ["none", "l1", "l2"]  # baseline first
     for reg, values in ACCURACIES.items():
         cell = table.cells[(reg, "test/acc")]
         assert cell.n == 3 and table.n[reg] == 3  # the failed l2 run is not averaged in
         assert cell.mean == pytest.approx(statistics.mean(values))
         assert cell.std == pytest.approx(statistics.stdev(values))
-        assert f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}" in to_markdown(table)
+        mean, std = 100 * statistics.mean(values), 100 * statistics.stdev(values)
+        assert f"{mean:.2f} ± {std:.3f}" in to_markdown(table) or f"{mean:.2f} ± {std:.2f}" in to_markdown(table)
 
 
-def test_best_is_bold_and_significance_is_marked(ablation):
-    from scipy.stats import ttest_ind
-
-    table = summarize(load_runs([ablation]), by="reg", metrics=["test/acc", "gen_gap"])
+def test_best_is_bold_only_where_a_column_has_a_direction(ablation):
+    table = summarize(load_runs([ablation]), by="reg", metrics=["test/acc", "gen_gap", "weights/l2"])
     assert table.cells[("l1", "test/acc")].best and table.cells[("l1", "gen_gap")].best  # higher acc, lower gap
     assert not table.cells[("none", "test/acc")].best
-    expected = ttest_ind(ACCURACIES["l1"], ACCURACIES["none"], equal_var=False).pvalue
-    assert table.cells[("l1", "test/acc")].p_value == pytest.approx(expected) and expected < 0.05
-    assert table.cells[("l1", "test/acc")].significant
-    assert not table.cells[("l2", "test/acc")].significant  # same mean as none
+    assert not any(table.cells[(r, "weights/l2")].best for r in ACCURACIES)  # a norm describes, it is not better
     markdown = to_markdown(table)
-    assert "| l1 | 3 | **0.9550 ± 0.0050**†" in markdown
-    assert "Welch's t-test" in markdown
+    assert "| l1 | 3 | **95.50 ± 0.50**†" in markdown
+    assert "Welch's t-test" in markdown and "Holm" in markdown
+    declared = summarize(load_runs([ablation]), by="reg", metrics=["weights/l2"], goals={"weights/l2": "min"})
+    assert declared.cells[("none", "weights/l2")].best  # a study may declare a goal
+
+
+def test_differences_ci_and_holm_equal_an_independent_computation(ablation):
+    from scipy.stats import t as student_t
+    from scipy.stats import ttest_ind
+
+    table = summarize(load_runs([ablation]), by="reg", metrics=["test/acc"])
+    raw = {reg: ttest_ind(ACCURACIES[reg], ACCURACIES["none"], equal_var=False) for reg in ("l1", "l2")}
+    ordered = sorted(("l1", "l2"), key=lambda r: raw[r].pvalue)  # Holm by hand: m=2 comparisons in the column
+    expected = {ordered[0]: min(1, 2 * raw[ordered[0]].pvalue)}
+    expected[ordered[1]] = max(expected[ordered[0]], min(1, 1 * raw[ordered[1]].pvalue))
+    for reg in ("l1", "l2"):
+        comparison = table.cells[(reg, "test/acc")].comparison
+        a, b = ACCURACIES[reg], ACCURACIES["none"]
+        va, vb = statistics.variance(a) / 3, statistics.variance(b) / 3
+        df = (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 2)  # Welch-Satterthwaite
+        half = student_t.ppf(0.975, df) * (va + vb) ** 0.5
+        diff = statistics.mean(a) - statistics.mean(b)
+        assert comparison.diff == pytest.approx(diff)
+        assert (comparison.low, comparison.high) == pytest.approx((diff - half, diff + half))
+        assert (comparison.low, comparison.high) == pytest.approx(tuple(raw[reg].confidence_interval(0.95)))
+        assert comparison.p == pytest.approx(raw[reg].pvalue)
+        assert comparison.p_holm == pytest.approx(expected[reg])
+    assert table.cells[("l1", "test/acc")].significant and not table.cells[("l2", "test/acc")].significant
+    markdown = to_markdown(table)
+    l1 = table.cells[("l1", "test/acc")].comparison
+    assert f"| l1 | Test acc. (%) | +{100 * l1.diff:.2f} | [{100 * l1.low:.2f}, {100 * l1.high:.2f}] |" in markdown
+
+
+def test_holm_matches_a_worked_example():
+    # Holm (1979): sorted p 0.01, 0.02, 0.03, 0.5 with m = 4 -> 0.04, 0.06, 0.06 (monotone), 0.5
+    assert holm([0.03, 0.5, 0.01, 0.02, math.nan]) == pytest.approx([0.06, 0.5, 0.04, 0.06, math.nan], nan_ok=True)
+
+
+def test_one_seed_shows_values_alone(tmp_path):
+    root = tmp_path / "single"
+    for reg, values in ACCURACIES.items():
+        write_run(root, f"reg={reg}", reg, 0, values[0])
+    table = summarize(load_runs([root]), by="reg", metrics=["test/acc"])
+    markdown, latex = to_markdown(table), to_latex(table)
+    assert "| l1 | 1 | **95.00** |" in markdown
+    assert "±" not in markdown.split("\n\n")[0] and "†" not in markdown and "Holm" not in markdown
+    assert "n = 1" in markdown and "no spread, no tests" in markdown
+    assert r"$\pm$" not in latex and r"\dagger" not in latex
+
+
+def test_mixed_models_and_epochs_are_split_never_pooled(tmp_path):
+    root = tmp_path / "mixed"
+    small = {"model": "cnn_small"}
+    for seed, (acc, model, epochs) in enumerate([(0.90, "cnn", 2), (0.70, "cnn_small", 2), (0.50, "cnn", 12)]):
+        config = {"reg": {}, "model": {"widths": [8] if model == "cnn_small" else [32]},
+                  "trainer": {"max_epochs": epochs}}
+        write_run(root, f"none{seed}", "none", 0, acc, config=config, choices={"model": model})
+    write_run(root, "l1", "l1", 0, 0.95, config={"reg": {"l1": {"strength": 1e-3}}, "model": {"widths": [32]},
+                                                "trainer": {"max_epochs": 2}}, choices=small | {"model": "cnn"})
+    table = summarize(load_runs([root]), by="reg", metrics=["test/acc"])
+    assert table.split_keys == ["model.widths", "trainer.max_epochs"]
+    assert labels(table) == ["none (model=cnn, trainer.max_epochs=2)", "l1 (model=cnn, trainer.max_epochs=2)",
+                             "none (model=cnn_small, trainer.max_epochs=2)", "none (model=cnn, trainer.max_epochs=12)"]
+    assert all(row.n == 1 for row in table.rows)  # three seed-0 runs stay three rows
+    assert [table.cells[(label, "test/acc")].mean for label in labels(table)] == [0.90, 0.95, 0.70, 0.50]
+    l1 = table.rows[1]
+    assert l1.baseline == "none (model=cnn, trainer.max_epochs=2)"  # its own context's baseline
+    assert "rows are split by what differs besides reg: model.widths, trainer.max_epochs" in to_markdown(table)
+    out = tmp_path / "report"
+    assert report_main([str(root), "--out", str(out)]) == 0
+    assert "none (model=cnn_small, trainer.max_epochs=2)" in (out / "table.md").read_text()
+
+
+def test_a_lambda_sweep_by_reg_keeps_each_lambda_apart(tmp_path):
+    root = tmp_path / "sweep"
+    for strength, acc in ((1e-4, 0.9), (1e-2, 0.6)):
+        for seed in (0, 1):
+            write_run(root, f"l1={strength},seed={seed}", "l1", seed, acc + seed / 100,
+                      config={"reg": {"l1": {"strength": strength}}})
+    table = summarize(load_runs([root]), by="reg", metrics=["test/acc"])
+    assert labels(table) == ["l1 (reg.l1.strength=0.0001)", "l1 (reg.l1.strength=0.01)"]
+    assert [row.n for row in table.rows] == [2, 2]
+
+
+def test_same_condition_and_seed_counts_once(tmp_path):
+    root = tmp_path / "dup"
+    write_run(root, "a", "none", 0, 0.90, extra={"started_at": 1.0})
+    write_run(root, "b", "none", 0, 0.80, extra={"started_at": 2.0})  # a re-run of the same job: the later counts
+    write_run(root, "c", "none", 1, 0.70, extra={"started_at": 3.0})
+    table = summarize(load_runs([root]), by="reg", metrics=["test/acc"])
+    assert table.n["none"] == 2 and table.cells[("none", "test/acc")].mean == pytest.approx(0.75)
+    assert any("a repeats" in note and "b (same condition, seed 0): counted once" in note for note in table.notes)
+    assert "counted once" in to_markdown(table)
+
+
+def test_regime_notes_say_when_the_baseline_cannot_overfit(tmp_path):
+    root = tmp_path / "regime"
+    for seed in range(3):
+        write_run(root, f"none{seed}", "none", seed, 0.95 + seed / 1000, metrics={"train/acc": 0.955, "gen_gap": 0.004})
+        write_run(root, f"drop{seed}", "dropout", seed, 0.90, metrics={"train/acc": 0.85 + seed / 1000})
+    table = summarize(load_runs([root]), by="reg", metrics=["test/acc"])
+    markdown = to_markdown(table)
+    assert "baseline none reaches train acc. 95.50% with a gen. gap of 0.400 pt (mean of n=3)" in markdown
+    assert "It does not overfit (gap < 1 pt): this setting cannot show a regularization benefit" in markdown
+    assert "| dropout ‡ | 3 |" in markdown and "‡: underfits" in markdown
+    assert table.rows[1].underfits and not table.rows[0].underfits
+    lenient = summarize(load_runs([root]), by="reg", metrics=["test/acc"], overfit_threshold=0.001,
+                        underfit_threshold=0.2)
+    assert "does not overfit" not in to_markdown(lenient) and not lenient.rows[1].underfits
+
+
+def test_headers_are_readable_and_latex_labels_unique(ablation, tmp_path):
+    metrics = ["test/acc", "gen_gap", "weights/l2"]
+    table = summarize(load_runs([ablation]), by="reg", metrics=metrics)
+    assert to_markdown(table).splitlines()[0] == "| Regularizer | n | Test acc. (%) | Gen. gap (pt) | ‖w‖₂ |"
+    root = tmp_path / "other"
+    write_run(root, "x", "none", 0, 0.5)
+    other = summarize(load_runs([root]), by="reg", metrics=metrics)
+    label = re.compile(r"\\label\{([^}]*)\}")
+    first, second = label.findall(to_latex(table)), label.findall(to_latex(other))
+    assert len(first) == 2 and len(set(first) | set(second)) == len(first) + len(second)
+    assert r"Gen.\ gap (pt)" in to_latex(table) and r"$\lVert w\rVert_2$" in to_latex(table)
+
+
+def test_series_styles_never_repeat_colour_and_line_style():
+    from reglab.report.figures import series_style
+
+    pairs = [(series_style(i)["color"], series_style(i)["linestyle"]) for i in range(32)]
+    assert len(set(pairs)) == 32
+
+
+def test_weight_histogram_keeps_the_tails_apart():
+    import torch
+
+    from reglab.module import weight_magnitude_histogram
+
+    histogram = weight_magnitude_histogram([torch.tensor([0.0, -1e-10, 5e-9, 1e-5, 0.3, -20.0])])
+    assert (histogram["zeros"], histogram["underflow"], histogram["overflow"]) == (1, 2, 1)
+    assert sum(histogram["counts"]) == 2 and histogram["total"] == 6
+    assert sum(histogram["counts"]) + histogram["zeros"] + histogram["underflow"] + histogram["overflow"] == 6
 
 
 def test_failed_and_missing_runs_are_listed(ablation):
@@ -77,24 +219,28 @@ def test_failed_and_missing_runs_are_listed(ablation):
     assert "Not completed" in markdown
     assert "reg=l2,seed=3: failed (RuntimeError: boom)" in markdown
     assert "reg=l1,seed=9: missing" in markdown
-    assert (out / "table.csv").read_text().startswith("reg,n,test/acc mean,test/acc std,test/acc p")
+    csv = (out / "table.csv").read_text()
+    assert csv.startswith("reg,n,value,condition_id,seeds,baseline,underfits,test/acc mean,test/acc std,test/acc n,"
+                          "test/acc diff,test/acc ci_low,test/acc ci_high,test/acc p,test/acc p_holm")
 
 
 def test_latex_table_is_well_formed(ablation):
-    latex = to_latex(summarize(load_runs([ablation]), by="reg", metrics=["test/acc", "gen_gap"]))
-    assert latex.count(r"\begin{tabular}") == latex.count(r"\end{tabular}") == 1
-    for rule in (r"\toprule", r"\midrule", r"\bottomrule"):
-        assert latex.count(rule) == 1
-    spec = re.search(r"\\begin\{tabular\}\{([lrc]+)\}", latex).group(1)
-    body = latex.split(r"\midrule")[1].split(r"\bottomrule")[0].strip().splitlines()
-    header = latex.split(r"\toprule")[1].split(r"\midrule")[0].strip()
-    for line in [header, *body]:
-        assert line.endswith(r"\\") and line.count(" & ") == len(spec) - 1
+    full = to_latex(summarize(load_runs([ablation]), by="reg", metrics=["test/acc", "gen_gap"]))
+    assert full.count(r"\begin{tabular}") == full.count(r"\end{tabular}") == 2  # results, then differences
+    for latex in full.split(r"\end{table}")[:2]:
+        for rule in (r"\toprule", r"\midrule", r"\bottomrule"):
+            assert latex.count(rule) == 1
+        spec = re.search(r"\\begin\{tabular\}\{([lrc]+)\}", latex).group(1)
+        body = latex.split(r"\midrule")[1].split(r"\bottomrule")[0].strip().splitlines()
+        header = latex.split(r"\toprule")[1].split(r"\midrule")[0].strip()
+        for line in [header, *body]:
+            assert line.endswith(r"\\") and line.count(" & ") == len(spec) - 1
+    latex = full.split(r"\end{table}")[0]
     assert r"\textbf{" in latex and r"$^\dagger$" in latex
-    assert "test/acc" in header and "gen\\_gap" in header  # escaped underscore
-    assert latex.count("{") == latex.count("}")
+    assert r"Test acc.\ (\%)" in latex and r"Gen.\ gap (pt)" in latex
+    assert full.count("{") == full.count("}")
     if shutil.which("pdflatex"):
-        doc = "\\documentclass{article}\\usepackage{booktabs}\\begin{document}\n" + latex + "\n\\end{document}\n"
+        doc = "\\documentclass{article}\\usepackage{booktabs}\\begin{document}\n" + full + "\n\\end{document}\n"
         (ablation / "t.tex").write_text(doc)
         done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "t.tex"], cwd=ablation, capture_output=True)
         assert done.returncode == 0
@@ -106,7 +252,7 @@ def test_numeric_rows_sort_and_baseline_by_value(tmp_path):
         write_run(root, f"p={p},seed={i}", "dropout", i, acc, study="dropout_rate",
                   config={"reg": {"dropout": {"p": p}}})
     table = summarize(load_runs([root]), by="reg.dropout.p", metrics=["test/acc"], baseline="0.0")
-    assert table.rows == ["0.0", "0.2", "0.5"] and table.baseline == "0.0"
+    assert labels(table) == ["0.0", "0.2", "0.5"] and table.baseline == "0.0"
     assert table.cells[("0.0", "test/acc")].mean == pytest.approx(0.905)
 
 
@@ -115,7 +261,7 @@ def test_paper_report_has_a_section_per_study_and_figures(ablation, tmp_path):
     assert report_main([str(ablation), "--paper", "--out", str(out)]) == 0
     report = (out / "report.md").read_text()
     assert "## Comparison of techniques on image classification" in report
-    assert "## L1 vs L2 across tasks" in report and "digits/cnn: l1" in report
+    assert "## L1 vs L2 across tasks" in report and "| l1 | 3 |" in report
     assert "## Sections without runs" in report and "Comparison on NLP" in report
     tex = (out / "report.tex").read_text()
     assert tex.startswith(r"\documentclass{article}") and tex.rstrip().endswith(r"\end{document}")
@@ -136,6 +282,9 @@ def test_report_errors_are_one_line(tmp_path, capsys):
     write_run(tmp_path / "one", "a", "none", 0, 0.9)
     assert report_main([str(tmp_path / "one"), "--by", "reg.l9.strength"]) == 2
     assert "not a choice or config path" in capsys.readouterr().err
+    assert report_main([str(tmp_path / "one"), "--metrics", "test/acc", "test/acc_typo"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--metrics test/acc_typo: not a final metric" in err and "'test/acc'" in err
 
 
 def test_report_logs_to_wandb_offline(ablation, monkeypatch):

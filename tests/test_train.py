@@ -21,6 +21,13 @@ REQUIRED_KEYS = {"status", "choices", "config", "seed", "metrics", "history", "w
                  "test_split", "versions"}
 
 
+def cfg_overrides(results) -> list[str]:
+    """The overrides make_config passed, minus the seed and settings that only change speed or logging."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return [o for o in HydraConfig.get().overrides.task if not o.startswith(("trainer.accelerator", "seed"))]
+
+
 def read_results(cfg) -> dict:
     return json.loads((ROOT / cfg.paths.output_dir / "results.json").read_text())
 
@@ -31,7 +38,10 @@ def test_digits_run_writes_complete_results(make_config):
     results = read_results(cfg)
     assert REQUIRED_KEYS <= set(results)
     assert results["status"] == "completed" and returned["status"] == "completed"
-    assert results["choices"] == {"data": "digits", "model": "cnn", "reg": "l1+dropout", "optim": "adamw"}
+    assert {k: results["choices"][k] for k in ("data", "model", "reg", "optim")} == {
+        "data": "digits", "model": "cnn", "reg": "l1+dropout", "optim": "adamw"}
+    assert results["overrides"] == [o for o in cfg_overrides(results) if not o.startswith("logger")]
+    assert results["schema_version"] == 2 and len(results["condition_id"]) == 10
     assert set(FINAL_METRICS) <= set(results["metrics"])
     assert all(math.isfinite(results["metrics"][k]) for k in FINAL_METRICS)
     assert results["metrics"]["test/acc"] > 0.3  # 10 classes: well above chance after 2 epochs

@@ -91,7 +91,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def spawn_job(config: dict, nprocs: int, start_method: str = "spawn") -> None:
+def spawn_job(config: dict, label, nprocs: int, start_method: str = "spawn") -> None:
     """Run ``reglab.run.train_in_process`` on ``config`` (resolved, plain) in ``nprocs`` processes, one per
     device, and wait. Any rank failing stops the others and raises here.
 
@@ -99,11 +99,11 @@ def spawn_job(config: dict, nprocs: int, start_method: str = "spawn") -> None:
     child, so GPU jobs always spawn."""
     import torch.multiprocessing as mp
 
-    mp.start_processes(_rank_main, args=(config, nprocs, free_port()), nprocs=nprocs, join=True,
+    mp.start_processes(_rank_main, args=(config, label, nprocs, free_port()), nprocs=nprocs, join=True,
                        start_method=start_method)
 
 
-def _rank_main(local_rank: int, config: dict, nprocs: int, port: int) -> None:
+def _rank_main(local_rank: int, config: dict, label, nprocs: int, port: int) -> None:
     # The environment torchrun would give; set before Lightning is imported so its rank_zero_only agrees.
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(nprocs),
                       RANK=str(local_rank), LOCAL_RANK=str(local_rank), NODE_RANK="0")
@@ -118,7 +118,7 @@ def _rank_main(local_rank: int, config: dict, nprocs: int, port: int) -> None:
     from reglab.run import train_in_process
 
     config["trainer"]["strategy"] = "ddp"  # the processes exist now: Lightning must not start more
-    train_in_process(OmegaConf.create(config))
+    train_in_process(OmegaConf.create(config), label)
 
 
 def _log_to_job_file(output_dir: Path) -> None:

@@ -52,10 +52,12 @@ def resolve_wandb_mode(requested: str) -> str:
     return mode
 
 
-def build_loggers(logger_cfg, output_dir: str | Path, choices: dict, tags: list[str], config: dict,
+def build_loggers(logger_cfg, output_dir: str | Path, label, seed: int, tags: list[str], config: dict,
                   study: str | None = None, wandb_allowed: bool = True, resuming: bool = False) -> list:
-    """``wandb_allowed``: False on DDP ranks other than 0, which must not open a W&B run. ``resuming``: a resumed
-    run logs into the W&B run it started (its id is kept in the output folder)."""
+    """``label``: a reglab.identity.RunLabel (W&B group, name and tags). ``config``: what W&B shows as the run's
+    config, with the keys of results.json. ``wandb_allowed``: False on DDP ranks other than 0, which must not open
+    a W&B run. ``resuming``: a resumed run logs into the W&B run it started (its id is kept in the output
+    folder)."""
     loggers = [CSVLogger(save_dir=str(output_dir), name="csv", version="")]
     wandb_cfg = (logger_cfg or {}).get("wandb")
     if wandb_cfg is None or not wandb_allowed:
@@ -63,14 +65,16 @@ def build_loggers(logger_cfg, output_dir: str | Path, choices: dict, tags: list[
     mode = resolve_wandb_mode(wandb_cfg.get("mode", "auto"))
     if mode == "disabled":
         return loggers
-    # Seeds of one configuration share a group; a study's runs share its name as a prefix and a tag.
-    group = "/".join(([study] if study else []) + [choices[k] for k in ("data", "model", "reg")])
-    run_tags = [f"{k}={v}" for k, v in choices.items()] + ([f"study={study}"] if study else []) + list(tags)
+    # Seeds of one condition share a group (each λ of a sweep its own); a study's runs share its name as a
+    # prefix and a tag.
+    run_tags = [f"{k}={label.choices.get(k)}" for k in ("data", "model", "reg", "optim") if label.choices.get(k)]
+    run_tags += ([f"study={study}"] if study else []) + list(tags)
     run_id, previous_pid = wandb_run_id(Path(output_dir), resuming)
 
     def wandb_logger(offline: bool) -> WandbLogger:
-        return WandbLogger(project=wandb_cfg.get("project", "reglab"), entity=wandb_cfg.get("entity"), group=group,
-                           tags=run_tags, save_dir=str(output_dir), offline=offline, config=config,
+        return WandbLogger(project=wandb_cfg.get("project", "reglab"), entity=wandb_cfg.get("entity"),
+                           group=label.wandb_group(study), name=label.wandb_name(seed), tags=run_tags,
+                           save_dir=str(output_dir), offline=offline, config=config,
                            job_type="train", id=run_id, resume="allow")
 
     logger = wandb_logger(offline=(mode == "offline"))
@@ -139,12 +143,15 @@ def wandb_run_id(output_dir: Path, resuming: bool) -> tuple[str, int | None]:
     return run_id, previous.get("pid") if previous else None
 
 
-def finish_wandb(exit_code: int = 0) -> None:
-    """Close the W&B run, so the next job of a multirun starts its own."""
+def finish_wandb(exit_code: int = 0, summary: dict | None = None) -> None:
+    """Close the W&B run, so the next job of a multirun starts its own; ``summary``: the final metrics, as
+    results.json has them (W&B's own summary would hold only the last value logged of each)."""
     import sys
 
     if "wandb" in sys.modules:
         import wandb
 
         if wandb.run is not None:
+            if summary:
+                wandb.run.summary.update({k: v for k, v in summary.items() if isinstance(v, (int, float))})
             wandb.finish(exit_code=exit_code)

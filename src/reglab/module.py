@@ -42,13 +42,17 @@ HISTOGRAM_EDGES = torch.logspace(-8, 1, 46)  # |w| from 1e-8 to 10, 5 bins a dec
 
 @torch.no_grad()
 def weight_magnitude_histogram(params: list[torch.Tensor]) -> dict:
-    """Counts of |w| on fixed log-spaced bins (plus exact zeros and the tails), so reports can draw the
-    'L1 vs L2' weight figure from results.json alone."""
+    """Counts of |w| on fixed log-spaced bins, with the tails in bins of their own (``zeros``: exactly 0;
+    ``underflow``: 0 < |w| < edges[0]; ``overflow``: |w| > edges[-1]), so reports can draw the 'L1 vs L2' weight
+    figure from results.json alone and no bin silently holds the tails."""
     magnitudes = torch.cat([p.detach().abs().flatten().float().cpu() for p in params])
-    nonzero = magnitudes[magnitudes > 0]
-    counts, _ = torch.histogram(nonzero.clamp(HISTOGRAM_EDGES[0], HISTOGRAM_EDGES[-1]), bins=HISTOGRAM_EDGES)
-    return {"edges": HISTOGRAM_EDGES.tolist(), "counts": counts.long().tolist(),
-            "zeros": int((magnitudes == 0).sum()), "total": int(magnitudes.numel())}
+    low, high = float(HISTOGRAM_EDGES[0]), float(HISTOGRAM_EDGES[-1])
+    inside = magnitudes[(magnitudes >= low) & (magnitudes <= high)]
+    counts, _ = torch.histogram(inside, bins=HISTOGRAM_EDGES)
+    zeros = int((magnitudes == 0).sum())
+    return {"edges": HISTOGRAM_EDGES.tolist(), "counts": counts.long().tolist(), "zeros": zeros,
+            "underflow": int((magnitudes < low).sum()) - zeros, "overflow": int((magnitudes > high).sum()),
+            "total": int(magnitudes.numel())}
 
 
 class FiniteLossGuard:

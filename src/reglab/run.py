@@ -23,6 +23,7 @@ from reglab.callbacks import EpochHistory, LatestCheckpoint, RandomState, Weight
 from reglab.data.batching import check_divisible
 from reglab.errors import ConfigError, DivergedError, ReglabError, instantiate
 from reglab.gpu_slots import claim_slot, launcher_choice, launcher_jobs
+from reglab.identity import SCHEMA_VERSION, RunLabel, condition_id, config_choices, run_identity
 from reglab.loggers import build_loggers, finish_wandb
 from reglab.module import ClassifierModule, weight_magnitude_histogram, weight_statistics
 from reglab.optim import check_optim_config
@@ -33,17 +34,6 @@ from reglab.results import (CONFIG_KEY, FINAL_METRICS, RESULTS_FILE, git_commit,
 profiling.mark("imports_done")
 
 log = logging.getLogger(__name__)
-
-
-def choice_name(target: str) -> str:
-    """'reglab.data.cifar10.CIFAR10DataModule' -> 'cifar10' (the module is the choice)."""
-    return target.rsplit(".", 2)[-2]
-
-
-def run_choices(cfg: DictConfig) -> dict[str, str]:
-    return {"data": choice_name(cfg.data._target_), "model": choice_name(cfg.model._target_),
-            "reg": "+".join(cfg.reg or {}) or "none",
-            "optim": cfg.optim.name}
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -61,8 +51,9 @@ def check_config(cfg: DictConfig) -> None:
     data_kind = getattr(get_class(cfg.data._target_), "input_kind", None)
     model_kind = getattr(get_class(cfg.model._target_), "input_kind", None)
     if data_kind != model_kind:
-        raise ConfigError(f"model={choice_name(cfg.model._target_)} takes {model_kind} input but "
-                          f"data={choice_name(cfg.data._target_)} gives {data_kind} input")
+        names = config_choices(cfg)
+        raise ConfigError(f"model={names['model']} takes {model_kind} input but data={names['data']} gives "
+                          f"{data_kind} input")
 
 
 def validate(cfg: DictConfig):
@@ -70,18 +61,6 @@ def validate(cfg: DictConfig):
     datamodule's arguments (paths, sizes). Returns the regularizers and the (not yet loaded) datamodule."""
     check_config(cfg)
     return build_regularizers(cfg.reg), instantiate(cfg.data, "data", seed=int(cfg.seed))
-
-
-LAUNCH_KEYS = ("paths", "dry_run", "skip_completed", "resume", "checkpoint_every_n_steps")
-TRAINER_LAUNCH_KEYS = ("devices", "strategy", "num_nodes")  # the global batch fixes the science, not these
-
-
-def run_identity(config: dict) -> dict:
-    """What makes two runs the same run (Dora's idea): the config, minus where it writes and how it is launched."""
-    identity = {k: v for k, v in config.items() if k not in LAUNCH_KEYS}
-    if isinstance(identity.get("trainer"), dict):
-        identity["trainer"] = {k: v for k, v in identity["trainer"].items() if k not in TRAINER_LAUNCH_KEYS}
-    return identity
 
 
 def completed_results(output_dir: Path, config: dict) -> dict | None:
@@ -127,6 +106,7 @@ def train(cfg: DictConfig) -> dict:
     unselected = drop_unselected(cfg.reg)
     if unselected:
         log.info("ignoring settings of regularizers this run does not select: %s", ", ".join(unselected))
+    label = RunLabel.of(cfg)  # here, where Hydra composed the job: spawned ranks have no Hydra of their own
     output_dir = Path(cfg.paths.output_dir)
     previous = completed_results(output_dir, OmegaConf.to_container(cfg, resolve=True))
     if previous is not None and cfg.get("skip_completed", True):
@@ -137,21 +117,20 @@ def train(cfg: DictConfig) -> dict:
         validate(cfg)
     except ReglabError as err:
         if not cfg.get("dry_run", False) and distributed.global_rank() == 0:
-            write_results(output_dir, failed_results(cfg, err, time.time()))  # the sweep's record of this job
+            write_results(output_dir, failed_results(cfg, label, err, time.time()))  # the sweep's record of it
         raise
     if cfg.get("dry_run", False):
-        choices = run_choices(cfg)
-        print(f"[dry-run] would run: {'/'.join(choices.values())} seed={cfg.seed} -> {output_dir}")
-        return {"status": "dry_run", "choices": choices, "seed": int(cfg.seed), "output_dir": str(output_dir)}
+        print(f"[dry-run] would run: {label.wandb_name(int(cfg.seed))} -> {output_dir}")
+        return {"status": "dry_run", "choices": label.choices, "seed": int(cfg.seed), "output_dir": str(output_dir)}
     if launcher_choice() == "gpus":
-        return train_on_claimed_gpu(cfg)
+        return train_on_claimed_gpu(cfg, label)
     processes = distributed.processes_per_job(cfg.trainer)
     if processes > 1 and not distributed.launched_externally():
-        return train_spawned(cfg, processes)
-    return train_in_process(cfg)
+        return train_spawned(cfg, label, processes)
+    return train_in_process(cfg, label)
 
 
-def train_on_claimed_gpu(cfg: DictConfig) -> dict:
+def train_on_claimed_gpu(cfg: DictConfig, label: RunLabel) -> dict:
     """One of N parallel jobs on a node: hold a GPU of its own for the whole run. Without a GPU (tests,
     a CPU node) the slots stand for CPU workers and the job trains on the CPU."""
     gpu = distributed.uses_gpu(cfg.trainer)
@@ -160,31 +139,38 @@ def train_on_claimed_gpu(cfg: DictConfig) -> dict:
         log.info("claimed GPU slot %d of %d", slot, n_slots)
         if gpu:
             cfg.trainer.devices = [slot]
-        return train_in_process(cfg, device_slot=slot)
+        return train_in_process(cfg, label, device_slot=slot)
 
 
-def train_spawned(cfg: DictConfig, nprocs: int) -> dict:
+def train_spawned(cfg: DictConfig, label: RunLabel, nprocs: int) -> dict:
     """DDP on this node: one process per device, each running train_in_process; rank 0 writes results.json."""
     output_dir = Path(cfg.paths.output_dir)
     started = time.time()
     log.info("spawning %d DDP processes", nprocs)
     try:
         spawn = distributed.uses_gpu(cfg.trainer) or cfg.trainer.get("strategy") == "ddp_spawn"
-        distributed.spawn_job(OmegaConf.to_container(cfg, resolve=True), nprocs,
+        distributed.spawn_job(OmegaConf.to_container(cfg, resolve=True), label, nprocs,
                               start_method="spawn" if spawn else "fork")
     except Exception as err:
         reported = _rank_error(err)
         path = output_dir / RESULTS_FILE
         if not path.exists() or path.stat().st_mtime < started:  # no rank 0 left to say so
-            write_results(output_dir, failed_results(cfg, reported, started))
+            write_results(output_dir, failed_results(cfg, label, reported, started))
         raise reported from None
     return read_results(output_dir / RESULTS_FILE)
 
 
-def failed_results(cfg: DictConfig, err: BaseException, started: float) -> dict:
-    return {"status": "failed", "study": cfg.get("study"), "choices": run_choices(cfg), "seed": int(cfg.seed),
-            "config": OmegaConf.to_container(cfg, resolve=True), "output_dir": str(cfg.paths.output_dir),
-            "error": f"{type(err).__name__}: {err}", "started_at": started, "wall_time_s": time.time() - started}
+def results_record(cfg: DictConfig, label: RunLabel, status: str, started: float) -> dict:
+    """The start of every results.json (reports read these keys): who the run is and what it ran."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    return {"schema_version": SCHEMA_VERSION, "status": status, "study": cfg.get("study"), "choices": label.choices,
+            "overrides": list(label.overrides), "seed": int(cfg.seed), "condition_id": condition_id(config),
+            "config": config, "output_dir": str(cfg.paths.output_dir), "started_at": started}
+
+
+def failed_results(cfg: DictConfig, label: RunLabel, err: BaseException, started: float) -> dict:
+    return results_record(cfg, label, "failed", started) | {"error": f"{type(err).__name__}: {err}",
+                                                             "wall_time_s": time.time() - started}
 
 
 def _rank_error(err: Exception) -> Exception:
@@ -250,7 +236,7 @@ class RunParts:
 
 
 def build_run(cfg: DictConfig, output_dir: Path, config: dict, rank: int = 0, resume_from: Path | None = None,
-              extra_callbacks: tuple = ()) -> RunParts:
+              extra_callbacks: tuple = (), label: RunLabel | None = None) -> RunParts:
     """validate -> seed -> data -> model -> module -> callbacks, loggers, trainer (each phase timed: profiling)."""
     regularizers, datamodule = validate(cfg)
     profiling.mark("validated")
@@ -271,30 +257,32 @@ def build_run(cfg: DictConfig, output_dir: Path, config: dict, rank: int = 0, re
     callbacks += [history, WeightHistograms(wandb_cfg.get("log_histograms_every_n_epochs", 1)), RandomState(),
                   LatestCheckpoint(output_dir / "checkpoints", int(cfg.get("checkpoint_every_n_steps", 0))),
                   *extra_callbacks]
-    loggers = build_loggers(cfg.logger, output_dir, run_choices(cfg), list(cfg.tags), config, cfg.get("study"),
-                            wandb_allowed=rank == 0, resuming=resume_from is not None)
+    label = label or RunLabel.of(cfg)
+    wandb_config = {"study": cfg.get("study"), "seed": int(cfg.seed), "choices": label.choices,
+                    "overrides": list(label.overrides), "condition_id": condition_id(config), "config": config}
+    loggers = build_loggers(cfg.logger, output_dir, label, int(cfg.seed), list(cfg.tags), wandb_config,
+                            cfg.get("study"), wandb_allowed=rank == 0, resuming=resume_from is not None)
     trainer = instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers)
     profiling.mark("trainer_built")
     return RunParts(module, datamodule, trainer, history, callbacks)
 
 
-def train_in_process(cfg: DictConfig, **extra) -> dict:
+def train_in_process(cfg: DictConfig, label: RunLabel | None = None, **extra) -> dict:
     """Train and test in this process: the whole job, or one rank of a DDP job."""
     started = time.time()
     rank = distributed.global_rank()
     output_dir = Path(cfg.paths.output_dir)
-    choices = run_choices(cfg)
-    config = OmegaConf.to_container(cfg, resolve=True)
-    results = {"status": "running", "study": cfg.get("study"), "choices": choices, "seed": int(cfg.seed),
-               "config": config, "output_dir": str(output_dir), "git_commit": git_commit(),
-               "versions": library_versions(), "started_at": started, **extra}
+    label = label or RunLabel.of(cfg)
+    results = results_record(cfg, label, "running", started) | {"git_commit": git_commit(),
+                                                                 "versions": library_versions(), **extra}
+    config = results["config"]
     profiling.start_job()
     try:
         resume_from = resume_checkpoint(cfg, output_dir, config)
         if resume_from is not None:
             log.info("resuming from %s", resume_from)
             results["resumed_from"] = str(resume_from)
-        parts = build_run(cfg, output_dir, config, rank, resume_from)
+        parts = build_run(cfg, output_dir, config, rank, resume_from, label=label)
         module, datamodule, trainer, history, callbacks = (parts.module, parts.datamodule, parts.trainer,
                                                            parts.history, parts.callbacks)
         model = module.model
@@ -334,7 +322,7 @@ def train_in_process(cfg: DictConfig, **extra) -> dict:
         raise
     finally:
         results["wall_time_s"] = time.time() - started
-        finish_wandb(exit_code=0 if results["status"] == "completed" else 1)
+        finish_wandb(exit_code=0 if results["status"] == "completed" else 1, summary=results.get("metrics"))
         if rank == 0:
             write_results(output_dir, results)
         distributed.teardown()

@@ -3,9 +3,10 @@
     reglab-report RUN_DIRS... [--by reg] [--metrics ...] [--out DIR] [--paper] [--wandb]
 
 Writes table.md, table.tex (booktabs), table.csv and figures/ (PNG + PDF) into --out (default:
-<first RUN_DIR>/report) and prints the Markdown table. --paper also writes report.md and report.tex with
-one section per study it finds (see README). --wandb logs the tables and figures to a W&B run of
-job_type=report (offline unless an API key is configured)."""
+<first RUN_DIR>/report) and prints the Markdown table. A row is one condition: runs that differ in anything but
+the seed are never pooled; where --by would pool them, the row is split and its label names what differs.
+--paper also writes report.md and report.tex with one section per study it finds (see README). --wandb logs the
+tables and figures to a W&B run of job_type=report (offline unless an API key is configured)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,17 @@ from pathlib import Path
 
 from reglab.report import figures
 from reglab.report.collect import find_unfinished, load_results, runs_frame
-from reglab.report.tables import DEFAULT_METRICS, summarize, to_frame, to_latex, to_markdown
+from reglab.report.tables import (DEFAULT_METRICS, METRICS, OVERFIT_THRESHOLD, UNDERFIT_THRESHOLD, summarize,
+                                  to_frame, to_latex, to_markdown)
 
 CHOICES = ("reg", "data", "model", "optim")
+
+
+def goal(text: str) -> tuple[str, str]:
+    metric, _, direction = text.rpartition("=")
+    if not metric or direction not in ("max", "min"):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected METRIC=max or METRIC=min")
+    return metric, direction
 
 
 def parse_args(argv):
@@ -25,8 +34,19 @@ def parse_args(argv):
     parser.add_argument("paths", nargs="+", type=Path, help="run or multirun folders (searched recursively)")
     parser.add_argument("--by", default="reg", help="row variable: a choice (reg, data, model, optim) or a config "
                                                     "path such as reg.l1.strength (default: reg)")
-    parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS))
-    parser.add_argument("--baseline", default="none", help="row the significance test compares with (default: none)")
+    parser.add_argument("--metrics", nargs="+",
+                        help=f"columns (default: {' '.join(DEFAULT_METRICS)}); any final metric of the runs, e.g. "
+                             f"{', '.join(sorted(METRICS))}")
+    parser.add_argument("--baseline", default="none", help="row each row is compared with (default: none)")
+    parser.add_argument("--goal", nargs="+", type=goal, default=[], metavar="METRIC=max|min",
+                        help="give a descriptive column a direction for this study (bold best, tested), e.g. "
+                             "weights/zero_frac=max")
+    parser.add_argument("--overfit-threshold", type=float, default=OVERFIT_THRESHOLD * 100, metavar="PT",
+                        help="the baseline's gen. gap (points) below which the table says it does not overfit "
+                             f"(default: {OVERFIT_THRESHOLD * 100:g})")
+    parser.add_argument("--underfit-threshold", type=float, default=UNDERFIT_THRESHOLD * 100, metavar="PT",
+                        help="train accuracy this many points below the baseline's marks a row as underfitting "
+                             f"(default: {UNDERFIT_THRESHOLD * 100:g})")
     parser.add_argument("--out", type=Path, help="output folder (default: <first path>/report)")
     parser.add_argument("--paper", action="store_true", help="also write report.md / report.tex, one section per study")
     parser.add_argument("--wandb", action="store_true", help="log tables and figures to a W&B run (job_type=report)")
@@ -47,6 +67,13 @@ def log_to_wandb(tables: dict, figure_paths: list[Path], out_dir: Path, study: s
         wandb.finish()
 
 
+def write_text(path: Path, text: str) -> None:
+    """All at once or not at all: a crash never leaves half a table."""
+    from reglab.atomic import atomic_write
+
+    atomic_write(path, lambda handle: handle.write(text.encode()))
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     missing = [str(p) for p in args.paths if not p.exists()]
@@ -63,25 +90,36 @@ def main(argv=None) -> int:
         print(f"error: --by {args.by!r}: not a choice or config path of these runs (choices: {choices})",
               file=sys.stderr)
         return 2
+    unknown = [m for m in args.metrics or () if m not in runs]
+    if unknown:
+        known = sorted(c for c in runs.columns if c in METRICS or c.startswith(("weights/", "std/", "mc/")))
+        print(f"error: --metrics {' '.join(unknown)}: not a final metric of these runs (available: {known})",
+              file=sys.stderr)
+        return 2
     out_dir = args.out or args.paths[0] / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
-    table = summarize(runs, by=args.by, metrics=args.metrics, baseline=args.baseline)
+    table = summarize(runs, by=args.by, metrics=args.metrics or DEFAULT_METRICS, baseline=args.baseline,
+                      goals=dict(args.goal),
+                      overfit_threshold=args.overfit_threshold / 100, underfit_threshold=args.underfit_threshold / 100)
     table.not_completed += [{"run_dir": str(p), "status": "missing", "error": "no results.json (never finished)"}
                             for p in find_unfinished(args.paths)]
     markdown = to_markdown(table)
-    (out_dir / "table.md").write_text(markdown + "\n")
-    (out_dir / "table.tex").write_text(to_latex(table) + "\n")
-    to_frame(table).to_csv(out_dir / "table.csv", index=False)
+    write_text(out_dir / "table.md", markdown + "\n")
+    write_text(out_dir / "table.tex", to_latex(table) + "\n")
+    write_text(out_dir / "table.csv", to_frame(table).to_csv(index=False))
 
     fig_dir = out_dir / "figures"
-    by_choice = args.by in CHOICES
-    figure_paths = (figures.weight_histograms(records, fig_dir)
-                    + figures.training_curves(records, fig_dir, by=args.by if by_choice else "reg"))
-    if not by_choice:  # a swept number: metrics against it
-        figure_paths += figures.metric_vs_parameter(runs, args.by, [m for m in args.metrics if m in runs][:3],
-                                                    fig_dir, "metrics_vs_" + args.by.replace(".", "_"), args.by,
+    figure_paths = (figures.weight_histograms(table, records, fig_dir, values=("none", "l1", "l2")
+                                              if args.by == "reg" else None)
+                    + figures.training_curves(table, records, fig_dir))
+    if args.by not in CHOICES:  # a swept number: metrics against it
+        figure_paths += figures.metric_vs_parameter(table, table.metrics[:3], fig_dir,
+                                                    "metrics_vs_" + args.by.replace(".", "_"), args.by,
                                                     log_x=args.by.endswith("strength") or args.by.endswith("decay"))
     print(markdown)
+    if table.split_keys:
+        print(f"\nnote: these runs differ in more than {args.by} and the seed; rows are split by "
+              f"{', '.join(table.split_keys)}", file=sys.stderr)
     if args.paper:
         from reglab.report.paper import write_paper
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from reglab.identity import condition, condition_id, flat_config
 from reglab.results import RESULTS_FILE
 
 
@@ -45,25 +46,17 @@ def load_results(paths) -> list[dict]:
     return records
 
 
-def flatten(mapping: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in (mapping or {}).items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value if not isinstance(value, (list, dict)) else json.dumps(value)
-    return flat
-
-
 def runs_frame(records: list[dict]) -> pd.DataFrame:
-    """One row per run: run_dir, status, error, study, seed, each choice, each final metric, and every config
+    """One row per run: run_dir, status, error, study, seed, started_at, its condition (``condition``: the id,
+    ``condition_keys``: the flat dict, see reglab.identity), each choice, each final metric, and every config
     leaf under its dotted path (``reg.l1.strength``), so any of them can be a table's row variable."""
     rows = []
     for record in records:
+        config = record.get("config") or {}
         row = {"run_dir": record["run_dir"], "status": record.get("status"), "error": record.get("error"),
-               "study": record.get("study"), "seed": record.get("seed")}
-        row.update(flatten(record.get("config", {})))
+               "study": record.get("study"), "seed": record.get("seed"), "started_at": record.get("started_at"),
+               "condition": condition_id(config), "condition_keys": condition(config)}
+        row.update(flat_config(config))
         row.update(record.get("choices", {}))
         row.update(record.get("metrics", {}))
         rows.append(row)

@@ -1,22 +1,34 @@
-"""Paper figures from results.json records (PNG and PDF; line styles and markers, not colour alone, tell
-series apart, so they read in grayscale)."""
+"""Paper figures from a report table and its runs' results.json records (PNG and PDF).
+
+Series follow the table's rows, so a figure never pools what the table keeps apart. No two series share both
+colour and line style (Okabe-Ito colours, which colour-blind readers can tell apart, crossed with line styles),
+and every panel has a legend or shares one."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from reglab.report.collect import completed_runs
+from reglab.report.tables import Table, metric_info
 
-STYLES = [dict(color="black", linestyle="-", marker="o"), dict(color="0.45", linestyle="--", marker="s"),
-          dict(color="0.25", linestyle=":", marker="^"), dict(color="0.6", linestyle="-.", marker="D"),
-          dict(color="0.1", linestyle=(0, (5, 1)), marker="v"), dict(color="0.7", linestyle="-", marker="x")]
-LABELS = {"test/acc": "test accuracy (fraction)", "val/acc": "validation accuracy (fraction)",
-          "gen_gap": "generalization gap (train − val accuracy)", "weights/zero_frac": "weights exactly zero (fraction)",
-          "weights/small_frac": "weights with |w| < ε (fraction)", "weights/l2": "weight L2 norm ‖w‖₂"}
+PALETTE = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#D55E00", "#0072B2", "#CC79A7", "#F0E442"]
+LINESTYLES = ["-", "--", ":", "-."]
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 CALIBRATION_KINDS = (("std", "standard inference"), ("mc", "MC dropout"))
+
+
+def series_style(index: int) -> dict:
+    """The index-th series' colour, line style and marker: (colour, line style) pairs are distinct for the first
+    len(PALETTE) * len(LINESTYLES) = 32 series (same colour -> a different style)."""
+    colours, styles = len(PALETTE), len(LINESTYLES)
+    return dict(color=PALETTE[index % colours], linestyle=LINESTYLES[(index + index // colours) % styles],
+                marker=MARKERS[(index // styles) % len(MARKERS)])
+
+
+def axis_label(metric: str) -> str:
+    return metric_info(metric).label
 
 
 def _pyplot():
@@ -37,130 +49,168 @@ def save(figure, out_dir: Path, name: str) -> list[Path]:
     return paths
 
 
-def weight_histograms(records: list[dict], out_dir: Path, regs=("none", "l1", "l2")) -> list[Path]:
-    """|w| distribution of the final weights, one line per regularizer (summed over seeds): L1 piles
-    weights up near zero, L2 shrinks them all."""
-    plt = _pyplot()
-    figure, axis = plt.subplots(figsize=(5.5, 3.5))
-    drawn = 0
-    for style, reg in zip(STYLES, regs):
-        hists = [r["weight_histogram"] for r in records
-                 if r.get("status") == "completed" and r.get("choices", {}).get("reg") == reg and r.get("weight_histogram")]
-        if not hists:
-            continue
-        counts = np.sum([h["counts"] for h in hists], axis=0).astype(float)
-        total = sum(h["total"] for h in hists)
-        edges = np.asarray(hists[0]["edges"])
-        centers = np.sqrt(edges[:-1] * edges[1:])
-        zeros = sum(h["zeros"] for h in hists) / total
-        axis.plot(centers, counts / total, label=f"{reg} (exact zeros {zeros:.1%})", markersize=3, **style)
-        drawn += 1
-    if not drawn:
-        plt.close(figure)
+def records_of(table: Table, records: list[dict]) -> dict[str, list[dict]]:
+    """Each row's completed records, by row label."""
+    by_dir = {r["run_dir"]: r for r in records if r.get("status") == "completed"}
+    return {row.label: [by_dir[d] for d in row.run_dirs if d in by_dir] for row in table.rows}
+
+
+def weight_histograms(table: Table, records: list[dict], out_dir: Path, values=("none", "l1", "l2"),
+                      name: str = "weight_histograms") -> list[Path]:
+    """|w| distribution of the final weights, one line per row whose value is in ``values`` (all rows if
+    ``values`` is None), counts summed over the row's seeds: L1 piles weights up near zero, L2 shrinks them all.
+    The underflow bin (|w| below the first edge, exact zeros included) is drawn apart and labelled."""
+    rows = [r for r in table.rows if values is None or str(r.value) in values]
+    per_row = records_of(table, records)
+    series = [(row.label, [r["weight_histogram"] for r in per_row[row.label] if r.get("weight_histogram")])
+              for row in rows]
+    series = [(label, hists) for label, hists in series if hists]
+    if not series:
         return []
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(6, 3.6))
+    edges = np.asarray(series[0][1][0]["edges"])
+    underflow_x = edges[0] / 10 ** 1.5
+    for index, (label, hists) in enumerate(series):
+        style = series_style(index)
+        total = sum(h["total"] for h in hists)
+        counts = np.sum([h["counts"] for h in hists], axis=0).astype(float) / total
+        zeros = sum(h["zeros"] for h in hists)
+        low = (zeros + sum(h.get("underflow", 0) for h in hists)) / total
+        centers = np.sqrt(edges[:-1] * edges[1:])
+        axis.plot(centers, counts, label=f"{label} (exact zeros {zeros / total:.1%})", markersize=3, **style)
+        axis.plot([underflow_x], [low], linestyle="none", marker=style["marker"], color=style["color"],
+                  markersize=6)
+    axis.axvline(edges[0] / 10 ** 0.75, color="0.7", linewidth=0.8)
     axis.set_xscale("log")
-    axis.set_xlabel("|w| (log scale)")
+    ticks = [underflow_x] + [e for e in edges if math.isclose(math.log10(e) % 2, 0, abs_tol=1e-6)]
+    axis.set_xticks(ticks, [f"<{edges[0]:.0e}\n(incl. 0)"] + [f"{t:.0e}" for t in ticks[1:]], fontsize=7)
+    axis.set_xlabel("|w| (log scale); left of the line: underflow bin")
     axis.set_ylabel("fraction of weights per bin")
     axis.set_title("Weight magnitudes after training")
-    axis.legend(frameon=False)
-    return save(figure, out_dir, "weight_histograms")
+    axis.legend(frameon=False, fontsize=7)
+    return save(figure, out_dir, name)
 
 
-def metric_vs_parameter(runs: pd.DataFrame, parameter: str, metrics: list[str], out_dir: Path, name: str,
-                        xlabel: str, log_x: bool = False) -> list[Path]:
-    """Mean ± std over seeds of each metric against a swept parameter (λ, dropout rate), one panel each."""
-    done = completed_runs(runs)
-    if parameter not in done or done[parameter].dropna().nunique() < 2:
+def metric_vs_parameter(table: Table, metrics: list[str], out_dir: Path, name: str, xlabel: str,
+                        log_x: bool = False) -> list[Path]:
+    """Mean ± std over seeds of each metric against the table's numeric row variable (λ, dropout rate), one
+    panel per metric, one line per context (rows that share everything but the row variable)."""
+    numeric = [r for r in table.rows if isinstance(r.value, (int, float)) and not isinstance(r.value, bool)
+               and (r.value > 0 or not log_x)]
+    metrics = [m for m in metrics if any((r.label, m) in table.cells for r in numeric)]
+    if len({r.value for r in numeric}) < 2 or not metrics:
         return []
-    metrics = [m for m in metrics if m in done]
     plt = _pyplot()
     figure, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
-    grouped = done.groupby(parameter)
-    for axis, metric, style in zip(axes[0], metrics, STYLES):
-        stats = grouped[metric].agg(["mean", "std"]).sort_index()
-        axis.errorbar(stats.index.astype(float), stats["mean"], yerr=stats["std"].fillna(0), capsize=3, **style)
+    contexts = list(dict.fromkeys(r.context for r in numeric))
+    names = {r.context: (r.label.split(" (", 1)[1].rstrip(")") if r.context and " (" in r.label else "runs")
+             for r in numeric}
+    for axis, metric in zip(axes[0], metrics):
+        info = metric_info(metric, table.goals)
+        for index, context in enumerate(contexts):
+            points = sorted((float(r.value), table.cells[(r.label, metric)]) for r in numeric
+                            if r.context == context and (r.label, metric) in table.cells)
+            if not points:
+                continue
+            x = [p[0] for p in points]
+            y = [p[1].mean * info.scale for p in points]
+            err = [0.0 if math.isnan(p[1].std) else p[1].std * info.scale for p in points]
+            n = sorted({p[1].n for p in points})
+            axis.errorbar(x, y, yerr=err, capsize=3, label=f"{names[context]} (mean ± std, n={'/'.join(map(str, n))})",
+                          **series_style(index))
         if log_x:
             axis.set_xscale("log")
         axis.set_xlabel(xlabel)
-        axis.set_ylabel(LABELS.get(metric, metric))
+        axis.set_ylabel(info.label)
+        axis.legend(frameon=False, fontsize=7)
     figure.tight_layout()
     return save(figure, out_dir, name)
 
 
-def training_curves(records: list[dict], out_dir: Path, by: str = "reg", name: str = "curves") -> list[Path]:
-    """Train (eval-mode subset) and validation accuracy per epoch, mean over seeds, one line per row value."""
-    completed = [r for r in records if r.get("status") == "completed" and r.get("history")]
-    if not completed:
+def training_curves(table: Table, records: list[dict], out_dir: Path, name: str = "curves") -> list[Path]:
+    """Train (eval-mode subset) and validation accuracy per epoch, mean over seeds, one line per table row, with
+    one legend shared by both panels."""
+    per_row = {label: [r for r in recs if r.get("history")] for label, recs in records_of(table, records).items()}
+    rows = [row for row in table.rows if per_row.get(row.label)]
+    if not rows:
         return []
     plt = _pyplot()
-    figure, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
-    groups: dict[str, list[dict]] = {}
-    for record in completed:
-        groups.setdefault(str(record.get("choices", {}).get(by, "?")), []).append(record)
     from matplotlib.ticker import MaxNLocator
 
-    from reglab.report.tables import row_order
-
-    for style, label in zip(STYLES * 3, row_order(groups)):
-        group = groups[label]
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
+    for index, row in enumerate(rows):
         for axis, key in zip(axes, ("train/acc", "val/acc")):
-            frame = pd.DataFrame([{"epoch": h["epoch"] + 1, key: h.get(key)} for r in group for h in r["history"]])
-            mean = frame.groupby("epoch")[key].mean()
-            axis.plot(mean.index, mean.values, label=label, markersize=3, **style)
+            epochs: dict[int, list[float]] = {}
+            for record in per_row[row.label]:
+                for entry in record["history"]:
+                    if entry.get(key) is not None:
+                        epochs.setdefault(entry["epoch"] + 1, []).append(100 * entry[key])
+            xs = sorted(epochs)
+            axis.plot(xs, [np.mean(epochs[x]) for x in xs], label=f"{row.label} (n={row.n})", markersize=3,
+                      **series_style(index))
     for axis, title in zip(axes, ("train subset, eval mode", "validation")):
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_xlabel("epoch")
         axis.set_title(title)
-    axes[0].set_ylabel("accuracy (fraction)")
-    axes[1].legend(frameon=False, fontsize=8)
+    axes[0].set_ylabel("accuracy (%), mean over seeds")
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), frameon=False, fontsize=7,
+                  bbox_to_anchor=(0.5, -0.02 - 0.05 * math.ceil(len(labels) / 3)))
     figure.tight_layout()
     return save(figure, out_dir, name)
 
 
-def tradeoff(runs: pd.DataFrame, x: str, y: str, by: str, out_dir: Path, name: str, baseline: str = "none"
-             ) -> list[Path]:
-    """y against x, one line per value of ``by`` (mean over seeds of each swept setting), the baseline's y as a
-    horizontal line: e.g. accuracy against exact-zero fraction for subgradient vs proximal L1 across λ."""
-    done = completed_runs(runs)
-    if x not in done or y not in done or done[by].nunique() < 2:
+def tradeoff(table: Table, series_of: dict[str, str], x: str, y: str, out_dir: Path, name: str) -> list[Path]:
+    """y against x, one point per row (mean over its seeds), one line per series (``series_of``: row label ->
+    series name, e.g. the method); the baseline row's y as a horizontal line. E.g. accuracy against the
+    exact-zero fraction for subgradient vs proximal L1 across λ."""
+    xi, yi = metric_info(x, table.goals), metric_info(y, table.goals)
+    points: dict[str, list[tuple[float, float]]] = {}
+    for row in table.rows:
+        if (row.label, x) in table.cells and (row.label, y) in table.cells and str(row.value) != table.baseline:
+            points.setdefault(series_of.get(row.label, row.label), []).append(
+                (table.cells[(row.label, x)].mean * xi.scale, table.cells[(row.label, y)].mean * yi.scale))
+    if len(points) < 1:
         return []
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(5, 3.6))
-    base = done[done[by] == baseline]
-    if not base.empty:
-        axis.axhline(base[y].mean(), color="0.5", linestyle=":", label=f"{baseline} (mean)")
-    for style, (label, group) in zip(STYLES, ((k, g) for k, g in done.groupby(by) if k != baseline)):
-        points = group.groupby("setting")[[x, y]].mean().sort_values(x)
-        axis.plot(points[x], points[y], label=label, **style)
-    axis.set_xlabel(LABELS.get(x, x))
-    axis.set_ylabel(LABELS.get(y, y))
+    bases = [r for r in table.rows if str(r.value) == table.baseline and (r.label, y) in table.cells]
+    for index, row in enumerate(bases):
+        axis.axhline(table.cells[(row.label, y)].mean * yi.scale, color=PALETTE[index % len(PALETTE)],
+                     linestyle=LINESTYLES[(index + 1) % len(LINESTYLES)], linewidth=1, label=f"{row.label} (mean)")
+    for index, (label, pts) in enumerate(points.items()):
+        pts.sort()
+        axis.plot([p[0] for p in pts], [p[1] for p in pts], label=label, **series_style(index + len(bases)))
+    axis.set_xlabel(xi.label)
+    axis.set_ylabel(yi.label)
     axis.legend(frameon=False, fontsize=8)
     figure.tight_layout()
     return save(figure, out_dir, name)
 
 
-def reliability_diagrams(records: list[dict], out_dir: Path, name: str = "reliability") -> list[Path]:
-    """One panel per regularizer: accuracy per confidence bin, standard inference vs MC dropout, with the bins of
-    all seeds pooled (weighted by count) from each results.json's ``calibration`` record."""
-    groups: dict[str, list[dict]] = {}
-    for record in records:
-        if record.get("status") == "completed" and record.get("calibration"):
-            groups.setdefault(record["choices"]["reg"], []).append(record["calibration"]["reliability"])
+def reliability_diagrams(table: Table, records: list[dict], out_dir: Path, name: str = "reliability") -> list[Path]:
+    """One panel per table row: accuracy per confidence bin, standard inference vs MC dropout, with the bins of
+    the row's seeds pooled (weighted by count) from each results.json's ``calibration`` record."""
+    groups = {label: [r["calibration"]["reliability"] for r in recs if r.get("calibration")]
+              for label, recs in records_of(table, records).items()}
+    groups = {label: bins for label, bins in groups.items() if bins}
     if not groups:
         return []
     plt = _pyplot()
     figure, axes = plt.subplots(1, len(groups), figsize=(3.8 * len(groups), 3.8), squeeze=False)
-    for axis, (reg, bins_list) in zip(axes[0], sorted(groups.items())):
+    for axis, (label, bins_list) in zip(axes[0], groups.items()):
         axis.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1)
-        for style, (kind, label) in zip(STYLES, CALIBRATION_KINDS):
+        for index, (kind, kind_label) in enumerate(CALIBRATION_KINDS):
             count = np.sum([b[kind]["count"] for b in bins_list], axis=0)
             weights = [np.asarray(b[kind]["count"]) for b in bins_list]
             conf = np.sum([w * np.asarray(b[kind]["confidence"]) for w, b in zip(weights, bins_list)], axis=0)
             acc = np.sum([w * np.asarray(b[kind]["accuracy"]) for w, b in zip(weights, bins_list)], axis=0)
             used = count > 0
-            axis.plot(conf[used] / count[used], acc[used] / count[used], label=label, markersize=4, **style)
-        axis.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", title=f"reg={reg}")
+            axis.plot(conf[used] / count[used], acc[used] / count[used], label=kind_label, markersize=4,
+                      **series_style(index))
+        axis.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", title=f"{label} (n={len(bins_list)})")
+        axis.legend(frameon=False, fontsize=8, loc="upper left")
     axes[0][0].set_ylabel("accuracy")
-    axes[0][0].legend(frameon=False, fontsize=8, loc="upper left")
     figure.tight_layout()
     return save(figure, out_dir, name)

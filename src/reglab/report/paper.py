@@ -30,11 +30,11 @@ def of_study(runs: pd.DataFrame, *studies: str) -> pd.DataFrame:
 
 
 def with_task(runs: pd.DataFrame, regs: tuple[str, ...]) -> pd.DataFrame:
-    """Ablation runs of every task, restricted to ``regs``, with a 'task: reg' row label."""
-    subset = runs[runs["study"].fillna("").str.startswith("ablation_") & runs["reg"].isin(regs)].copy()
-    subset["task/reg"] = subset["data"] + "/" + subset["model"] + ": " + subset["reg"]
-    subset["reg_rank"] = subset["reg"].map(regs.index)
-    return subset.sort_values(["data", "reg_rank"], kind="stable")  # rows: per task, in the order of regs
+    """Ablation runs of every task, restricted to ``regs``: by reg, the table splits the rows by task (each task
+    is its own context, compared with its own baseline)."""
+    if "study" not in runs or "reg" not in runs:
+        return runs.iloc[0:0]
+    return runs[runs["study"].fillna("").str.startswith("ablation_") & runs["reg"].isin(regs)]
 
 
 def l1_methods(runs: pd.DataFrame) -> pd.DataFrame:
@@ -59,59 +59,71 @@ CALIBRATION_METRICS = ["std/acc", "mc/acc", "std/nll", "mc/nll", "std/ece", "mc/
                        "std/entropy", "mc/entropy"]
 
 
-def make_section(key, title, command, runs, by, metrics, records, baseline="none", figure_fn=None):
+def make_section(key, title, command, runs, by, metrics, records, baseline="none", figure_fn=None,
+                 row_keys=None, goals=None):
     if completed_runs(runs).empty:
         return None
-    table = summarize(runs, by=by, metrics=metrics, baseline=baseline)
-    paths = figure_fn(runs, [r for r in records if r["run_dir"] in set(runs["run_dir"])]) if figure_fn else []
+    table = summarize(runs, by=by, metrics=metrics, baseline=baseline, row_keys=row_keys, goals=goals)
+    paths = figure_fn(table, [r for r in records if r["run_dir"] in set(runs["run_dir"])]) if figure_fn else []
     return Section(key, title, command, to_markdown(table), to_latex(table, label=f"tab:{key}"), table, paths)
+
+
+def methods_of(table, records: list[dict], choice: str = "reg") -> dict[str, str]:
+    """Row label -> the row's ``choice`` (e.g. its regularizer), for figures that draw one line per method."""
+    by_dir = {r["run_dir"]: r for r in records}
+    return {row.label: str(by_dir[row.run_dirs[0]].get("choices", {}).get(choice, row.label))
+            for row in table.rows if row.run_dirs and row.run_dirs[0] in by_dir}
 
 
 def build_sections(runs: pd.DataFrame, records: list[dict], out_dir: Path) -> tuple[list[Section], list[str]]:
     fig_dir = out_dir / "figures"
     sections, skipped = [], []
+    image = of_study(runs, "ablation_cifar10")
+    image = image if not image.empty else of_study(runs, "ablation_digits", "demo")
+    # key, title, command, runs, row variable, metrics, baseline, figure (table, records), summarize options
     specs = [
         ("l1_weights", "Effect of L1 on weights", "python train.py -m experiment=l1_sweep",
          of_study(runs, "l1_sweep"), "reg.l1.strength",
          ["test/acc", "gen_gap", "weights/zero_frac", "weights/small_frac", "weights/l1"], None,
-         lambda r, rec: figures.metric_vs_parameter(r, "reg.l1.strength", ["test/acc", "weights/small_frac",
-                                                    "weights/zero_frac"], fig_dir, "l1_sweep", "L1 strength λ", True)),
+         lambda t, rec: figures.metric_vs_parameter(t, ["test/acc", "weights/small_frac", "weights/zero_frac"],
+                                                    fig_dir, "l1_sweep", "L1 strength λ", True), {}),
         ("l2_weights", "Effect of L2 on weights", "python train.py -m experiment=l2_sweep",
          of_study(runs, "l2_sweep"), "reg.l2.strength", ["test/acc", "gen_gap", "weights/l2", "weights/small_frac"],
-         None, lambda r, rec: figures.metric_vs_parameter(r, "reg.l2.strength", ["test/acc", "weights/l2"], fig_dir,
-                                                           "l2_sweep", "L2 strength λ", True)),
+         None, lambda t, rec: figures.metric_vs_parameter(t, ["test/acc", "weights/l2"], fig_dir, "l2_sweep",
+                                                          "L2 strength λ", True), {}),
         ("l1_vs_l2", "L1 vs L2 across tasks", "python train.py -m experiment=ablation_<task>",
-         with_task(runs, ("none", "l1", "l2")), "task/reg", ["test/acc", "gen_gap", "weights/small_frac", "weights/l2"],
-         None, lambda r, rec: figures.weight_histograms(rec, fig_dir)),
+         with_task(runs, ("none", "l1", "l2")), "reg", ["test/acc", "gen_gap", "weights/small_frac", "weights/l2"],
+         "none", lambda t, rec: figures.weight_histograms(t, rec, fig_dir, values=None), {}),
         ("dropout_placement", "Dropout in different layers", "python train.py -m experiment=dropout_placement",
-         of_study(runs, "dropout_placement"), "reg", ["test/acc", "val/acc", "gen_gap"], "none", None),
+         of_study(runs, "dropout_placement"), "reg", ["test/acc", "val/acc", "gen_gap"], "none", None, {}),
         ("dropout_rate", "Dropout rate vs performance", "python train.py -m experiment=dropout_rate",
          of_study(runs, "dropout_rate"), "reg.dropout.p", ["test/acc", "val/acc", "gen_gap"], 0.0,
-         lambda r, rec: figures.metric_vs_parameter(r, "reg.dropout.p", ["test/acc", "gen_gap"], fig_dir,
-                                                    "dropout_rate", "dropout rate p")),
+         lambda t, rec: figures.metric_vs_parameter(t, ["test/acc", "gen_gap"], fig_dir, "dropout_rate",
+                                                    "dropout rate p"), {}),
         ("image", "Comparison of techniques on image classification",
-         "python train.py -m experiment=ablation_cifar10 (or ablation_digits, demo)",
-         of_study(runs, "ablation_cifar10") if not of_study(runs, "ablation_cifar10").empty
-         else of_study(runs, "ablation_digits", "demo"), "reg", None, "none",
-         lambda r, rec: figures.training_curves(rec, fig_dir, name="curves_image")),
+         "python train.py -m experiment=ablation_cifar10 (or ablation_digits, demo)", image, "reg", None, "none",
+         lambda t, rec: figures.training_curves(t, rec, fig_dir, name="curves_image"), {}),
         ("nlp", "Comparison on NLP", "python train.py -m experiment=ablation_sst2 data.path=DIR",
          of_study(runs, "ablation_sst2"), "reg", None, "none",
-         lambda r, rec: figures.training_curves(rec, fig_dir, name="curves_nlp")),
+         lambda t, rec: figures.training_curves(t, rec, fig_dir, name="curves_nlp"), {}),
         ("dropout_tasks", "Dropout across tasks", "python train.py -m experiment=ablation_<task>",
-         with_task(runs, ("none", "dropout")), "task/reg", ["test/acc", "val/acc", "gen_gap"], None, None),
+         with_task(runs, ("none", "dropout")), "reg", ["test/acc", "val/acc", "gen_gap"], "none", None, {}),
         ("l1_vs_prox_l1", "Subgradient L1 vs proximal L1: exact zeros vs accuracy",
          "python train.py -m experiment=l1_vs_prox_l1 (and reg=none l1_lambda=0 for the baseline)",
          l1_methods(runs), "setting", ["test/acc", "weights/zero_frac", "weights/small_frac",
                                        "weights/sparse_bytes", "weights/dense_bytes"], "none",
-         lambda r, rec: figures.tradeoff(r, "weights/zero_frac", "test/acc", "reg", fig_dir, "l1_vs_prox_l1")),
+         lambda t, rec: figures.tradeoff(t, methods_of(t, rec), "weights/zero_frac", "test/acc", fig_dir,
+                                         "l1_vs_prox_l1"),
+         # the study's point is sparsity: exact zeros get a direction here
+         {"row_keys": ("reg", "l1_lambda"), "goals": {"weights/zero_frac": "max"}}),
         ("mc_dropout", "Dropout at inference: standard vs MC dropout",
          "python train.py -m experiment=mc_dropout (or python eval.py ckpt=PATH mc_samples=30)",
          with_calibration(runs), "reg", CALIBRATION_METRICS, "none",
-         lambda r, rec: figures.reliability_diagrams(rec, fig_dir)),
+         lambda t, rec: figures.reliability_diagrams(t, rec, fig_dir), {}),
     ]
-    for key, title, command, subset, by, metrics, baseline, figure_fn in specs:
+    for key, title, command, subset, by, metrics, baseline, figure_fn, options in specs:
         section = make_section(key, title, command, subset, by, metrics or list(DEFAULT_METRICS), records,
-                               baseline, figure_fn)
+                               baseline, figure_fn, **options)
         (sections.append(section) if section else skipped.append(f"{title} (`{command}`)"))
     return sections, skipped
 

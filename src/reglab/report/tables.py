@@ -1,5 +1,17 @@
-"""Paper tables: one row per value of the varied choice, mean ± std over seeds with n, the best cell per column
-in bold, and a mark where a row differs from the baseline (Welch's t-test, p < 0.05)."""
+"""Paper tables that say what they are.
+
+- A row is one **condition** (reglab.identity): runs that differ in anything but the seed are never pooled. Where
+  ``--by`` would pool several conditions, the row is split and its label names what differs:
+  ``none (model=cnn_small)``. Two completed runs of one condition with the same seed count once.
+- A cell is the mean ± sample std (ddof=1) over the row's seeds; with n = 1 it is the value alone.
+- Each row is compared with the baseline row of the same context: the difference in means with a 95% Welch
+  t-interval and Welch's p, Holm-adjusted over the rows of the table, per metric. † marks adjusted p < 0.05.
+- Bold marks the best mean only in columns with a direction (accuracy ↑; loss, gap, ECE, NLL, Brier ↓), within a
+  context; norms and sparsity describe a run and get no bold unless a study declares a goal for them.
+- Regime: the baseline's train accuracy and generalization gap. A baseline that does not overfit (gap below
+  ``overfit_threshold``) cannot show a regularization benefit, and the table says so; a row whose train accuracy
+  falls more than ``underfit_threshold`` below the baseline's is marked as underfitting (‡).
+"""
 
 from __future__ import annotations
 
@@ -8,53 +20,179 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-DEFAULT_METRICS = ("test/acc", "val/acc", "gen_gap", "weights/zero_frac", "weights/small_frac", "weights/l2", "test/ece")
-# Which way is better, for the bold "best" cell. Metrics not listed get no bold.
-HIGHER_IS_BETTER = {"test/acc": True, "val/acc": True, "train/acc": True, "gen_gap": False, "test/loss": False,
-                    "val/loss": False, "weights/zero_frac": True, "weights/small_frac": True, "weights/l2": False,
-                    "weights/l1": False, "test/ece": False, "test/nll": False, "weights/sparse_bytes": False,
-                    **{f"{kind}/{metric}": better for kind in ("std", "mc") for metric, better in
-                       (("acc", True), ("nll", False), ("brier", False), ("ece", False))}}
+from reglab.identity import under
+
+DEFAULT_METRICS = ("test/acc", "val/acc", "gen_gap", "weights/zero_frac", "weights/small_frac", "weights/l2")
 SIGNIFICANCE = 0.05
 SIGNIFICANCE_MARK = "†"
-TEST_NAME = "Welch's t-test"
+UNDERFIT_MARK = "‡"
+OVERFIT_THRESHOLD = 0.01   # the baseline's gap (train - val accuracy) below which it does not overfit
+UNDERFIT_THRESHOLD = 0.05  # train accuracy this far below the baseline's: the row underfits
+MAX_QUALIFIERS = 4         # keys named in a split row's label; the caption lists them all
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    label: str                 # Markdown and console header
+    latex: str                 # LaTeX header
+    scale: float = 1.0         # shown as value * scale (fractions as % or points)
+    better: str | None = None  # "max", "min", or None: descriptive (no bold, no test)
+
+
+def _metrics() -> dict[str, Metric]:
+    metrics = [
+        Metric("test/acc", "Test acc. (%)", r"Test acc.\ (\%)", 100, "max"),
+        Metric("val/acc", "Val. acc. (%)", r"Val.\ acc.\ (\%)", 100, "max"),
+        Metric("train/acc", "Train acc. (%)", r"Train acc.\ (\%)", 100),
+        Metric("gen_gap", "Gen. gap (pt)", r"Gen.\ gap (pt)", 100, "min"),
+        Metric("test/loss", "Test loss", "Test loss", 1, "min"),
+        Metric("val/loss", "Val. loss", r"Val.\ loss", 1, "min"),
+        Metric("weights/zero_frac", "Exact zeros (%)", r"Exact zeros (\%)", 100),
+        Metric("weights/small_frac", "|w| < ε (%)", r"$|w|<\varepsilon$ (\%)", 100),
+        Metric("weights/l2", "‖w‖₂", r"$\lVert w\rVert_2$"),
+        Metric("weights/l1", "‖w‖₁", r"$\lVert w\rVert_1$"),
+        Metric("weights/nonzero", "Non-zero weights", "Non-zero weights"),
+        Metric("weights/sparse_bytes", "Sparse size (B)", "Sparse size (B)"),
+        Metric("weights/dense_bytes", "Dense size (B)", "Dense size (B)"),
+    ]
+    for kind, name in (("std", "Std."), ("mc", "MC")):
+        metrics += [Metric(f"{kind}/acc", f"{name} acc. (%)", rf"{name} acc.\ (\%)", 100, "max"),
+                    Metric(f"{kind}/nll", f"{name} NLL", f"{name} NLL", 1, "min"),
+                    Metric(f"{kind}/ece", f"{name} ECE (%)", rf"{name} ECE (\%)", 100, "min"),
+                    Metric(f"{kind}/brier", f"{name} Brier", f"{name} Brier", 1, "min"),
+                    Metric(f"{kind}/entropy", f"{name} entropy", f"{name} entropy")]
+    return {m.key: m for m in metrics}
+
+
+METRICS = _metrics()
+BY_LABELS = {"reg": "Regularizer", "data": "Data", "model": "Model", "optim": "Optimizer",
+             "reg.l1.strength": "L1 λ", "reg.l2.strength": "L2 λ", "reg.dropout.p": "Dropout p",
+             "reg.weight_decay.decay": "Weight decay", "setting": "Setting"}
+CHOICE_GROUPS = ("data", "model", "reg", "optim", "trainer", "callbacks")
+
+
+def metric_info(key: str, goals: dict | None = None) -> Metric:
+    """The metric's labels, scale and direction; ``goals`` ({key: "max"|"min"}) gives a descriptive metric a
+    direction for one study (e.g. exact zeros, where sparsity is the point)."""
+    known = METRICS.get(key) or Metric(key, key, latex_escape(key))
+    if goals and key in goals:
+        return Metric(known.key, known.label, known.latex, known.scale, goals[key])
+    return known
+
+
+@dataclass
+class Comparison:
+    """Row minus baseline, in the metric's own units."""
+
+    diff: float
+    low: float   # 95% Welch t-interval
+    high: float
+    p: float     # Welch's t-test, two-sided
+    p_holm: float = math.nan
 
 
 @dataclass
 class Cell:
     mean: float
-    std: float
+    std: float   # sample std (ddof=1); NaN when n = 1
     n: int
-    p_value: float | None = None  # vs the baseline row
     best: bool = False
+    comparison: Comparison | None = None
+
+    @property
+    def p_value(self) -> float | None:
+        return self.comparison.p if self.comparison else None
 
     @property
     def significant(self) -> bool:
-        return self.p_value is not None and self.p_value < SIGNIFICANCE
+        return self.comparison is not None and self.comparison.p_holm < SIGNIFICANCE
+
+
+@dataclass
+class Row:
+    label: str
+    value: object           # the --by value
+    context: str            # what the row shares with its baseline ('' when the table has one context)
+    condition: str
+    seeds: list
+    run_dirs: list[str]
+    baseline: str | None = None  # label of the row it is compared with
+    underfits: bool = False
+
+    @property
+    def n(self) -> int:
+        return len(self.run_dirs)
+
+
+@dataclass
+class Regime:
+    """How the baseline of one context fits: can a regularizer show a benefit here?"""
+
+    context: str
+    baseline: str | None
+    train_acc: Cell | None = None
+    gen_gap: Cell | None = None
+    overfit_threshold: float = OVERFIT_THRESHOLD
+
+    @property
+    def overfits(self) -> bool | None:
+        return None if self.gen_gap is None else self.gen_gap.mean >= self.overfit_threshold
 
 
 @dataclass
 class Table:
     by: str
     metrics: list[str]
-    rows: list[str]
+    rows: list[Row]
     cells: dict[tuple[str, str], Cell]
-    n: dict[str, int]
     baseline: str | None
+    regimes: list[Regime] = field(default_factory=list)
+    split_keys: list[str] = field(default_factory=list)  # what tells the contexts apart
+    notes: list[str] = field(default_factory=list)
     not_completed: list[dict] = field(default_factory=list)
+    goals: dict = field(default_factory=dict)
+    overfit_threshold: float = OVERFIT_THRESHOLD
+    underfit_threshold: float = UNDERFIT_THRESHOLD
+
+    @property
+    def n(self) -> dict[str, int]:
+        return {row.label: row.n for row in self.rows}
+
+    def metric(self, key: str) -> Metric:
+        return metric_info(key, self.goals)
+
+    def tested(self) -> list[str]:
+        """Metrics compared with the baseline: those with a direction."""
+        return [m for m in self.metrics if self.metric(m).better]
 
 
-def welch_p_value(a: list[float], b: list[float]) -> float | None:
-    if len(a) < 2 or len(b) < 2:
+def welch(sample: list[float], baseline: list[float]) -> Comparison | None:
+    """Difference in means with its 95% Welch t-interval and two-sided p; None unless both have n >= 2."""
+    from scipy.stats import t as student_t
+
+    n1, n2 = len(sample), len(baseline)
+    if n1 < 2 or n2 < 2:
         return None
-    import warnings
+    m1, m2 = sum(sample) / n1, sum(baseline) / n2
+    v1 = sum((x - m1) ** 2 for x in sample) / (n1 - 1)
+    v2 = sum((x - m2) ** 2 for x in baseline) / (n2 - 1)
+    diff, se = m1 - m2, math.sqrt(v1 / n1 + v2 / n2)
+    if se == 0:  # both constant: no spread to test against
+        return Comparison(diff, diff, diff, math.nan)
+    df = (v1 / n1 + v2 / n2) ** 2 / ((v1 / n1) ** 2 / (n1 - 1) + (v2 / n2) ** 2 / (n2 - 1))
+    half = float(student_t.ppf(0.975, df)) * se
+    return Comparison(diff, diff - half, diff + half, float(2 * student_t.sf(abs(diff / se), df)))
 
-    from scipy.stats import ttest_ind
 
-    with warnings.catch_warnings():  # identical samples: scipy warns, and the p-value is NaN (no mark)
-        warnings.simplefilter("ignore", RuntimeWarning)
-        result = ttest_ind(a, b, equal_var=False)
-    return None if math.isnan(result.pvalue) else float(result.pvalue)
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment; NaN p-values stay NaN and do not count towards the family size."""
+    valid = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
+    adjusted, running = [math.nan] * len(p_values), 0.0
+    for rank, (p, i) in enumerate(valid):
+        running = max(running, min(1.0, (len(valid) - rank) * p))
+        adjusted[i] = running
+    return adjusted
 
 
 def row_order(values) -> list:
@@ -65,60 +203,239 @@ def row_order(values) -> list:
     return [v for v in named if v == "none"] + sorted(numeric) + [v for v in named if v != "none"]
 
 
-def summarize(runs: pd.DataFrame, by: str = "reg", metrics=DEFAULT_METRICS, baseline="none") -> Table:
+def differing(conditions: list[dict]) -> list[str]:
+    """Keys whose values are not the same in every one of ``conditions``, in first-seen order."""
+    keys = list(dict.fromkeys(k for c in conditions for k in c))
+    return [k for k in keys if len({repr(c.get(k, "∅")) for c in conditions}) > 1]
+
+
+def qualifiers(keys: list[str], entries: list[dict], limit: int | None = MAX_QUALIFIERS) -> list[str]:
+    """What sets each of ``entries`` (condition dict + choices) apart, e.g. 'model=cnn_small, trainer.max_epochs=5':
+    a config group whose choice differs among them is named by its choice, not by each of its keys."""
+    chosen = {key.split(".")[0] for key in keys
+              if key.split(".")[0] in CHOICE_GROUPS
+              and len({str(e["choices"].get(key.split(".")[0])) for e in entries}) > 1}
+    texts = []
+    for entry in entries:
+        parts, seen = [], set()
+        for key in keys:
+            group = key.split(".")[0]
+            if group in chosen:
+                if group not in seen:
+                    seen.add(group)
+                    parts.append(f"{group}={entry['choices'].get(group)}")
+                continue
+            parts.append(f"{key}={entry['keys'].get(key, '∅')}")
+        if limit is not None and len(parts) > limit:
+            parts = parts[:limit] + [f"+{len(parts) - limit} more"]
+        texts.append(", ".join(parts))
+    return texts
+
+
+def deduplicate(done: pd.DataFrame, by: str) -> tuple[pd.DataFrame, list[str]]:
+    """One run per (row value, condition, seed): the latest; the others are named in a note."""
+    order = done.sort_values("started_at", kind="stable", na_position="first") if "started_at" in done else done
+    key = [by, "condition", "seed"]
+    keep = order.drop_duplicates(key, keep="last")
+    notes = []
+    for _, dropped in order[~order.index.isin(keep.index)].iterrows():
+        kept = keep[(keep[key] == dropped[key]).all(axis=1)].iloc[0]
+        notes.append(f"{dropped['run_dir']} repeats {kept['run_dir']} (same condition, seed {dropped['seed']}): "
+                     "counted once")
+    return done.loc[done.index.isin(keep.index)], notes
+
+
+def summarize(runs: pd.DataFrame, by: str = "reg", metrics=DEFAULT_METRICS, baseline="none",
+              row_keys: tuple[str, ...] | None = None, goals: dict | None = None,
+              overfit_threshold: float = OVERFIT_THRESHOLD, underfit_threshold: float = UNDERFIT_THRESHOLD) -> Table:
+    """The table of ``runs`` (reglab.report.collect.runs_frame) with one row per (``by`` value, condition).
+
+    ``row_keys``: the condition keys the row variable stands for (default: ``by`` and everything under it);
+    rows whose conditions differ in other keys are in different contexts, and each row is compared only with
+    the baseline of its own context."""
     done = runs[runs["status"] == "completed"] if "status" in runs else runs.iloc[0:0]
+    done = done[done[by].notna()] if by in done else done.iloc[0:0]
+    done, notes = deduplicate(done, by) if not done.empty else (done, [])
     metrics = [m for m in metrics if m in done.columns and done[m].notna().any()]
-    rows = row_order(done[by].dropna().tolist()) if by in done else []
-    values = {(row, m): done.loc[done[by] == row, m].dropna().astype(float).tolist() for row in rows for m in metrics}
-    baseline = next((r for r in rows if str(r) == str(baseline)), None)
+    row_keys = row_keys or (by,)  # `under`: the key and everything below it (reg -> reg.l1.strength)
+    choice_columns = [c for c in CHOICE_GROUPS if c in done]
+
+    groups = {}  # (row value, condition) -> its runs, context, condition dict, choices
+    for _, run in done.iterrows():
+        entry = groups.setdefault((run[by], run["condition"]), {"value": run[by], "runs": [], "keys": run["condition_keys"],
+                                                     "choices": {c: run[c] for c in choice_columns}})
+        entry["runs"].append(run)
+    for entry in groups.values():
+        entry["context_keys"] = {k: v for k, v in entry["keys"].items() if not under(k, row_keys)}
+        entry["context"] = repr(sorted(entry["context_keys"].items(), key=lambda kv: kv[0]))
+    entries = list(groups.values())
+    contexts = list(dict.fromkeys(e["context"] for e in entries))
+    split_keys = differing([e["context_keys"] for e in entries]) if len(contexts) > 1 else []
+    context_names = dict(zip((e["context"] for e in entries), qualifiers(split_keys, entries))) if split_keys else {}
+    full_context_names = dict(zip((e["context"] for e in entries), qualifiers(split_keys, entries, limit=None)))
+
+    rows = []
+    for entry in entries:
+        siblings = [e for e in entries if e["value"] == entry["value"] and e["context"] == entry["context"]]
+        within = differing([e["keys"] for e in siblings]) if len(siblings) > 1 else []
+        names = [context_names[entry["context"]]] if split_keys else []
+        position = next(i for i, e in enumerate(siblings) if e is entry)
+        names += [qualifiers(within, siblings, limit=None)[position]] if within else []
+        label = f"{entry['value']}" + (f" ({'; '.join(names)})" if names else "")
+        runs_of = entry["runs"]
+        rows.append(Row(label, entry["value"], entry["context"] if split_keys else "", str(runs_of[0]["condition"]),
+                        [r["seed"] for r in runs_of], [r["run_dir"] for r in runs_of]))
+    context_rank = {c: i for i, c in enumerate(contexts)}
+    value_rank = {v: i for i, v in enumerate(row_order([r.value for r in rows]))}
+    rows.sort(key=lambda r: (context_rank.get(r.context, 0), value_rank[r.value], r.label))
+
+    values = {(row.label, m): done.loc[done["run_dir"].isin(row.run_dirs), m].dropna().astype(float).tolist()
+              for row in rows for m in metrics + ["train/acc", "gen_gap"] if m in done}
     cells = {}
-    for (row, metric), sample in values.items():
-        if not sample:
-            continue
-        std = float(pd.Series(sample).std(ddof=1)) if len(sample) > 1 else float("nan")
-        p_value = welch_p_value(sample, values[(baseline, metric)]) if baseline and row != baseline else None
-        cells[(row, metric)] = Cell(float(pd.Series(sample).mean()), std, len(sample), p_value)
-    for metric in metrics:
-        if metric in HIGHER_IS_BETTER:
-            column = [(cells[(r, metric)].mean, r) for r in rows if (r, metric) in cells]
-            if len({mean for mean, _ in column}) > 1:  # nothing is best when all rows are equal
-                best = (max if HIGHER_IS_BETTER[metric] else min)(mean for mean, _ in column)
-                for mean, row in column:  # ties are all bold
-                    cells[(row, metric)].best = mean == best
-    n = {row: int((done[by] == row).sum()) for row in rows}
+    for (label, metric), sample in values.items():
+        if sample:
+            std = float(pd.Series(sample).std(ddof=1)) if len(sample) > 1 else math.nan
+            cells[(label, metric)] = Cell(float(pd.Series(sample).mean()), std, len(sample))
+
+    table = Table(by, metrics, rows, {}, None if baseline is None else str(baseline), split_keys=split_keys,
+                  notes=notes, goals=dict(goals or {}), overfit_threshold=overfit_threshold,
+                  underfit_threshold=underfit_threshold)
+    for context in dict.fromkeys(r.context for r in rows):
+        members = [r for r in rows if r.context == context]
+        bases = [r for r in members if baseline is not None and str(r.value) == str(baseline)]
+        base = bases[0] if len(bases) == 1 else None
+        if len(bases) > 1:
+            notes.append(f"{len(bases)} baseline rows ({', '.join(b.label for b in bases)}) in one context: "
+                         "no comparison")
+        regime = Regime(full_context_names.get(context, "") if split_keys else "", base.label if base else None,
+                        overfit_threshold=overfit_threshold)
+        if base is not None:
+            regime.train_acc, regime.gen_gap = cells.get((base.label, "train/acc")), cells.get((base.label, "gen_gap"))
+            for row in members:
+                if row is base:
+                    continue
+                row.baseline = base.label
+                for metric in table.tested():
+                    if (row.label, metric) in cells:
+                        cells[(row.label, metric)].comparison = welch(values[(row.label, metric)],
+                                                                      values.get((base.label, metric), []))
+                train, base_train = cells.get((row.label, "train/acc")), regime.train_acc
+                row.underfits = bool(train and base_train and train.mean < base_train.mean - underfit_threshold)
+        table.regimes.append(regime)
+        for metric in metrics:
+            better = table.metric(metric).better
+            column = [cells[(r.label, metric)].mean for r in members if (r.label, metric) in cells]
+            if better and len(set(column)) > 1:  # nothing is best when all rows are equal
+                best = max(column) if better == "max" else min(column)
+                for r in members:  # ties are all bold
+                    if (r.label, metric) in cells:
+                        cells[(r.label, metric)].best = cells[(r.label, metric)].mean == best
+    for metric in table.tested():  # Holm: the family is this column's comparisons, across the whole table
+        compared = [cells[(r.label, metric)].comparison for r in rows
+                    if (r.label, metric) in cells and cells[(r.label, metric)].comparison]
+        for comparison, adjusted in zip(compared, holm([c.p for c in compared])):
+            comparison.p_holm = adjusted
+    table.cells = {key: cell for key, cell in cells.items() if key[1] in metrics}
     failed = runs[runs["status"] != "completed"] if "status" in runs else runs
-    not_completed = [{"run_dir": r["run_dir"], "status": r["status"], "error": r.get("error")}
-                     for r in failed.to_dict("records")]
-    return Table(by, metrics, [str(r) for r in rows], {(str(r), m): c for (r, m), c in cells.items()},
-                 {str(r): c for r, c in n.items()}, None if baseline is None else str(baseline), not_completed)
+    table.not_completed = [{"run_dir": r["run_dir"], "status": r["status"], "error": r.get("error")}
+                           for r in failed.to_dict("records")]
+    return table
 
 
 def number_format(value: float) -> str:
     """One format per cell (the mean's), so mean and std line up: 0.0190 ± 0.0004, 1.2e+04 ± 3.1e+02."""
     if value != 0 and (abs(value) >= 1000 or abs(value) < 1e-3):
         return ".2e"
-    return ".2f" if abs(value) >= 100 else ".4f"
+    return ".2f" if abs(value) >= 10 else ".3f"
 
 
-def cell_text(cell: Cell | None, latex: bool) -> str:
+def shown(value: float, metric: Metric, spec: str | None = None) -> str:
+    scaled = value * metric.scale
+    return format(scaled, spec or number_format(scaled))
+
+
+def cell_text(cell: Cell | None, metric: Metric, row_n: int, latex: bool) -> str:
     if cell is None:
         return "–"
-    pm = r" $\pm$ " if latex else " ± "
-    spec = number_format(cell.mean)
-    text = format(cell.mean, spec) + ("" if math.isnan(cell.std) else pm + format(cell.std, spec))
+    spec = number_format(cell.mean * metric.scale)
+    text = shown(cell.mean, metric, spec)
+    if cell.n > 1:
+        text += (r" $\pm$ " if latex else " ± ") + shown(cell.std, metric, spec)
     if cell.best:
         text = rf"\textbf{{{text}}}" if latex else f"**{text}**"
+    if cell.n != row_n:
+        text += f" (n={cell.n})"
     if cell.significant:
         text += r"$^\dagger$" if latex else SIGNIFICANCE_MARK
     return text
 
 
-def caption(table: Table) -> str:
-    parts = ["Mean ± std over seeds (n runs per row); best per column in bold"]
-    if table.baseline is not None:
-        parts.append(f"{SIGNIFICANCE_MARK}: differs from {table.by}={table.baseline} with p < {SIGNIFICANCE} "
-                     f"({TEST_NAME}, unequal variances)")
-    return "; ".join(parts) + "."
+def by_label(by: str) -> str:
+    return BY_LABELS.get(by, by)
+
+
+def caption(table: Table) -> list[str]:
+    """The sentences under a table: what each number is, then the regime, then notes."""
+    ns = [row.n for row in table.rows]
+    if ns and max(ns) == 1:
+        parts = ["One run per row (n = 1): each cell is that run's value; no spread, no tests"]
+    else:
+        parts = ["Mean ± sample std over seeds; n: runs (seeds) per row"
+                 + ("; a row with n = 1 shows its value alone and is not tested" if 1 in ns else "")]
+    parts.append("runs that differ in anything but the seed are never pooled"
+                 + (f"; rows are split by what differs besides {table.by}: {', '.join(table.split_keys)}"
+                    if table.split_keys else ""))
+    if any(c.best for c in table.cells.values()):
+        directions = ", ".join(f"{table.metric(m).label} {'↑' if table.metric(m).better == 'max' else '↓'}"
+                               for m in table.metrics if table.metric(m).better)
+        parts.append(f"bold: best per column ({directions}); other columns describe the weights and have no best")
+    if any(c.comparison for c in table.cells.values()):
+        parts.append(f"{SIGNIFICANCE_MARK}: differs from {table.by}={table.baseline} with Holm-adjusted p < "
+                     f"{SIGNIFICANCE} (Welch's t-test, unequal variances; Holm over the rows of this table, per "
+                     "column); differences and 95% CIs below")
+    if any(r.underfits for r in table.rows):
+        parts.append(f"{UNDERFIT_MARK}: underfits (train accuracy more than {table.underfit_threshold * 100:g} pt "
+                     "below the baseline's)")
+    return [". ".join(p[0].upper() + p[1:] for p in parts) + "."]
+
+
+def regime_lines(table: Table) -> list[str]:
+    lines = []
+    acc, gap = metric_info("train/acc"), metric_info("gen_gap")
+    for regime in table.regimes:
+        where = f" [{regime.context}]" if regime.context else ""
+        if regime.baseline is None:
+            lines.append(f"Regime{where}: no baseline row ({table.by}={table.baseline}), so no regime check and "
+                         "no tests.")
+            continue
+        if regime.gen_gap is None or regime.train_acc is None:
+            lines.append(f"Regime{where}: the baseline {regime.baseline} recorded no train accuracy.")
+            continue
+        n = regime.gen_gap.n
+        text = (f"Regime{where}: baseline {regime.baseline} reaches train acc. {shown(regime.train_acc.mean, acc)}% "
+                f"with a gen. gap of {shown(regime.gen_gap.mean, gap)} pt (mean of n={n}).")
+        if not regime.overfits:
+            text += (f" It does not overfit (gap < {table.overfit_threshold * 100:g} pt): this setting cannot show a "
+                     "regularization benefit.")
+        lines.append(text)
+    return lines
+
+
+def comparison_rows(table: Table) -> list[list[str]]:
+    """Row, metric, Δ, 95% CI, p, Holm p: every comparison with the baseline, in display units."""
+    out = []
+    for row in table.rows:
+        for metric in table.tested():
+            cell = table.cells.get((row.label, metric))
+            if cell is None or cell.comparison is None:
+                continue
+            info, c = table.metric(metric), cell.comparison
+            spec = number_format(cell.mean * info.scale)  # the cell's own format
+            p = "–" if math.isnan(c.p) else f"{c.p:.3g}"
+            p_holm = "–" if math.isnan(c.p_holm) else f"{c.p_holm:.3g}"
+            out.append([row.label, info.label, f"{c.diff * info.scale:+{spec}}",
+                        f"[{c.low * info.scale:{spec}}, {c.high * info.scale:{spec}}]", p, p_holm])
+    return out
 
 
 def not_completed_lines(table: Table) -> list[str]:
@@ -126,13 +443,26 @@ def not_completed_lines(table: Table) -> list[str]:
             for r in table.not_completed]
 
 
+def row_name(row: Row) -> str:
+    return row.label + (f" {UNDERFIT_MARK}" if row.underfits else "")
+
+
 def to_markdown(table: Table) -> str:
-    header = [table.by, "n", *table.metrics]
+    header = [by_label(table.by), "n", *(table.metric(m).label for m in table.metrics)]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for row in table.rows:
-        cells = [cell_text(table.cells.get((row, m)), latex=False) for m in table.metrics]
-        lines.append("| " + " | ".join([row, str(table.n[row]), *cells]) + " |")
-    lines += ["", caption(table)]
+        cells = [cell_text(table.cells.get((row.label, m)), table.metric(m), row.n, latex=False)
+                 for m in table.metrics]
+        lines.append("| " + " | ".join([row_name(row), str(row.n), *cells]) + " |")
+    lines += ["", *caption(table), "", *regime_lines(table)]
+    comparisons = comparison_rows(table)
+    if comparisons:
+        head = [by_label(table.by), "Metric", f"Δ vs {table.baseline}", "95% CI", "p (Welch)", "p (Holm)"]
+        lines += ["", f"Difference from the baseline ({table.by}={table.baseline}) of the same context:", "",
+                  "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|",
+                  *("| " + " | ".join(r) + " |" for r in comparisons)]
+    if table.notes:
+        lines += ["", "Notes:", *(f"- {note}" for note in table.notes)]
     if table.not_completed:
         lines += ["", "Not completed (excluded from the table):", *not_completed_lines(table)]
     return "\n".join(lines)
@@ -142,32 +472,64 @@ def latex_escape(text: str) -> str:
     for char, escaped in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"), ("#", r"\#"),
                           ("_", r"\_"), ("{", r"\{"), ("}", r"\}"), ("~", r"\textasciitilde{}"), ("^", r"\^{}")):
         text = text.replace(char, escaped)
+    for char, command in (("λ", r"$\lambda$"), ("ε", r"$\varepsilon$"), ("∅", r"$\emptyset$"),
+                          ("±", r"$\pm$"), ("†", r"$^\dagger$"), ("‡", r"$^\ddagger$"), ("≥", r"$\geq$"),
+                          ("↑", r"$\uparrow$"), ("↓", r"$\downarrow$"), ("Δ", r"$\Delta$"), ("−", "-"),
+                          ("‖w‖₂", r"$\lVert w\rVert_2$"), ("‖w‖₁", r"$\lVert w\rVert_1$")):
+        text = text.replace(char, command)
     return text
 
 
-def to_latex(table: Table, label: str = "tab:results") -> str:
-    """A booktabs table, ready for \\input (needs \\usepackage{booktabs})."""
+def default_label(table: Table) -> str:
+    import hashlib
+    import re
+
+    digest = hashlib.sha1("|".join([table.by, *table.metrics, *(r.condition for r in table.rows)]).encode())
+    return f"tab:{re.sub(r'[^A-Za-z0-9]+', '-', table.by).strip('-')}-{digest.hexdigest()[:6]}"
+
+
+def to_latex(table: Table, label: str | None = None) -> str:
+    """Booktabs tables, ready for \\input (needs \\usepackage{booktabs}): the results, then the differences from the
+    baseline. ``label`` (default: one derived from the table's rows, so two tables never share it) is the
+    results table's; the differences table gets ``<label>-diff``."""
+    label = label or default_label(table)
     columns = "l" + "r" * (len(table.metrics) + 1)
-    header = " & ".join(latex_escape(h) for h in [table.by, "n", *table.metrics])
+    header = " & ".join([latex_escape(by_label(table.by)), "$n$", *(table.metric(m).latex for m in table.metrics)])
     lines = [r"\begin{table}[t]", r"\centering", rf"\begin{{tabular}}{{{columns}}}", r"\toprule", header + r" \\",
              r"\midrule"]
     for row in table.rows:
-        cells = [cell_text(table.cells.get((row, m)), latex=True) for m in table.metrics]
-        lines.append(" & ".join([latex_escape(row), str(table.n[row]), *cells]) + r" \\")
-    text = caption(table).replace("±", r"$\pm$").replace(SIGNIFICANCE_MARK, r"$^\dagger$")
+        cells = [cell_text(table.cells.get((row.label, m)), table.metric(m), row.n, latex=True)
+                 for m in table.metrics]
+        lines.append(" & ".join([latex_escape(row_name(row)), str(row.n), *cells]) + r" \\")
+    text = " ".join(latex_escape(t) for t in caption(table) + regime_lines(table) + table.notes)
     lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{text}}}", rf"\label{{{label}}}", r"\end{table}"]
+    comparisons = comparison_rows(table)
+    if comparisons:
+        head = [by_label(table.by), "Metric", f"Δ vs {table.baseline}", "95% CI", "p (Welch)", "p (Holm)"]
+        lines += [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{llrrrr}", r"\toprule",
+                  " & ".join(latex_escape(h) for h in head) + r" \\", r"\midrule",
+                  *(" & ".join(latex_escape(c) for c in r) + r" \\" for r in comparisons),
+                  r"\bottomrule", r"\end{tabular}",
+                  rf"\caption{{Difference from {latex_escape(f'{table.by}={table.baseline}')} of the same "
+                  r"context, with its 95\% Welch $t$-interval, Welch's $p$ and Holm-adjusted $p$ (per column).}",
+                  rf"\label{{{label}-diff}}", r"\end{table}"]
     return "\n".join(lines)
 
 
 def to_frame(table: Table) -> pd.DataFrame:
-    """CSV form: numbers, not text: mean, std and p-value columns per metric."""
+    """CSV form: numbers in the metrics' own units (fractions, not %), one row per table row: mean, std, n and,
+    against the baseline, diff, ci_low, ci_high, p and p_holm per metric."""
     records = []
     for row in table.rows:
-        record = {table.by: row, "n": table.n[row]}
+        record = {table.by: row.label, "n": row.n, "value": row.value, "condition_id": row.condition,
+                  "seeds": " ".join(map(str, row.seeds)), "baseline": row.baseline, "underfits": row.underfits}
         for metric in table.metrics:
-            cell = table.cells.get((row, metric))
-            record[f"{metric} mean"] = cell.mean if cell else None
-            record[f"{metric} std"] = cell.std if cell else None
-            record[f"{metric} p"] = cell.p_value if cell else None
+            cell = table.cells.get((row.label, metric))
+            comparison = cell.comparison if cell else None
+            record |= {f"{metric} mean": cell.mean if cell else None, f"{metric} std": cell.std if cell else None,
+                       f"{metric} n": cell.n if cell else 0}
+            for part in ("diff", "low", "high", "p", "p_holm"):
+                name = {"low": "ci_low", "high": "ci_high"}.get(part, part)
+                record[f"{metric} {name}"] = getattr(comparison, part) if comparison else None
         records.append(record)
     return pd.DataFrame(records)
