@@ -137,7 +137,8 @@ def test_mixed_models_and_epochs_are_split_never_pooled(tmp_path):
     assert [table.cells[(label, "test/acc")].mean for label in labels(table)] == [0.90, 0.95, 0.70, 0.50]
     l1 = table.rows[1]
     assert l1.baseline == "none (model=cnn, trainer.max_epochs=2)"  # its own context's baseline
-    assert "rows are split by what differs besides reg: model.widths, trainer.max_epochs" in to_markdown(table)
+    assert table.split_by == ["model", "trainer.max_epochs"]  # a group whose choice differs, by its name
+    assert "rows are split by what differs besides reg: model, trainer.max_epochs" in to_markdown(table)
     out = tmp_path / "report"
     assert report_main([str(root), "--out", str(out)]) == 0
     assert "none (model=cnn_small, trainer.max_epochs=2)" in (out / "table.md").read_text()
@@ -172,7 +173,7 @@ def test_regime_notes_say_when_the_baseline_cannot_overfit(tmp_path):
         write_run(root, f"drop{seed}", "dropout", seed, 0.90, metrics={"train/acc": 0.85 + seed / 1000})
     table = summarize(load_runs([root]), by="reg", metrics=["test/acc"])
     markdown = to_markdown(table)
-    assert "baseline none reaches train acc. 95.50% with a gen. gap of 0.400 pt (mean of n=3)" in markdown
+    assert "the baseline (reg=none) reaches train acc. 95.50% with a gen. gap of 0.400 pt (mean of n=3)" in markdown
     assert "It does not overfit (gap < 1 pt): this setting cannot show a regularization benefit" in markdown
     assert "| dropout ‡ | 3 |" in markdown and "‡: underfits" in markdown
     assert table.rows[1].underfits and not table.rows[0].underfits

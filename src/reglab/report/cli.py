@@ -119,7 +119,7 @@ def main(argv=None) -> int:
     print(markdown)
     if table.split_keys:
         print(f"\nnote: these runs differ in more than {args.by} and the seed; rows are split by "
-              f"{', '.join(table.split_keys)}", file=sys.stderr)
+              f"{', '.join(table.split_by)}", file=sys.stderr)
     if args.paper:
         from reglab.report.paper import write_paper
 

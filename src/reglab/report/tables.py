@@ -148,7 +148,8 @@ class Table:
     cells: dict[tuple[str, str], Cell]
     baseline: str | None
     regimes: list[Regime] = field(default_factory=list)
-    split_keys: list[str] = field(default_factory=list)  # what tells the contexts apart
+    split_keys: list[str] = field(default_factory=list)  # the condition keys that tell the contexts apart
+    split_by: list[str] = field(default_factory=list)    # the same for people: a group whose choice differs
     notes: list[str] = field(default_factory=list)
     not_completed: list[dict] = field(default_factory=list)
     goals: dict = field(default_factory=dict)
@@ -209,12 +210,22 @@ def differing(conditions: list[dict]) -> list[str]:
     return [k for k in keys if len({repr(c.get(k, "∅")) for c in conditions}) > 1]
 
 
+def chosen_groups(keys: list[str], entries: list[dict]) -> set[str]:
+    """The config groups among ``keys`` whose choice differs among ``entries``: named by the choice."""
+    return {key.split(".")[0] for key in keys
+            if key.split(".")[0] in CHOICE_GROUPS and len({str(e["choices"].get(key.split(".")[0])) for e in entries}) > 1}
+
+
+def key_names(keys: list[str], entries: list[dict]) -> list[str]:
+    """['model.widths', 'model.fc_hidden', 'trainer.max_epochs'] -> ['model', 'trainer.max_epochs']."""
+    chosen = chosen_groups(keys, entries)
+    return list(dict.fromkeys(k.split(".")[0] if k.split(".")[0] in chosen else k for k in keys))
+
+
 def qualifiers(keys: list[str], entries: list[dict], limit: int | None = MAX_QUALIFIERS) -> list[str]:
     """What sets each of ``entries`` (condition dict + choices) apart, e.g. 'model=cnn_small, trainer.max_epochs=5':
     a config group whose choice differs among them is named by its choice, not by each of its keys."""
-    chosen = {key.split(".")[0] for key in keys
-              if key.split(".")[0] in CHOICE_GROUPS
-              and len({str(e["choices"].get(key.split(".")[0])) for e in entries}) > 1}
+    chosen = chosen_groups(keys, entries)
     texts = []
     for entry in entries:
         parts, seen = [], set()
@@ -245,91 +256,101 @@ def deduplicate(done: pd.DataFrame, by: str) -> tuple[pd.DataFrame, list[str]]:
     return done.loc[done.index.isin(keep.index)], notes
 
 
+def condition_entries(done: pd.DataFrame, by: str, row_keys: tuple[str, ...]) -> list[dict]:
+    """One entry per (row value, condition): its runs, condition keys, choices and context (the condition minus
+    the keys the row variable stands for)."""
+    choice_columns = [c for c in CHOICE_GROUPS if c in done]
+    groups: dict[tuple, dict] = {}
+    for _, run in done.iterrows():
+        entry = groups.setdefault((run[by], run["condition"]), {
+            "value": run[by], "condition": str(run["condition"]), "runs": [], "keys": run["condition_keys"],
+            "choices": {c: run[c] for c in choice_columns}})
+        entry["runs"].append(run)
+    for entry in groups.values():
+        entry["context_keys"] = {k: v for k, v in entry["keys"].items() if not under(k, row_keys)}
+        entry["context"] = repr(sorted(entry["context_keys"].items(), key=lambda kv: kv[0]))
+    return list(groups.values())
+
+
+def labelled_rows(entries: list[dict], split_keys: list[str]) -> list[Row]:
+    """A row per entry, its label the row value plus what sets it apart: its context's keys where the table has
+    several contexts, and the differing keys of other conditions with the same value in the same context."""
+    short = dict(zip((e["context"] for e in entries), qualifiers(split_keys, entries))) if split_keys else {}
+    rows = []
+    for entry in entries:
+        siblings = [e for e in entries if e["value"] == entry["value"] and e["context"] == entry["context"]]
+        within = differing([e["keys"] for e in siblings]) if len(siblings) > 1 else []
+        names = [short[entry["context"]]] if split_keys else []
+        if within:
+            names.append(qualifiers(within, siblings, limit=None)[next(i for i, e in enumerate(siblings) if e is entry)])
+        label = f"{entry['value']}" + (f" ({'; '.join(names)})" if names else "")
+        rows.append(Row(label, entry["value"], entry["context"] if split_keys else "", entry["condition"],
+                        [r["seed"] for r in entry["runs"]], [r["run_dir"] for r in entry["runs"]]))
+    contexts = {c: i for i, c in enumerate(dict.fromkeys(e["context"] for e in entries))}
+    value_rank = {v: i for i, v in enumerate(row_order([r.value for r in rows]))}
+    return sorted(rows, key=lambda r: (contexts.get(r.context, 0), value_rank[r.value], r.label))
+
+
+def compare_context(table: Table, members: list[Row], samples: dict, context_name: str) -> Regime:
+    """Within one context: compare each row with the baseline row, mark underfitting rows, bold the best."""
+    bases = [r for r in members if table.baseline is not None and str(r.value) == table.baseline]
+    base = bases[0] if len(bases) == 1 else None
+    if len(bases) > 1:
+        table.notes.append(f"{len(bases)} baseline rows ({', '.join(b.label for b in bases)}) in one context: "
+                           "no comparison")
+    cells = table.cells
+    regime = Regime(context_name, base.label if base else None, overfit_threshold=table.overfit_threshold)
+    if base is not None:
+        regime.train_acc, regime.gen_gap = cells.get((base.label, "train/acc")), cells.get((base.label, "gen_gap"))
+        for row in (r for r in members if r is not base):
+            row.baseline = base.label
+            for metric in table.tested():
+                if (row.label, metric) in cells:
+                    cells[(row.label, metric)].comparison = welch(samples[(row.label, metric)],
+                                                                  samples.get((base.label, metric), []))
+            train = cells.get((row.label, "train/acc"))
+            row.underfits = bool(train and regime.train_acc
+                                 and train.mean < regime.train_acc.mean - table.underfit_threshold)
+    for metric in table.metrics:
+        better = table.metric(metric).better
+        column = [cells[(r.label, metric)].mean for r in members if (r.label, metric) in cells]
+        if better and len(set(column)) > 1:  # nothing is best when all rows are equal
+            best = max(column) if better == "max" else min(column)
+            for r in members:  # ties are all bold
+                if (r.label, metric) in cells:
+                    cells[(r.label, metric)].best = cells[(r.label, metric)].mean == best
+    return regime
+
+
 def summarize(runs: pd.DataFrame, by: str = "reg", metrics=DEFAULT_METRICS, baseline="none",
               row_keys: tuple[str, ...] | None = None, goals: dict | None = None,
               overfit_threshold: float = OVERFIT_THRESHOLD, underfit_threshold: float = UNDERFIT_THRESHOLD) -> Table:
     """The table of ``runs`` (reglab.report.collect.runs_frame) with one row per (``by`` value, condition).
 
-    ``row_keys``: the condition keys the row variable stands for (default: ``by`` and everything under it);
-    rows whose conditions differ in other keys are in different contexts, and each row is compared only with
-    the baseline of its own context."""
+    ``row_keys``: the condition keys the row variable stands for (default: ``by`` and everything under it, so
+    reg covers reg.l1.strength); rows whose conditions differ in other keys are in different contexts, and each
+    row is compared only with the baseline of its own context."""
     done = runs[runs["status"] == "completed"] if "status" in runs else runs.iloc[0:0]
     done = done[done[by].notna()] if by in done else done.iloc[0:0]
     done, notes = deduplicate(done, by) if not done.empty else (done, [])
     metrics = [m for m in metrics if m in done.columns and done[m].notna().any()]
-    row_keys = row_keys or (by,)  # `under`: the key and everything below it (reg -> reg.l1.strength)
-    choice_columns = [c for c in CHOICE_GROUPS if c in done]
-
-    groups = {}  # (row value, condition) -> its runs, context, condition dict, choices
-    for _, run in done.iterrows():
-        entry = groups.setdefault((run[by], run["condition"]), {"value": run[by], "runs": [], "keys": run["condition_keys"],
-                                                     "choices": {c: run[c] for c in choice_columns}})
-        entry["runs"].append(run)
-    for entry in groups.values():
-        entry["context_keys"] = {k: v for k, v in entry["keys"].items() if not under(k, row_keys)}
-        entry["context"] = repr(sorted(entry["context_keys"].items(), key=lambda kv: kv[0]))
-    entries = list(groups.values())
+    entries = condition_entries(done, by, row_keys or (by,))
     contexts = list(dict.fromkeys(e["context"] for e in entries))
     split_keys = differing([e["context_keys"] for e in entries]) if len(contexts) > 1 else []
-    context_names = dict(zip((e["context"] for e in entries), qualifiers(split_keys, entries))) if split_keys else {}
-    full_context_names = dict(zip((e["context"] for e in entries), qualifiers(split_keys, entries, limit=None)))
+    rows = labelled_rows(entries, split_keys)
 
-    rows = []
-    for entry in entries:
-        siblings = [e for e in entries if e["value"] == entry["value"] and e["context"] == entry["context"]]
-        within = differing([e["keys"] for e in siblings]) if len(siblings) > 1 else []
-        names = [context_names[entry["context"]]] if split_keys else []
-        position = next(i for i, e in enumerate(siblings) if e is entry)
-        names += [qualifiers(within, siblings, limit=None)[position]] if within else []
-        label = f"{entry['value']}" + (f" ({'; '.join(names)})" if names else "")
-        runs_of = entry["runs"]
-        rows.append(Row(label, entry["value"], entry["context"] if split_keys else "", str(runs_of[0]["condition"]),
-                        [r["seed"] for r in runs_of], [r["run_dir"] for r in runs_of]))
-    context_rank = {c: i for i, c in enumerate(contexts)}
-    value_rank = {v: i for i, v in enumerate(row_order([r.value for r in rows]))}
-    rows.sort(key=lambda r: (context_rank.get(r.context, 0), value_rank[r.value], r.label))
-
-    values = {(row.label, m): done.loc[done["run_dir"].isin(row.run_dirs), m].dropna().astype(float).tolist()
-              for row in rows for m in metrics + ["train/acc", "gen_gap"] if m in done}
-    cells = {}
-    for (label, metric), sample in values.items():
-        if sample:
-            std = float(pd.Series(sample).std(ddof=1)) if len(sample) > 1 else math.nan
-            cells[(label, metric)] = Cell(float(pd.Series(sample).mean()), std, len(sample))
-
-    table = Table(by, metrics, rows, {}, None if baseline is None else str(baseline), split_keys=split_keys,
-                  notes=notes, goals=dict(goals or {}), overfit_threshold=overfit_threshold,
-                  underfit_threshold=underfit_threshold)
+    # train/acc and gen_gap are always summarized: the regime check needs them even when they are not columns
+    samples = {(row.label, m): done.loc[done["run_dir"].isin(row.run_dirs), m].dropna().astype(float).tolist()
+               for row in rows for m in dict.fromkeys(metrics + ["train/acc", "gen_gap"]) if m in done}
+    cells = {key: Cell(float(pd.Series(s).mean()), float(pd.Series(s).std(ddof=1)) if len(s) > 1 else math.nan,
+                       len(s)) for key, s in samples.items() if s}
+    table = Table(by, metrics, rows, cells, None if baseline is None else str(baseline), split_keys=split_keys,
+                  split_by=key_names(split_keys, entries), notes=notes, goals=dict(goals or {}),
+                  overfit_threshold=overfit_threshold, underfit_threshold=underfit_threshold)
+    full_names = dict(zip((e["context"] for e in entries), qualifiers(split_keys, entries, limit=None)))
     for context in dict.fromkeys(r.context for r in rows):
-        members = [r for r in rows if r.context == context]
-        bases = [r for r in members if baseline is not None and str(r.value) == str(baseline)]
-        base = bases[0] if len(bases) == 1 else None
-        if len(bases) > 1:
-            notes.append(f"{len(bases)} baseline rows ({', '.join(b.label for b in bases)}) in one context: "
-                         "no comparison")
-        regime = Regime(full_context_names.get(context, "") if split_keys else "", base.label if base else None,
-                        overfit_threshold=overfit_threshold)
-        if base is not None:
-            regime.train_acc, regime.gen_gap = cells.get((base.label, "train/acc")), cells.get((base.label, "gen_gap"))
-            for row in members:
-                if row is base:
-                    continue
-                row.baseline = base.label
-                for metric in table.tested():
-                    if (row.label, metric) in cells:
-                        cells[(row.label, metric)].comparison = welch(values[(row.label, metric)],
-                                                                      values.get((base.label, metric), []))
-                train, base_train = cells.get((row.label, "train/acc")), regime.train_acc
-                row.underfits = bool(train and base_train and train.mean < base_train.mean - underfit_threshold)
-        table.regimes.append(regime)
-        for metric in metrics:
-            better = table.metric(metric).better
-            column = [cells[(r.label, metric)].mean for r in members if (r.label, metric) in cells]
-            if better and len(set(column)) > 1:  # nothing is best when all rows are equal
-                best = max(column) if better == "max" else min(column)
-                for r in members:  # ties are all bold
-                    if (r.label, metric) in cells:
-                        cells[(r.label, metric)].best = cells[(r.label, metric)].mean == best
+        table.regimes.append(compare_context(table, [r for r in rows if r.context == context], samples,
+                                             full_names.get(context, "") if split_keys else ""))
     for metric in table.tested():  # Holm: the family is this column's comparisons, across the whole table
         compared = [cells[(r.label, metric)].comparison for r in rows
                     if (r.label, metric) in cells and cells[(r.label, metric)].comparison]
@@ -354,10 +375,16 @@ def shown(value: float, metric: Metric, spec: str | None = None) -> str:
     return format(scaled, spec or number_format(scaled))
 
 
-def cell_text(cell: Cell | None, metric: Metric, row_n: int, latex: bool) -> str:
+def column_format(table: Table, metric: str) -> str:
+    """One number format per column (from its largest mean), so a column's decimals line up."""
+    means = [abs(c.mean) for (_, m), c in table.cells.items() if m == metric and not math.isnan(c.mean)]
+    return number_format(max(means, default=0.0) * table.metric(metric).scale)
+
+
+def cell_text(cell: Cell | None, metric: Metric, row_n: int, latex: bool, spec: str | None = None) -> str:
     if cell is None:
         return "–"
-    spec = number_format(cell.mean * metric.scale)
+    spec = spec or number_format(cell.mean * metric.scale)
     text = shown(cell.mean, metric, spec)
     if cell.n > 1:
         text += (r" $\pm$ " if latex else " ± ") + shown(cell.std, metric, spec)
@@ -383,12 +410,13 @@ def caption(table: Table) -> list[str]:
         parts = ["Mean ± sample std over seeds; n: runs (seeds) per row"
                  + ("; a row with n = 1 shows its value alone and is not tested" if 1 in ns else "")]
     parts.append("runs that differ in anything but the seed are never pooled"
-                 + (f"; rows are split by what differs besides {table.by}: {', '.join(table.split_keys)}"
+                 + (f"; rows are split by what differs besides {table.by}: {', '.join(table.split_by)}"
                     if table.split_keys else ""))
     if any(c.best for c in table.cells.values()):
         directions = ", ".join(f"{table.metric(m).label} {'↑' if table.metric(m).better == 'max' else '↓'}"
                                for m in table.metrics if table.metric(m).better)
-        parts.append(f"bold: best per column ({directions}); other columns describe the weights and have no best")
+        parts.append(f"bold: best per column{' within each context' if table.split_keys else ''} ({directions}); "
+                     "other columns describe the runs and have no best")
     if any(c.comparison for c in table.cells.values()):
         parts.append(f"{SIGNIFICANCE_MARK}: differs from {table.by}={table.baseline} with Holm-adjusted p < "
                      f"{SIGNIFICANCE} (Welch's t-test, unequal variances; Holm over the rows of this table, per "
@@ -412,7 +440,8 @@ def regime_lines(table: Table) -> list[str]:
             lines.append(f"Regime{where}: the baseline {regime.baseline} recorded no train accuracy.")
             continue
         n = regime.gen_gap.n
-        text = (f"Regime{where}: baseline {regime.baseline} reaches train acc. {shown(regime.train_acc.mean, acc)}% "
+        text = (f"Regime{where}: the baseline ({table.by}={table.baseline}) reaches train acc. "
+                f"{shown(regime.train_acc.mean, acc)}% "
                 f"with a gen. gap of {shown(regime.gen_gap.mean, gap)} pt (mean of n={n}).")
         if not regime.overfits:
             text += (f" It does not overfit (gap < {table.overfit_threshold * 100:g} pt): this setting cannot show a "
@@ -430,7 +459,7 @@ def comparison_rows(table: Table) -> list[list[str]]:
             if cell is None or cell.comparison is None:
                 continue
             info, c = table.metric(metric), cell.comparison
-            spec = number_format(cell.mean * info.scale)  # the cell's own format
+            spec = column_format(table, metric)
             p = "–" if math.isnan(c.p) else f"{c.p:.3g}"
             p_holm = "–" if math.isnan(c.p_holm) else f"{c.p_holm:.3g}"
             out.append([row.label, info.label, f"{c.diff * info.scale:+{spec}}",
@@ -451,7 +480,7 @@ def to_markdown(table: Table) -> str:
     header = [by_label(table.by), "n", *(table.metric(m).label for m in table.metrics)]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for row in table.rows:
-        cells = [cell_text(table.cells.get((row.label, m)), table.metric(m), row.n, latex=False)
+        cells = [cell_text(table.cells.get((row.label, m)), table.metric(m), row.n, False, column_format(table, m))
                  for m in table.metrics]
         lines.append("| " + " | ".join([row_name(row), str(row.n), *cells]) + " |")
     lines += ["", *caption(table), "", *regime_lines(table)]
@@ -498,7 +527,7 @@ def to_latex(table: Table, label: str | None = None) -> str:
     lines = [r"\begin{table}[t]", r"\centering", rf"\begin{{tabular}}{{{columns}}}", r"\toprule", header + r" \\",
              r"\midrule"]
     for row in table.rows:
-        cells = [cell_text(table.cells.get((row.label, m)), table.metric(m), row.n, latex=True)
+        cells = [cell_text(table.cells.get((row.label, m)), table.metric(m), row.n, True, column_format(table, m))
                  for m in table.metrics]
         lines.append(" & ".join([latex_escape(row_name(row)), str(row.n), *cells]) + r" \\")
     text = " ".join(latex_escape(t) for t in caption(table) + regime_lines(table) + table.notes)
