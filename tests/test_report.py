@@ -173,7 +173,7 @@ def test_regime_notes_say_when_the_baseline_cannot_overfit(tmp_path):
         write_run(root, f"drop{seed}", "dropout", seed, 0.90, metrics={"train/acc": 0.85 + seed / 1000})
     table = summarize(load_runs([root]), by="reg", metrics=["test/acc"])
     markdown = to_markdown(table)
-    assert "the baseline (reg=none) reaches train acc. 95.50% with a gen. gap of 0.400 pt (mean of n=3)" in markdown
+    assert "the baseline (reg=none) reaches train acc. 95.50% with a gen. gap of 0.40 pt (mean of n=3)" in markdown
     assert "It does not overfit (gap < 1 pt): this setting cannot show a regularization benefit" in markdown
     assert "| dropout ‡ | 3 |" in markdown and "‡: underfits" in markdown
     assert table.rows[1].underfits and not table.rows[0].underfits

@@ -212,8 +212,8 @@ def differing(conditions: list[dict]) -> list[str]:
 
 def chosen_groups(keys: list[str], entries: list[dict]) -> set[str]:
     """The config groups among ``keys`` whose choice differs among ``entries``: named by the choice."""
-    return {key.split(".")[0] for key in keys
-            if key.split(".")[0] in CHOICE_GROUPS and len({str(e["choices"].get(key.split(".")[0])) for e in entries}) > 1}
+    groups = {key.split(".")[0] for key in keys} & set(CHOICE_GROUPS)
+    return {g for g in groups if len({str(e["choices"].get(g)) for e in entries}) > 1}
 
 
 def key_names(keys: list[str], entries: list[dict]) -> list[str]:
@@ -253,7 +253,7 @@ def deduplicate(done: pd.DataFrame, by: str) -> tuple[pd.DataFrame, list[str]]:
         kept = keep[(keep[key] == dropped[key]).all(axis=1)].iloc[0]
         notes.append(f"{dropped['run_dir']} repeats {kept['run_dir']} (same condition, seed {dropped['seed']}): "
                      "counted once")
-    return done.loc[done.index.isin(keep.index)], notes
+    return order.loc[order.index.isin(keep.index)], notes  # in the order the runs started: a sweep's order
 
 
 def condition_entries(done: pd.DataFrame, by: str, row_keys: tuple[str, ...]) -> list[dict]:
@@ -282,7 +282,8 @@ def labelled_rows(entries: list[dict], split_keys: list[str]) -> list[Row]:
         within = differing([e["keys"] for e in siblings]) if len(siblings) > 1 else []
         names = [short[entry["context"]]] if split_keys else []
         if within:
-            names.append(qualifiers(within, siblings, limit=None)[next(i for i, e in enumerate(siblings) if e is entry)])
+            position = next(i for i, e in enumerate(siblings) if e is entry)
+            names.append(qualifiers(within, siblings, limit=None)[position])
         label = f"{entry['value']}" + (f" ({'; '.join(names)})" if names else "")
         rows.append(Row(label, entry["value"], entry["context"] if split_keys else "", entry["condition"],
                         [r["seed"] for r in entry["runs"]], [r["run_dir"] for r in entry["runs"]]))
@@ -314,11 +315,11 @@ def compare_context(table: Table, members: list[Row], samples: dict, context_nam
     for metric in table.metrics:
         better = table.metric(metric).better
         column = [cells[(r.label, metric)].mean for r in members if (r.label, metric) in cells]
-        if better and len(set(column)) > 1:  # nothing is best when all rows are equal
-            best = max(column) if better == "max" else min(column)
-            for r in members:  # ties are all bold
+        best = (max(column) if better == "max" else min(column)) if better and column else None
+        if best is not None and not all(math.isclose(m, best, rel_tol=1e-6) for m in column):  # all equal: none
+            for r in members:  # ties (up to float32 noise in the means) are all bold
                 if (r.label, metric) in cells:
-                    cells[(r.label, metric)].best = cells[(r.label, metric)].mean == best
+                    cells[(r.label, metric)].best = math.isclose(cells[(r.label, metric)].mean, best, rel_tol=1e-6)
     return regime
 
 
@@ -370,21 +371,28 @@ def number_format(value: float) -> str:
     return ".2f" if abs(value) >= 10 else ".3f"
 
 
+def metric_format(value: float, metric: Metric) -> str:
+    """Percent and points with two decimals (a third would be false precision for a test set of hundreds), else
+    number_format."""
+    return ".2f" if metric.scale == 100 and (value == 0 or abs(value * metric.scale) >= 1e-2) else \
+        number_format(value * metric.scale)
+
+
 def shown(value: float, metric: Metric, spec: str | None = None) -> str:
-    scaled = value * metric.scale
-    return format(scaled, spec or number_format(scaled))
+    scaled = round(value * metric.scale, 10) + 0.0  # no '-0.00' from rounding noise
+    return format(scaled, spec or metric_format(value, metric))
 
 
 def column_format(table: Table, metric: str) -> str:
     """One number format per column (from its largest mean), so a column's decimals line up."""
     means = [abs(c.mean) for (_, m), c in table.cells.items() if m == metric and not math.isnan(c.mean)]
-    return number_format(max(means, default=0.0) * table.metric(metric).scale)
+    return metric_format(max(means, default=0.0), table.metric(metric))
 
 
 def cell_text(cell: Cell | None, metric: Metric, row_n: int, latex: bool, spec: str | None = None) -> str:
     if cell is None:
         return "–"
-    spec = spec or number_format(cell.mean * metric.scale)
+    spec = spec or metric_format(cell.mean, metric)
     text = shown(cell.mean, metric, spec)
     if cell.n > 1:
         text += (r" $\pm$ " if latex else " ± ") + shown(cell.std, metric, spec)
@@ -462,8 +470,9 @@ def comparison_rows(table: Table) -> list[list[str]]:
             spec = column_format(table, metric)
             p = "–" if math.isnan(c.p) else f"{c.p:.3g}"
             p_holm = "–" if math.isnan(c.p_holm) else f"{c.p_holm:.3g}"
-            out.append([row.label, info.label, f"{c.diff * info.scale:+{spec}}",
-                        f"[{c.low * info.scale:{spec}}, {c.high * info.scale:{spec}}]", p, p_holm])
+            diff = round(c.diff * info.scale, 10) + 0.0
+            out.append([row.label, info.label, f"{diff:+{spec}}",
+                        f"[{shown(c.low, info, spec)}, {shown(c.high, info, spec)}]", p, p_holm])
     return out
 
 
