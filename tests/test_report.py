@@ -186,6 +186,12 @@ def test_headers_are_readable_and_latex_labels_unique(ablation, tmp_path):
     metrics = ["test/acc", "gen_gap", "weights/l2"]
     table = summarize(load_runs([ablation]), by="reg", metrics=metrics)
     assert to_markdown(table).splitlines()[0] == "| Regularizer | n | Test acc. (%) | Gen. gap (pt) | ‖w‖₂ |"
+    piped = tmp_path / "piped"
+    write_run(piped, "x", "none", 0, 0.5, metrics={"weights/small_frac": 0.25})
+    with_pipes = to_markdown(summarize(load_runs([piped]), by="reg", metrics=["test/acc", "weights/small_frac"]))
+    assert r"\|w\| < ε (%)" in with_pipes.splitlines()[0]
+    columns = {len(re.split(r"(?<!\\)\|", line)) for line in with_pipes.splitlines()[:3]}
+    assert len(columns) == 1  # the | of |w| does not add a column
     root = tmp_path / "other"
     write_run(root, "x", "none", 0, 0.5)
     other = summarize(load_runs([root]), by="reg", metrics=metrics)

@@ -83,8 +83,10 @@ def weight_histograms(table: Table, records: list[dict], out_dir: Path, values=(
                   markersize=6)
     axis.axvline(edges[0] / 10 ** 0.75, color="0.7", linewidth=0.8)
     axis.set_xscale("log")
-    ticks = [underflow_x] + [e for e in edges if math.isclose(math.log10(e) % 2, 0, abs_tol=1e-6)]
-    axis.set_xticks(ticks, [f"<{edges[0]:.0e}\n(incl. 0)"] + [f"{t:.0e}" for t in ticks[1:]], fontsize=7)
+    decades = range(math.ceil(math.log10(edges[0])), math.floor(math.log10(edges[-1])) + 1, 2)
+    ticks = [underflow_x] + [10.0 ** k for k in decades]
+    axis.set_xticks(ticks, [f"<{edges[0]:.0e}\n(incl. 0)"] + [f"1e{k}" for k in decades], fontsize=7)
+    axis.minorticks_off()
     axis.set_xlabel("|w| (log scale); left of the line: underflow bin")
     axis.set_ylabel("fraction of weights per bin")
     axis.set_title("Weight magnitudes after training")

@@ -378,9 +378,11 @@ def metric_format(value: float, metric: Metric) -> str:
         number_format(value * metric.scale)
 
 
-def shown(value: float, metric: Metric, spec: str | None = None) -> str:
-    scaled = round(value * metric.scale, 10) + 0.0  # no '-0.00' from rounding noise
-    return format(scaled, spec or metric_format(value, metric))
+def shown(value: float, metric: Metric, spec: str | None = None, sign: bool = False) -> str:
+    text = format(value * metric.scale, ("+" if sign else "") + (spec or metric_format(value, metric)))
+    if float(text) == 0:  # float32 noise in a mean must not print as '-0.00'
+        text = text.replace("-", "+" if sign else "")
+    return text
 
 
 def column_format(table: Table, metric: str) -> str:
@@ -449,8 +451,8 @@ def regime_lines(table: Table) -> list[str]:
             continue
         n = regime.gen_gap.n
         text = (f"Regime{where}: the baseline ({table.by}={table.baseline}) reaches train acc. "
-                f"{shown(regime.train_acc.mean, acc)}% "
-                f"with a gen. gap of {shown(regime.gen_gap.mean, gap)} pt (mean of n={n}).")
+                f"{shown(regime.train_acc.mean, acc)}% with a gen. gap of {shown(regime.gen_gap.mean, gap)} pt "
+                + ("(one run)." if n == 1 else f"(mean of n={n})."))
         if not regime.overfits:
             text += (f" It does not overfit (gap < {table.overfit_threshold * 100:g} pt): this setting cannot show a "
                      "regularization benefit.")
@@ -470,8 +472,7 @@ def comparison_rows(table: Table) -> list[list[str]]:
             spec = column_format(table, metric)
             p = "–" if math.isnan(c.p) else f"{c.p:.3g}"
             p_holm = "–" if math.isnan(c.p_holm) else f"{c.p_holm:.3g}"
-            diff = round(c.diff * info.scale, 10) + 0.0
-            out.append([row.label, info.label, f"{diff:+{spec}}",
+            out.append([row.label, info.label, shown(c.diff, info, spec, sign=True),
                         f"[{shown(c.low, info, spec)}, {shown(c.high, info, spec)}]", p, p_holm])
     return out
 
@@ -485,20 +486,24 @@ def row_name(row: Row) -> str:
     return row.label + (f" {UNDERFIT_MARK}" if row.underfits else "")
 
 
+def markdown_row(cells: list[str]) -> str:
+    """A table line; a '|' inside a cell (the header |w| < ε) is escaped so it does not start a new column."""
+    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+
 def to_markdown(table: Table) -> str:
     header = [by_label(table.by), "n", *(table.metric(m).label for m in table.metrics)]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines = [markdown_row(header), "|" + "|".join("---" for _ in header) + "|"]
     for row in table.rows:
         cells = [cell_text(table.cells.get((row.label, m)), table.metric(m), row.n, False, column_format(table, m))
                  for m in table.metrics]
-        lines.append("| " + " | ".join([row_name(row), str(row.n), *cells]) + " |")
+        lines.append(markdown_row([row_name(row), str(row.n), *cells]))
     lines += ["", *caption(table), "", *regime_lines(table)]
     comparisons = comparison_rows(table)
     if comparisons:
         head = [by_label(table.by), "Metric", f"Δ vs {table.baseline}", "95% CI", "p (Welch)", "p (Holm)"]
         lines += ["", f"Difference from the baseline ({table.by}={table.baseline}) of the same context:", "",
-                  "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|",
-                  *("| " + " | ".join(r) + " |" for r in comparisons)]
+                  markdown_row(head), "|" + "|".join("---" for _ in head) + "|", *map(markdown_row, comparisons)]
     if table.notes:
         lines += ["", "Notes:", *(f"- {note}" for note in table.notes)]
     if table.not_completed:
