@@ -430,7 +430,8 @@ def caption(table: Table) -> list[str]:
     if any(c.comparison for c in table.cells.values()):
         parts.append(f"{SIGNIFICANCE_MARK}: differs from {table.by}={table.baseline} with Holm-adjusted p < "
                      f"{SIGNIFICANCE} (Welch's t-test, unequal variances; Holm over the rows of this table, per "
-                     "column); differences and 95% CIs below")
+                     "column)" + ("" if any(c.significant for c in table.cells.values()) else
+                                  ": no row does") + "; differences and 95% CIs below")
     if any(r.underfits for r in table.rows):
         parts.append(f"{UNDERFIT_MARK}: underfits (train accuracy more than {table.underfit_threshold * 100:g} pt "
                      "below the baseline's)")
