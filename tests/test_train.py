@@ -125,7 +125,7 @@ def test_cli_multirun_names_job_folders_and_report_reads_them(tmp_path):
                              str(tmp_path / "report")], capture_output=True, text=True, timeout=120)
     assert report.returncode == 0, report.stderr
     lines = report.stdout.splitlines()
-    assert lines[0].startswith("| reg | n | test/acc")
+    assert lines[0].startswith("| Regularizer | n | Test acc. (%)")
     assert lines[2].startswith("| none | 1 |") and lines[3].startswith("| l1 | 1 |")
     assert (tmp_path / "report" / "table.csv").is_file() and (tmp_path / "report" / "table.tex").is_file()
 
