@@ -3,6 +3,8 @@ regularizer hooks without knowing which regularizers exist."""
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Mapping
 
 import pytorch_lightning as pl
@@ -189,9 +191,10 @@ class ClassifierModule(pl.LightningModule):
     def optimizer_step(self, *args, **kwargs):
         super().optimizer_step(*args, **kwargs)
         if self.steppers:
-            lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+            optimizer = self.trainer.optimizers[0]
+            lr = optimizer.param_groups[0]["lr"]
             for regularizer in self.steppers:
-                regularizer.after_step(self.model, lr * regularizer.strength_scale(self.progress))
+                regularizer.after_step(self.model, lr * regularizer.strength_scale(self.progress), optimizer)
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
         inputs, labels = batch
@@ -236,6 +239,8 @@ class ClassifierModule(pl.LightningModule):
             groups = regularizer.param_groups(groups)
         optimizer = build_optimizer(self.optim_cfg, groups)
         total_steps = self.trainer.estimated_stepping_batches
-        steps_per_epoch = max(1, int(total_steps // max(1, self.trainer.max_epochs)))
+        batches = self.trainer.num_training_batches  # known once estimated_stepping_batches has read the loader
+        fallback = total_steps // max(1, self.trainer.max_epochs)  # max_epochs is -1 under a step budget
+        steps_per_epoch = max(1, int(batches if math.isfinite(batches) else fallback))
         scheduler = build_scheduler(optimizer, self.optim_cfg, total_steps, steps_per_epoch)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

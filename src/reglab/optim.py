@@ -64,6 +64,25 @@ def build_optimizer(cfg, param_groups: list[dict]) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.get("eps", 1e-8))
 
 
+def adaptive_step_scales(optimizer, params: list[torch.Tensor]) -> list[torch.Tensor] | None:
+    """Per weight, the factor Adam's update puts on a gradient-sized step: 1 / (sqrt(v_hat) + eps), v_hat the
+    bias-corrected second moment, so that lr * scale is the weight's own step size. None for an optimizer with
+    no per-weight metric (SGD). A weight without optimizer state yet gets 0 (no step has been taken)."""
+    if not isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)):
+        return None
+    group_of = {id(p): group for group in optimizer.param_groups for p in group["params"]}
+    scales = []
+    for param in params:
+        state, group = optimizer.state.get(param) or {}, group_of.get(id(param))
+        if group is None or "exp_avg_sq" not in state:
+            scales.append(torch.zeros_like(param))
+            continue
+        step = float(state["step"])
+        correction = math.sqrt(1.0 - group["betas"][1] ** step)
+        scales.append(1.0 / (state["exp_avg_sq"].sqrt() / correction + group["eps"]))
+    return scales
+
+
 def build_scheduler(optimizer, cfg, total_steps: int, steps_per_epoch: int):
     """Per-step schedule: linear warmup over ``warmup_epochs``, then cosine or linear decay to 0 (or constant);
     ``onecycle`` is torch's OneCycleLR peaking at ``lr``."""

@@ -38,8 +38,10 @@ log = logging.getLogger(__name__)
 
 def check_config(cfg: DictConfig) -> None:
     """Cheap checks that need no data and no model, so a typo fails in the first second."""
-    if int(cfg.trainer.get("max_epochs", 1)) < 1:
-        raise ConfigError(f"trainer.max_epochs={cfg.trainer.max_epochs}: must be >= 1")
+    epochs, steps = int(cfg.trainer.get("max_epochs", 1)), int(cfg.trainer.get("max_steps", -1) or -1)
+    if epochs < 1 and not (epochs == -1 and steps > 0):
+        raise ConfigError(f"trainer.max_epochs={cfg.trainer.max_epochs}: must be >= 1 (or -1 with "
+                          "trainer.max_steps > 0: a step budget)")
     if cfg.test_ckpt not in ("last", "best"):
         raise ConfigError(f"test_ckpt={cfg.test_ckpt!r}: allowed ['last', 'best']")
     check_optim_config(cfg.optim)
@@ -304,6 +306,7 @@ def train_in_process(cfg: DictConfig, label: RunLabel | None = None, **extra) ->
                       if k not in EpochHistory.TIMING_KEYS}
         final = last_epoch | {k: to_float(v) for k, v in trainer.callback_metrics.items()}
         results.update(status="completed", test_split=datamodule.test_split,
+                       split_sizes=getattr(datamodule, "split_sizes", None),
                        metrics={k: final[k] for k in FINAL_METRICS if k in final} | final,
                        history=history.rows, epochs=trainer.current_epoch,
                        weight_histogram=weight_magnitude_histogram(module.weight_params),

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from reglab.data.augment import normalize, random_crop, random_hflip
 from reglab.data.batching import (DeviceBatches, EvalBatches, ResumableDeviceBatches, TrainBatches, batch_loader,
                                   check_divisible, rank_and_world)
-from reglab.data.sources import train_eval_index
+from reglab.data.sources import stratified_subset, subset_count, train_eval_index
 from reglab.errors import ConfigError
 
 
@@ -64,8 +64,11 @@ class ImageTensorDataModule(pl.LightningDataModule):
 
     def __init__(self, batch_size: int = 128, eval_batch_size: int = 512, num_workers: int = 0,
                  train_eval_size: int = 2000, crop_padding: int = 0, hflip: bool = False, seed: int = 0,
-                 device_resident: str | bool = "auto"):
+                 device_resident: str | bool = "auto", train_size: int | float | None = None, subset_seed: int = 0,
+                 augment: bool = True):
         super().__init__()
+        subset_count(train_size)  # its form now; its size against the split once the split is read
+        self.train_size, self.subset_seed, self.augment = train_size, int(subset_seed), bool(augment)
         if device_resident not in DEVICE_RESIDENT:
             raise ConfigError(f"data.device_resident={device_resident!r}: allowed ['auto', true, false] (auto: on "
                               "when training on a GPU)")
@@ -88,8 +91,13 @@ class ImageTensorDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits is not None:
             return
-        self.splits = splits = self.load_splits()
-        train_images = splits.train[0].float() / 255.0
+        splits = self.load_splits()
+        count = subset_count(self.train_size, len(splits.train[1]))
+        if count is not None and count < len(splits.train[1]):
+            index = stratified_subset(splits.train[1], count, self.subset_seed)
+            splits.train = (splits.train[0][index], splits.train[1][index])
+        self.splits = splits
+        train_images = splits.train[0].float() / 255.0  # statistics of what is trained on
         self.mean = train_images.mean(dim=(0, 2, 3))
         self.std = train_images.std(dim=(0, 2, 3)).clamp_min(1e-3)
         eval_index = train_eval_index(len(splits.train[1]), self.train_eval_size)
@@ -106,6 +114,12 @@ class ImageTensorDataModule(pl.LightningDataModule):
     def test_split(self) -> str:
         self.setup()
         return self.splits.test_split
+
+    @property
+    def split_sizes(self) -> dict[str, int]:
+        """Examples per split as trained and evaluated (train after ``data.train_size``)."""
+        self.setup()
+        return {name: len(getattr(self.splits, name)[1]) for name in ("train", "val", "test")}
 
     def resident_device(self) -> torch.device | None:
         """The device the splits live on (the GPU-resident path), or None (the DataLoader path)."""
@@ -147,7 +161,7 @@ class ImageTensorDataModule(pl.LightningDataModule):
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch
-        if self.trainer is not None and self.trainer.training:
+        if self.augment and self.trainer is not None and self.trainer.training:
             images = random_crop(images, self.crop_padding)
             if self.hflip:
                 images = random_hflip(images)

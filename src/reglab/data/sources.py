@@ -1,4 +1,5 @@
-"""What every data source shares: split names in file names, and a fast check for the hub."""
+"""What every data source shares: split names in file names, a fast check for the hub, the fixed train-eval
+subset, and the class-stratified training subset behind ``data.train_size``."""
 
 from __future__ import annotations
 
@@ -32,3 +33,41 @@ def train_eval_index(n_train: int, size: int):
 
     return torch.randperm(n_train, generator=torch.Generator().manual_seed(0))[:min(int(size), n_train)]
 
+
+
+def subset_count(train_size, n_train: int | None = None) -> int | None:
+    """``data.train_size`` as a count of training examples: None (all), a count >= 1, or a fraction in (0, 1].
+    Without ``n_train`` (before any data is read) only the form is checked."""
+    from reglab.errors import ConfigError
+
+    if train_size is None:
+        return None
+    allowed = "allowed: null (all), a count >= 1, or a fraction in (0, 1]"
+    if isinstance(train_size, bool) or not isinstance(train_size, (int, float)):
+        raise ConfigError(f"data.train_size={train_size!r}: {allowed}")
+    if isinstance(train_size, float) and not (train_size > 1 and train_size.is_integer()):
+        if not 0 < train_size <= 1:
+            raise ConfigError(f"data.train_size={train_size!r}: {allowed}")
+        return None if n_train is None else max(1, round(train_size * n_train))
+    if train_size < 1 or (n_train is not None and train_size > n_train):
+        raise ConfigError(f"data.train_size={train_size!r}: {allowed}"
+                          + (f"; the train split has {n_train}" if n_train is not None else ""))
+    return int(train_size)
+
+
+def stratified_subset(labels, size: int, seed: int):
+    """Indices of a class-stratified subset of ``size`` examples, fixed by ``seed`` and nested: the subset of a
+    smaller size is part of every larger one (same seed), so a learning curve adds data, never swaps it.
+
+    Each class is shuffled; its k-th example gets the key (k + 0.5) / class size, and the subset is the ``size``
+    smallest keys: every class holds its share of the subset to within one example."""
+    import torch
+
+    labels = torch.as_tensor(labels)
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(int(seed)))
+    keys = torch.empty(len(labels), dtype=torch.float64)
+    for label in labels.unique():
+        members = order[labels[order] == label]
+        keys[members] = (torch.arange(len(members), dtype=torch.float64) + 0.5) / len(members)
+    ranked = order[torch.argsort(keys[order], stable=True)]  # ties: in the shuffled order
+    return ranked[:size].sort().values

@@ -16,7 +16,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from reglab.data.batching import EvalBatches, TrainBatches, batch_loader, check_divisible, rank_and_world
-from reglab.data.sources import SPLIT_ALIASES, hub_reachable, split_of, train_eval_index
+from reglab.data.sources import (SPLIT_ALIASES, hub_reachable, split_of, stratified_subset, subset_count,
+                                 train_eval_index)
 from reglab.data.tokenizer import load_tokenizer
 from reglab.errors import ConfigError, DataUnavailableError
 
@@ -103,8 +104,12 @@ class SST2DataModule(pl.LightningDataModule):
     def __init__(self, path: str | None = None, hub_name: str = "nyu-mll/glue", hub_config: str = "sst2",
                  cache_dir: str = ".cache", tokenizer: str = "wordpiece", vocab_size: int = 8000,
                  lowercase: bool = True, max_length: int = 64, batch_size: int = 64, eval_batch_size: int = 256,
-                 num_workers: int = 0, sort_by_length: bool = True, train_eval_size: int = 2000, seed: int = 0):
+                 num_workers: int = 0, sort_by_length: bool = True, train_eval_size: int = 2000, seed: int = 0,
+                 train_size: int | float | None = None, subset_seed: int = 0, augment: bool = True):
         super().__init__()
+        subset_count(train_size)  # its form now; its size against the split once the split is read
+        # augment: accepted so one key switches augmentation off in every study; SST-2 training has none.
+        self.train_size, self.subset_seed, self.augment = train_size, int(subset_seed), bool(augment)
         if path is not None and not Path(path).is_dir():
             raise ConfigError(f"data.path={path!r}: directory does not exist")
         for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size),
@@ -166,7 +171,19 @@ class SST2DataModule(pl.LightningDataModule):
         self.splits = {"train": self.encode(self.tokenizer, *text["train"]),
                        "validation": self.encode(self.tokenizer, *text["validation"])}
         self.splits["test"] = self.encode(self.tokenizer, *test) if test else self.splits["validation"]
+        # The tokenizer above was fitted on the whole train split's text (no labels); the subset is of examples.
+        count = subset_count(self.train_size, len(self.splits["train"]))
+        if count is not None and count < len(self.splits["train"]):
+            train = self.splits["train"]
+            self.splits["train"] = train.subset(stratified_subset(train.labels, count, self.subset_seed))
         self.train_eval = self.splits["train"].subset(train_eval_index(len(self.splits["train"]), self.train_eval_size))
+
+    @property
+    def split_sizes(self) -> dict[str, int]:
+        """Examples per split as trained and evaluated (train after ``data.train_size``)."""
+        self.setup()
+        return {"train": len(self.splits["train"]), "val": len(self.splits["validation"]),
+                "test": len(self.splits["test"])}
 
     @property
     def model_kwargs(self) -> dict:

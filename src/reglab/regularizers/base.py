@@ -6,7 +6,8 @@ A regularizer acts at up to five points of a training step and implements only t
 - ``before_forward(model)``: before each training forward pass (attach forward hooks to watch activations).
 - ``penalty(model) -> Tensor``: a term added to the loss (and detach what ``before_forward`` attached).
 - ``param_groups(groups) -> groups``: reshape optimizer parameter groups (decoupled decay).
-- ``after_step(model, lr)``: a projection / proximal step after each optimizer step.
+- ``after_step(model, lr, optimizer)``: a projection / proximal step after each optimizer step (``optimizer``:
+  the one that just stepped, for a step in its own metric; see reglab.optim.adaptive_step_scales).
 - ``label_smoothing``: an attribute, not a hook: the smoothing of the training cross-entropy (0: none).
 
 The LightningModule calls these without knowing which regularizers exist.
@@ -108,7 +109,7 @@ class Regularizer:
     def param_groups(self, groups: list[dict]) -> list[dict]:
         return groups
 
-    def after_step(self, model: nn.Module, lr: float) -> None:
+    def after_step(self, model: nn.Module, lr: float, optimizer=None) -> None:
         return None
 
     @classmethod

@@ -19,6 +19,6 @@ class MaxNorm(Regularizer):
         self.max_norm = float(max_norm)
 
     @torch.no_grad()
-    def after_step(self, model, lr: float) -> None:
+    def after_step(self, model, lr: float, optimizer=None) -> None:
         for param in self.params:
             param.renorm_(2, 0, self.max_norm)

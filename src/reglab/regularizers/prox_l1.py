@@ -1,30 +1,44 @@
 import torch
 
+from reglab.optim import adaptive_step_scales
 from reglab.regularizers.base import Regularizer, check_non_negative
 
 
 class ProxL1(Regularizer):
     """Proximal L1 (ISTA's soft-thresholding), applied after each optimizer step:
 
-        w <- sign(w) * max(|w| - lr * strength, 0)
+        w <- sign(w) * max(|w| - t, 0)
 
-    Unlike the subgradient `l1`, it makes weights exactly zero. `lr` is the learning rate the optimizer just
-    used for this step (the scheduled value, read before the scheduler moves it), so the threshold follows
-    warmup and decay. The data-loss update is whatever the optimizer does (momentum, Adam's scaling); the
-    prox step is separate from it, as AdamW's decay is, and uses the raw lr, not Adam's per-weight scale."""
+    Unlike the subgradient `l1`, it makes weights exactly zero. The threshold is the proximal step of the
+    problem the optimizer actually solves:
+
+    - SGD: t = lr * strength, the same for every weight (ISTA);
+    - Adam / AdamW: t = lr * strength / (sqrt(v_hat) + eps) per weight, the prox in Adam's own metric
+      (Yun et al., NeurIPS 2021, "Adaptive proximal gradient methods for structured neural networks"). Adam's
+      steps are about lr in size whatever the gradient, so a flat lr * strength (1e-7 at the defaults) would
+      never catch up with them and no weight would reach zero.
+
+    ``lr`` is the learning rate the optimizer just used for this step (the scheduled value, read before the
+    scheduler moves it), so the threshold follows warmup and decay."""
 
     name = "prox_l1"
 
-    def __init__(self, strength: float = 1e-4, **selection):
+    def __init__(self, strength: float = 3e-3, **selection):
         check_non_negative(self.name, "strength", strength)
         super().__init__(**selection)
         self.strength = float(strength)
 
     @torch.no_grad()
-    def after_step(self, model, lr: float) -> None:
-        threshold = lr * self.strength
-        if threshold <= 0:
+    def after_step(self, model, lr: float, optimizer=None) -> None:
+        base = lr * self.strength
+        if base <= 0:
             return
-        # w - clamp(w, -t, t) is the soft threshold, and exactly 0.0 where |w| <= t
-        clipped = torch._foreach_clamp_min(torch._foreach_clamp_max(self.params, threshold), -threshold)
+        scales = adaptive_step_scales(optimizer, self.params) if optimizer is not None else None
+        if scales is None:
+            # w - clamp(w, -t, t) is the soft threshold, and exactly 0.0 where |w| <= t
+            clipped = torch._foreach_clamp_min(torch._foreach_clamp_max(self.params, base), -base)
+        else:
+            thresholds = torch._foreach_mul(scales, base)
+            clipped = torch._foreach_maximum(torch._foreach_minimum(self.params, thresholds),
+                                             torch._foreach_neg(thresholds))
         torch._foreach_sub_(self.params, clipped)

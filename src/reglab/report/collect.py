@@ -57,6 +57,7 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
                "study": record.get("study"), "seed": record.get("seed"), "started_at": record.get("started_at"),
                "condition": condition_id(config), "condition_keys": condition(config)}
         row.update(flat_config(config))
+        row.update({f"split_sizes.{k}": v for k, v in (record.get("split_sizes") or {}).items()})
         row.update(record.get("choices", {}))
         row.update(record.get("metrics", {}))
         rows.append(row)

@@ -130,6 +130,42 @@ def metric_vs_parameter(table: Table, metrics: list[str], out_dir: Path, name: s
     return save(figure, out_dir, name)
 
 
+def learning_curves(table: Table, records: list[dict], out_dir: Path, metrics=("test/acc", "gen_gap"),
+                    name: str = "learning_curves") -> list[Path]:
+    """Each metric against the number of training examples (log x), one line per row value (the regularizer),
+    mean over seeds with a ± std band: the table's rows at every training-set size (data.train_size)."""
+    per_row = records_of(table, records)
+    series: dict[str, list[tuple[int, object]]] = {}
+    for row in table.rows:
+        sizes = {r.get("split_sizes", {}).get("train") for r in per_row.get(row.label, [])} - {None}
+        if len(sizes) == 1:
+            series.setdefault(str(row.value), []).append((sizes.pop(), row))
+    if not series or max(len({x for x, _ in points}) for points in series.values()) < 2:
+        return []
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, len(metrics), figsize=(4.4 * len(metrics), 3.5), squeeze=False)
+    for axis, metric in zip(axes[0], metrics):
+        info = metric_info(metric, table.goals)
+        for index, (label, points) in enumerate(series.items()):
+            cells = sorted(((x, table.cells[(row.label, metric)]) for x, row in points
+                            if (row.label, metric) in table.cells), key=lambda c: c[0])
+            if not cells:
+                continue
+            x = np.array([c[0] for c in cells], dtype=float)
+            mean = np.array([c[1].mean for c in cells]) * info.scale
+            std = np.array([0.0 if math.isnan(c[1].std) else c[1].std for c in cells]) * info.scale
+            style = series_style(index)
+            n = sorted({c[1].n for c in cells})
+            axis.plot(x, mean, label=f"{label} (n={'/'.join(map(str, n))})", markersize=4, **style)
+            axis.fill_between(x, mean - std, mean + std, color=style["color"], alpha=0.15, linewidth=0)
+        axis.set_xscale("log")
+        axis.set_xlabel("training examples (log scale)")
+        axis.set_ylabel(f"{info.label}, mean ± std")
+        axis.legend(frameon=False, fontsize=7)
+    figure.tight_layout()
+    return save(figure, out_dir, name)
+
+
 def training_curves(table: Table, records: list[dict], out_dir: Path, name: str = "curves") -> list[Path]:
     """Train (eval-mode subset) and validation accuracy per epoch, mean over seeds, one line per table row, with
     one legend shared by both panels."""

@@ -116,6 +116,10 @@ def build_sections(runs: pd.DataFrame, records: list[dict], out_dir: Path) -> tu
                                          "l1_vs_prox_l1"),
          # the study's point is sparsity: exact zeros get a direction here
          {"row_keys": ("reg", "l1_lambda"), "goals": {"weights/zero_frac": "max"}}),
+        ("data_size", "Regularization against training-set size",
+         "python train.py -m experiment=data_size (digits, no augmentation, 600 steps at every size)",
+         of_study(runs, "data_size"), "reg", ["test/acc", "gen_gap", "train/acc"], "none",
+         lambda t, rec: figures.learning_curves(t, rec, fig_dir), {"row_keys": ("reg",)}),
         ("mc_dropout", "Dropout at inference: standard vs MC dropout",
          "python train.py -m experiment=mc_dropout (or python eval.py ckpt=PATH mc_samples=30)",
          with_calibration(runs), "reg", CALIBRATION_METRICS, "none",
