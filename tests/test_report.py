@@ -301,3 +301,19 @@ def test_report_logs_to_wandb_offline(ablation, monkeypatch):
     assert report_main([str(ablation), "--wandb", "--out", str(ablation / "report")]) == 0
     assert list((ablation / "report" / "wandb").glob("offline-run-*/run-*.wandb"))
     assert wandb.run is None
+
+
+def test_data_size_section_splits_by_size_and_draws_learning_curves(tmp_path):
+    root = tmp_path / "data_size"
+    for size, n_train in ((64, 64), (256, 256), (1.0, 1077)):
+        for reg, acc in (("none", 0.80 + n_train / 10000), ("l2", 0.85 + n_train / 20000)):
+            for seed in range(2):
+                config = {"reg": {reg: {"strength": 1e-3}} if reg != "none" else {}, "data": {"train_size": size}}
+                write_run(root, f"reg={reg},size={size},seed={seed}", reg, seed, acc + seed / 1000, study="data_size",
+                          config=config, extra={"split_sizes": {"train": n_train, "val": 360, "test": 360}})
+    out = tmp_path / "paper"
+    assert report_main([str(root), "--paper", "--out", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    assert "## Regularization against training-set size" in report
+    assert "| l2 (data.train_size=64) | 2 |" in report and "| none (data.train_size=1.0) | 2 |" in report
+    assert (out / "figures" / "learning_curves.png").stat().st_size > 1000
