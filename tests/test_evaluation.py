@@ -78,8 +78,11 @@ def test_evaluate_a_checkpoint_writes_std_and_mc_metrics(make_config):
     outcome = run_evaluation(str(run_dir / "checkpoints" / "last.ckpt"), mc_samples=8, device="cpu")
     results = json.loads((run_dir / "results.json").read_text())
     metrics = results["metrics"]
-    for kind in ("std", "mc"):
+    for kind in ("std", "ts", "mc"):
         assert {f"{kind}/{k}" for k in ("acc", "nll", "brier", "ece", "entropy")} <= set(metrics)
+    # one temperature, fitted on validation: the argmax (accuracy) never moves
+    assert metrics["ts/acc"] == metrics["std/acc"] and metrics["ts/temperature"] > 0
+    assert results["calibration"]["temperature_fit_split"] == "validation"
     # standard inference on last.ckpt is the run's own test: same weights, same split
     assert metrics["std/acc"] == pytest.approx(metrics["test/acc"], abs=1e-6)
     assert metrics["std/nll"] == pytest.approx(metrics["test/loss"], rel=1e-4)
@@ -97,4 +100,16 @@ def test_eval_cli_refuses_a_checkpoint_of_another_model(make_config):
     assert "was trained with model=" in done.stderr and "Traceback" not in done.stderr
     done = run_cli(f"ckpt={ckpt}", "mc_samples=4", "write_results=false", script="scripts/evaluate.py")
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "MC T=4" in done.stdout
+    assert "MC (4)" in done.stdout and "temperature" in done.stdout
+
+
+def test_temperature_scaling_recovers_a_known_temperature():
+    from reglab.evaluation import fit_temperature
+
+    generator = torch.Generator().manual_seed(0)
+    logits = 3 * torch.randn(20000, 5, generator=generator)
+    labels = torch.multinomial((logits / 2.0).softmax(-1), 1, generator=generator).squeeze(1)  # truly T = 2
+    temperature = fit_temperature(logits, labels)
+    assert temperature == pytest.approx(2.0, rel=0.05)
+    nll = lambda t: float(torch.nn.functional.cross_entropy(logits / t, labels))  # noqa: E731
+    assert nll(temperature) <= min(nll(temperature * 0.9), nll(temperature * 1.1), nll(1.0))  # a minimum

@@ -1,11 +1,15 @@
-"""Inference-time evaluation of a trained checkpoint: standard inference (dropout off, i.e. weight scaling, since
-reglab's dropout is inverted) side by side with Monte Carlo dropout (Gal & Ghahramani 2016): the dropout sites
-stay active at test time, BatchNorm stays in eval mode, and the softmax is averaged over T samples.
+"""Inference-time evaluation of a trained checkpoint, three ways (the lecture's dropout-at-inference table):
+
+- standard inference (``std``): dropout off, i.e. weight scaling, since reglab's dropout is inverted;
+- temperature scaling (``ts``, Guo et al. 2017): the standard logits divided by one temperature fitted on the
+  validation split by minimising NLL; the calibration baseline any model can use;
+- Monte Carlo dropout (``mc``, Gal & Ghahramani 2016): the dropout sites stay active at test time, BatchNorm
+  stays in eval mode, and the softmax is averaged over ``mc_samples`` passes.
 
 Calibration is measured with accuracy, NLL, Brier score, ECE (torchmetrics, 15 equal-width bins, L1) and mean
-predictive entropy. The numbers go into the run's results.json as ``metrics["std/*"]`` and ``metrics["mc/*"]``,
-with reliability-diagram bins under ``calibration``, so the report builds its tables and figures from
-results.json alone."""
+predictive entropy. The numbers go into the run's results.json as ``metrics["std/*"]``, ``metrics["ts/*"]`` and
+``metrics["mc/*"]``, with the temperature and reliability-diagram bins under ``calibration``, so the report builds
+its tables and figures from results.json alone."""
 
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ log = logging.getLogger(__name__)
 
 DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 N_BINS = 15
+KINDS = (("std", "standard"), ("ts", "temperature-scaled"), ("mc", "MC dropout"))
 
 
 def dropout_modules(model: nn.Module) -> list[nn.Module]:
@@ -49,9 +54,32 @@ def _forward(model, inputs):
 
 
 @torch.no_grad()
-def standard_probabilities(model: nn.Module, inputs) -> torch.Tensor:
+def standard_logits(model: nn.Module, inputs) -> torch.Tensor:
     model.eval()
-    return _forward(model, inputs).float().softmax(-1)
+    return _forward(model, inputs).float()
+
+
+def standard_probabilities(model: nn.Module, inputs) -> torch.Tensor:
+    return standard_logits(model, inputs).softmax(-1)
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """The temperature T > 0 minimising the NLL of softmax(logits / T) (Guo et al. 2017), by L-BFGS on log T.
+    One scalar: the argmax, hence the accuracy, never changes."""
+    logits, labels = logits.detach().double(), labels.detach()
+    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.5, max_iter=100, tolerance_grad=1e-10, tolerance_change=1e-12,
+                                  line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(logits / log_t.exp(), labels)
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    return float(log_t.detach().exp())
 
 
 @torch.no_grad()
@@ -152,17 +180,25 @@ def evaluate(model: nn.Module, datamodule, split: str, mc_samples: int, seed: in
     from lightning_fabric.utilities.apply_func import move_data_to_device
 
     model.to(device)
+
+    def batches(name: str):
+        for batch in split_loader(datamodule, name):
+            yield datamodule.on_after_batch_transfer(move_data_to_device(batch, device), 0)
+
+    # The temperature is fitted on validation, never on the split it is scored on (unless that is validation).
+    fit = [(standard_logits(model, inputs).cpu(), labels.cpu()) for inputs, labels in batches("validation")]
+    temperature = fit_temperature(torch.cat([f[0] for f in fit]), torch.cat([f[1] for f in fit]))
     torch.manual_seed(seed)
-    standard, mc, labels = [], [], []
-    for batch in split_loader(datamodule, split):
-        inputs, batch_labels = datamodule.on_after_batch_transfer(move_data_to_device(batch, device), 0)
-        standard.append(standard_probabilities(model, inputs).cpu())
+    logits, mc, labels = [], [], []
+    for inputs, batch_labels in batches(split):
+        logits.append(standard_logits(model, inputs).cpu())
         mc.append(mc_probabilities(model, inputs, mc_samples, max_rows).cpu())
         labels.append(batch_labels.cpu())
-    standard, mc, labels = torch.cat(standard), torch.cat(mc), torch.cat(labels)
-    return {"std": calibration_metrics(standard, labels), "mc": calibration_metrics(mc, labels),
-            "bins": {"std": reliability_bins(standard, labels), "mc": reliability_bins(mc, labels)},
-            "n": len(labels)}
+    logits, labels = torch.cat(logits), torch.cat(labels)
+    probabilities = {"std": logits.softmax(-1), "ts": (logits / temperature).softmax(-1), "mc": torch.cat(mc)}
+    return {**{kind: calibration_metrics(p, labels) for kind, p in probabilities.items()},
+            "bins": {kind: reliability_bins(p, labels) for kind, p in probabilities.items()},
+            "temperature": temperature, "temperature_fit_split": "validation", "n": len(labels)}
 
 
 def run_evaluation(ckpt: str, mc_samples: int = 30, split: str = "test", seed: int = 0, device: str = "auto",
@@ -194,27 +230,30 @@ def run_evaluation(ckpt: str, mc_samples: int = 30, split: str = "test", seed: i
                                run_dir if write_results else None)
     if write_results:
         write(run_dir, results)
-    metrics = {k: v for k, v in results["metrics"].items() if k.startswith(("std/", "mc/"))}
+    metrics = {k: v for k, v in results["metrics"].items() if k.startswith(("std/", "ts/", "mc/"))}
     return {"metrics": metrics, **record, "results": str(results_path)}
 
 
 def record_evaluation(results: dict, outcome: dict, source: str, split: str, mc_samples: int, seed: int,
                       started: float, figure_dir: Path | None) -> dict:
-    """Put an ``evaluate()`` outcome into a results dict (``metrics["std/*"]``, ``metrics["mc/*"]`` and the
+    """Put an ``evaluate()`` outcome into a results dict (``metrics["std/*"]``, ``["ts/*"]``, ``["mc/*"]`` and the
     ``calibration`` record) and draw the reliability diagram into ``figure_dir``; returns the record."""
     results.setdefault("metrics", {}).update(
-        {f"{kind}/{k}": v for kind in ("std", "mc") for k, v in outcome[kind].items()})
+        {f"{kind}/{k}": v for kind, _ in KINDS for k, v in outcome[kind].items()})
+    results["metrics"]["ts/temperature"] = outcome["temperature"]
     record = {"checkpoint": source, "split": split, "mc_samples": mc_samples, "seed": seed, "n": outcome["n"],
+              "temperature": outcome["temperature"], "temperature_fit_split": outcome["temperature_fit_split"],
               "n_bins": N_BINS, "reliability": outcome["bins"], "wall_time_s": time.time() - started}
     if figure_dir is not None:
-        title = f"{results.get('choices', {}).get('reg', '')}: T={mc_samples}"
+        title = f"{results.get('choices', {}).get('reg', '')}: {mc_samples} MC samples"
         record["figure"] = str(reliability_figure(outcome["bins"], figure_dir / "reliability.png", title))
     results["calibration"] = record
     return record
 
 
 def reliability_figure(bins: dict, path: Path, title: str = "") -> Path:
-    """Reliability diagram, standard vs MC dropout: accuracy per confidence bin against the diagonal."""
+    """Reliability diagram, standard vs temperature-scaled vs MC dropout: accuracy per confidence bin against the
+    diagonal."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -224,7 +263,9 @@ def reliability_figure(bins: dict, path: Path, title: str = "") -> Path:
 
     figure, axis = plt.subplots(figsize=(4.2, 4.2))
     axis.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="perfect calibration")
-    for kind, label, marker in (("std", "standard", "o"), ("mc", "MC dropout", "s")):
+    for (kind, label), marker in zip(KINDS, ("o", "^", "s")):
+        if kind not in bins:
+            continue
         b = bins[kind]
         points = [(c, a) for c, a, n in zip(b["confidence"], b["accuracy"], b["count"]) if n > 0]
         if points:
@@ -250,12 +291,13 @@ def main(cfg) -> dict:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     metrics = outcome["metrics"]
-    print(f"{'':10s} {'acc':>7s} {'nll':>7s} {'brier':>7s} {'ece':>7s} {'entropy':>8s}")
-    for kind, label in (("std", "standard"), ("mc", f"MC T={cfg.mc_samples}")):
+    print(f"{'':20s} {'acc':>7s} {'nll':>7s} {'brier':>7s} {'ece':>7s} {'entropy':>8s}")
+    labels = {"std": "standard", "ts": f"temperature {outcome['temperature']:.3f}", "mc": f"MC ({cfg.mc_samples})"}
+    for kind, _ in KINDS:
         row = [metrics[f"{kind}/{k}"] for k in ("acc", "nll", "brier", "ece", "entropy")]
-        print(f"{label:10s} " + " ".join(f"{v:7.4f}" for v in row[:4]) + f" {row[4]:8.4f}")
+        print(f"{labels[kind]:20s} " + " ".join(f"{v:7.4f}" for v in row[:4]) + f" {row[4]:8.4f}")
     if cfg.write_results:
-        print(f"wrote metrics.std/* and metrics.mc/* to {outcome['results']}; reliability diagram: "
+        print(f"wrote metrics.std/*, ts/* and mc/* to {outcome['results']}; reliability diagram: "
               f"{outcome.get('figure')}")
     return outcome
 

@@ -16,7 +16,7 @@ from reglab.report.tables import Table, metric_info
 PALETTE = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#D55E00", "#0072B2", "#CC79A7", "#F0E442"]
 LINESTYLES = ["-", "--", ":", "-."]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
-CALIBRATION_KINDS = (("std", "standard inference"), ("mc", "MC dropout"))
+CALIBRATION_KINDS = (("std", "standard inference"), ("ts", "temperature-scaled"), ("mc", "MC dropout"))
 
 
 def series_style(index: int) -> dict:
@@ -240,6 +240,8 @@ def reliability_diagrams(table: Table, records: list[dict], out_dir: Path, name:
     for axis, (label, bins_list) in zip(axes[0], groups.items()):
         axis.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1)
         for index, (kind, kind_label) in enumerate(CALIBRATION_KINDS):
+            if any(kind not in b for b in bins_list):  # results from before temperature scaling existed
+                continue
             count = np.sum([b[kind]["count"] for b in bins_list], axis=0)
             weights = [np.asarray(b[kind]["count"]) for b in bins_list]
             conf = np.sum([w * np.asarray(b[kind]["confidence"]) for w, b in zip(weights, bins_list)], axis=0)

@@ -55,8 +55,8 @@ def with_calibration(runs: pd.DataFrame) -> pd.DataFrame:
     return runs[runs["mc/ece"].notna()] if "mc/ece" in runs else runs.iloc[0:0]
 
 
-CALIBRATION_METRICS = ["std/acc", "mc/acc", "std/nll", "mc/nll", "std/ece", "mc/ece", "std/brier", "mc/brier",
-                       "std/entropy", "mc/entropy"]
+CALIBRATION_METRICS = [f"{kind}/{metric}" for metric in ("acc", "nll", "ece", "brier") for kind in ("std", "ts", "mc")]
+CALIBRATION_METRICS += ["ts/temperature", "std/entropy", "mc/entropy"]
 
 
 def make_section(key, title, command, runs, by, metrics, records, baseline="none", figure_fn=None,

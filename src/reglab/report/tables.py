@@ -56,7 +56,8 @@ def _metrics() -> dict[str, Metric]:
         Metric("weights/sparse_bytes", "Sparse size (B)", "Sparse size (B)"),
         Metric("weights/dense_bytes", "Dense size (B)", "Dense size (B)"),
     ]
-    for kind, name in (("std", "Std."), ("mc", "MC")):
+    metrics.append(Metric("ts/temperature", "Temperature", "Temperature"))
+    for kind, name in (("std", "Std."), ("ts", "TS"), ("mc", "MC")):
         metrics += [Metric(f"{kind}/acc", f"{name} acc. (%)", rf"{name} acc.\ (\%)", 100, "max"),
                     Metric(f"{kind}/nll", f"{name} NLL", f"{name} NLL", 1, "min"),
                     Metric(f"{kind}/ece", f"{name} ECE (%)", rf"{name} ECE (\%)", 100, "min"),
