@@ -32,11 +32,16 @@ KINDS = (("std", "standard"), ("ts", "temperature-scaled"), ("mc", "MC dropout")
 
 
 def dropout_modules(model: nn.Module) -> list[nn.Module]:
+    """The model's dropout sites as training defines them (``dropout_sites()``, which the dropout regularizer sets
+    rates on); a model that declares none: its dropout modules by type."""
+    sites = getattr(model, "dropout_sites", None)
+    if callable(sites):
+        return [module for modules in sites().values() for module in modules]
     return [m for m in model.modules() if isinstance(m, DROPOUT_TYPES)]
 
 
 def set_mc_dropout(model: nn.Module) -> None:
-    """Eval mode everywhere (BatchNorm uses its running statistics), except the dropout modules."""
+    """Eval mode everywhere (BatchNorm uses its running statistics), except the dropout sites."""
     model.eval()
     for module in dropout_modules(model):
         module.train()

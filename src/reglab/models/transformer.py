@@ -42,7 +42,8 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
         batch, length, width = x.shape
         q, k, v = (t.view(batch, length, self.n_heads, -1).transpose(1, 2) for t in self.qkv(x).split(width, dim=2))
-        drop = self.attn_drop.p if self.training else 0.0
+        # The dropout module's own mode, not this block's: MC dropout switches on exactly the declared sites.
+        drop = self.attn_drop.p if self.attn_drop.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :], dropout_p=drop)
         return self.proj(y.transpose(1, 2).reshape(batch, length, width))
 
