@@ -8,6 +8,9 @@
   (c) the time from `python train.py` to the first training step, phase by phase, with a cold and a warm
       data cache (separate processes)
   (d) peak memory: a reglab run against the raw loop (separate processes; on a GPU also in process)
+  (e) MC dropout inference against training, the same model with dropout on: image-samples per second of
+      reglab.evaluation.mc_probabilities (--mc-samples passes over an eval batch) over training images per second
+      of the raw loop;  mc_throughput_ratio (target >= 2: no backward, no autograd state, large batches)
 
     python scripts/bench.py                        # CPU, the default CNN and batch size, random images
     python scripts/bench.py --device cuda          # the same on a GPU (trainer=gpu: the device-resident path)
@@ -226,6 +229,46 @@ def throughput_rounds(base: list[str], scratch: Path, args) -> dict:
     }
 
 
+def mc_throughput(base: list[str], args) -> dict:
+    """(e): MC dropout's image-samples per second over the raw training loop's images per second, same model (with
+    reg=dropout's rates), same process; the two alternate, so the machine's drift cancels in each pair."""
+    import torch
+
+    from reglab.data.augment import normalize
+    from reglab.evaluation import mc_probabilities
+    from reglab.regularizers import build_regularizers, drop_unselected
+
+    cfg = compose(base + ["reg=dropout"])
+    drop_unselected(cfg.reg)
+    splits = load_splits(cfg)
+    raw = RawLoop(cfg, splits, total_steps=10 ** 6)
+    for regularizer in build_regularizers(cfg.reg):
+        regularizer.configure(raw.model)
+    images, _ = splits["train"]
+    eval_batch = int(cfg.data.eval_batch_size)
+    inputs = normalize(images[:eval_batch].to(raw.device), raw.mean, raw.std)
+    for _ in range(args.warmup):
+        raw.step()
+        mc_probabilities(raw.model, inputs, args.mc_samples)
+        raw.model.train()
+    train_rates, mc_rates = [], []
+    for _ in range(max(3, args.steps // 5)):
+        synchronize(raw.device)
+        started = time.perf_counter()
+        for _ in range(5):
+            raw.step()
+        synchronize(raw.device)
+        train_rates.append(5 * raw.batch_size / (time.perf_counter() - started))
+        started = time.perf_counter()
+        mc_probabilities(raw.model, inputs, args.mc_samples)
+        synchronize(raw.device)
+        mc_rates.append(len(inputs) * args.mc_samples / (time.perf_counter() - started))
+        raw.model.train()
+    return {"mc_throughput_ratio": statistics.median(m / t for m, t in zip(mc_rates, train_rates)),
+            "mc_image_samples_per_s": statistics.median(mc_rates), "train_images_per_s": statistics.median(train_rates),
+            "mc_samples": args.mc_samples, "mc_eval_batch": len(inputs)}
+
+
 def first_step_runs(base: list[str], scratch: Path, data_path: str) -> dict:
     """(c) and (d): `python train.py` in a fresh process, with an empty data cache and again with it filled."""
     env = {**os.environ, "REGLAB_CACHE_DIR": str(scratch / "first_step_cache")}  # empty: the first run is cold
@@ -275,6 +318,10 @@ def print_table(bench: dict) -> None:
     print(f"{'    ms/step raw loop':42s} {bench['raw_ms_per_step']:10.1f}")
     for name, ms in bench["ms_per_step"].items():
         print(f"{'    ms/step reglab ' + name:42s} {ms:10.1f}")
+    if "mc_throughput_ratio" in bench:
+        print(f"{'(e) mc_throughput_ratio':42s} {bench['mc_throughput_ratio']:10.2f}  >= 2")
+        print(f"{'    MC image-samples/s':42s} {bench['mc_image_samples_per_s']:10.0f}")
+        print(f"{'    training images/s (raw loop)':42s} {bench['train_images_per_s']:10.0f}")
     if "first_step" not in bench:
         return
     for run, record in bench["first_step"].items():
@@ -301,7 +348,8 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps before them")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("bench.json"))
-    parser.add_argument("--skip-startup", action="store_true", help="only (a) and (b): no (c) and (d) runs")
+    parser.add_argument("--skip-startup", action="store_true", help="only (a), (b) and (e): no (c) and (d) runs")
+    parser.add_argument("--mc-samples", type=int, default=30, help="(e): MC dropout passes per eval batch")
     parser.add_argument("--raw-child", help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", help="train.py overrides (after --), e.g. experiment=cifar_fast")
     args = parser.parse_args(argv)
@@ -342,6 +390,7 @@ def main(argv=None) -> int:
                  "overrides": base, "batch_size": batch, "steps": args.steps, "warmup": args.warmup,
                  "rounds": args.rounds, "data": args.data or "random CIFAR-shaped uint8 images"}
         bench.update(throughput_rounds(base + ["paths.output_dir=."], scratch, args))
+        bench.update(mc_throughput(base + ["paths.output_dir=."], args))
         if not args.skip_startup:
             bench.update(first_step_runs(base, scratch, data_path))
     print_table(bench)

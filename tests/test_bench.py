@@ -28,5 +28,7 @@ def test_bench_writes_every_figure(tmp_path):
         assert timing["to_first_step_s"] > timing["imports_s"] > 0
         assert sum(v for k, v in timing.items() if k != "to_first_step_s") == pytest.approx(
             timing["to_first_step_s"], rel=1e-6)
+    assert "(e) mc_throughput_ratio" in done.stdout and bench["mc_throughput_ratio"] > 0
+    assert bench["mc_image_samples_per_s"] > 0 and bench["train_images_per_s"] > 0
     memory = bench["peak_memory"]
     assert memory["raw_loop"]["cpu_peak_rss_mb"] > 50 and memory["reglab"]["cpu_peak_rss_mb"] > 50

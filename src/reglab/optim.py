@@ -71,15 +71,22 @@ def adaptive_step_scales(optimizer, params: list[torch.Tensor]) -> list[torch.Te
     if not isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)):
         return None
     group_of = {id(p): group for group in optimizer.param_groups for p in group["params"]}
-    scales = []
-    for param in params:
+    stepped, corrections, eps, scales = [], [], [], [None] * len(params)
+    for index, param in enumerate(params):
         state, group = optimizer.state.get(param) or {}, group_of.get(id(param))
         if group is None or "exp_avg_sq" not in state:
-            scales.append(torch.zeros_like(param))
+            scales[index] = torch.zeros_like(param)
             continue
-        step = float(state["step"])
-        correction = math.sqrt(1.0 - group["betas"][1] ** step)
-        scales.append(1.0 / (state["exp_avg_sq"].sqrt() / correction + group["eps"]))
+        stepped.append((index, state["exp_avg_sq"]))
+        corrections.append(math.sqrt(1.0 - group["betas"][1] ** float(state["step"])))
+        eps.append(group["eps"])
+    if stepped:  # one fused pass over all weights: this runs after every optimizer step
+        denominators = torch._foreach_sqrt([v for _, v in stepped])
+        torch._foreach_div_(denominators, corrections)
+        torch._foreach_add_(denominators, eps)
+        torch._foreach_reciprocal_(denominators)
+        for (index, _), scale in zip(stepped, denominators):
+            scales[index] = scale
     return scales
 
 

@@ -38,7 +38,8 @@ class ProxL1(Regularizer):
             # w - clamp(w, -t, t) is the soft threshold, and exactly 0.0 where |w| <= t
             clipped = torch._foreach_clamp_min(torch._foreach_clamp_max(self.params, base), -base)
         else:
-            thresholds = torch._foreach_mul(scales, base)
+            thresholds = scales  # fresh tensors: scaled in place
+            torch._foreach_mul_(thresholds, base)
             clipped = torch._foreach_maximum(torch._foreach_minimum(self.params, thresholds),
                                              torch._foreach_neg(thresholds))
         torch._foreach_sub_(self.params, clipped)
