@@ -53,6 +53,12 @@ def test_label_names_group_and_run():
     assert label.wandb_name(2) == "digits/cnn_small/l1 reg.l1.strength=0.001 seed=2"
     plain = RunLabel({"data": "digits", "model": "cnn", "reg": "none"}, ("data=digits",))
     assert plain.wandb_group(None) == "digits/cnn/none"  # a choice already in the prefix is not repeated
+    from reglab.identity import NOT_CONDITION, NOT_LABEL, override_key, under
+
+    for launch in ("hydra/launcher=gpus", "hydra.sweep.dir=/x", "seed=3", "paths.log_dir=/y", "+trainer.devices=2",
+                   "experiment=demo", "logger=none"):
+        assert under(override_key(launch), NOT_CONDITION + NOT_LABEL), launch
+    assert not under(override_key("+reg.l1.strength=0.1"), NOT_CONDITION + NOT_LABEL)
     long = bounded("x" * 300, 128)
     assert len(long) == 128 and long != bounded("x" * 299 + "y", 128)
 

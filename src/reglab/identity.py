@@ -68,7 +68,8 @@ def condition_id(config: dict) -> str:
 
 
 def override_key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
+    """'+reg.l1.strength=1e-3' -> 'reg.l1.strength'; 'hydra/launcher=gpus' -> 'hydra.launcher'."""
+    return override.split("=", 1)[0].lstrip("+~").replace("/", ".")
 
 
 @dataclass(frozen=True)
