@@ -41,6 +41,10 @@ def test_bad_train_size_is_one_line_naming_the_key(value):
 def test_bad_train_size_fails_before_any_data_is_read(make_config):
     with pytest.raises(ConfigError, match="data.train_size=-1"):
         train(make_config("data=digits", "data.train_size=-1"))
+    with pytest.raises(ConfigError, match="data.subset_seed='x': must be an integer >= 0"):
+        train(make_config("data=digits", "data.subset_seed=x"))
+    with pytest.raises(ConfigError, match="data.train_size=5000: allowed.*the train split has 1077"):
+        train(make_config("data=digits", "data.train_size=5000"))
 
 
 @pytest.mark.slow

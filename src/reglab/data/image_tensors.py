@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from reglab.data.augment import normalize, random_crop, random_hflip
 from reglab.data.batching import (DeviceBatches, EvalBatches, ResumableDeviceBatches, TrainBatches, batch_loader,
                                   check_divisible, rank_and_world)
-from reglab.data.sources import stratified_subset, subset_count, train_eval_index
+from reglab.data.sources import check_subset_seed, stratified_subset, subset_count, train_eval_index
 from reglab.errors import ConfigError
 
 
@@ -68,7 +68,7 @@ class ImageTensorDataModule(pl.LightningDataModule):
                  augment: bool = True):
         super().__init__()
         subset_count(train_size)  # its form now; its size against the split once the split is read
-        self.train_size, self.subset_seed, self.augment = train_size, int(subset_seed), bool(augment)
+        self.train_size, self.subset_seed, self.augment = train_size, check_subset_seed(subset_seed), bool(augment)
         if device_resident not in DEVICE_RESIDENT:
             raise ConfigError(f"data.device_resident={device_resident!r}: allowed ['auto', true, false] (auto: on "
                               "when training on a GPU)")

@@ -34,6 +34,14 @@ def train_eval_index(n_train: int, size: int):
     return torch.randperm(n_train, generator=torch.Generator().manual_seed(0))[:min(int(size), n_train)]
 
 
+def check_subset_seed(value) -> int:
+    """``data.subset_seed`` as an int, or a one-line error naming the key."""
+    from reglab.errors import ConfigError
+
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"data.subset_seed={value!r}: must be an integer >= 0")
+    return value
+
 
 def subset_count(train_size, n_train: int | None = None) -> int | None:
     """``data.train_size`` as a count of training examples: None (all), a count >= 1, or a fraction in (0, 1].

@@ -16,8 +16,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from reglab.data.batching import EvalBatches, TrainBatches, batch_loader, check_divisible, rank_and_world
-from reglab.data.sources import (SPLIT_ALIASES, hub_reachable, split_of, stratified_subset, subset_count,
-                                 train_eval_index)
+from reglab.data.sources import (SPLIT_ALIASES, check_subset_seed, hub_reachable, split_of, stratified_subset,
+                                 subset_count, train_eval_index)
 from reglab.data.tokenizer import load_tokenizer
 from reglab.errors import ConfigError, DataUnavailableError
 
@@ -109,7 +109,7 @@ class SST2DataModule(pl.LightningDataModule):
         super().__init__()
         subset_count(train_size)  # its form now; its size against the split once the split is read
         # augment: accepted so one key switches augmentation off in every study; SST-2 training has none.
-        self.train_size, self.subset_seed, self.augment = train_size, int(subset_seed), bool(augment)
+        self.train_size, self.subset_seed, self.augment = train_size, check_subset_seed(subset_seed), bool(augment)
         if path is not None and not Path(path).is_dir():
             raise ConfigError(f"data.path={path!r}: directory does not exist")
         for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size),
