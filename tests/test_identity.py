@@ -35,7 +35,8 @@ def test_condition_is_the_config_minus_seed_paths_and_launch():
             variant(trainer__devices=4, trainer__accelerator="gpu", trainer__default_root_dir="/x"),
             variant(callbacks__model_checkpoint__dirpath="/elsewhere/checkpoints",
                     paths={"output_dir": "/elsewhere"}),
-            variant(data__num_workers=8), variant(mc_samples=30)]
+            variant(data__num_workers=8), variant(mc_samples=30),
+            variant(data__train_size=None)]  # a null setting is an absent one (knobs added later)
     for config in same:
         assert condition_id(config) == condition_id(CONFIG), condition(config)
     different = [variant(trainer__max_epochs=4), variant(reg={"l1": {"strength": 1e-4}}),

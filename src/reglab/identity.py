@@ -54,11 +54,13 @@ def under(key: str, prefixes) -> bool:
 
 def condition(config: dict) -> dict:
     """The run's condition as a flat {dotted key: value} dict. Values that name this run's own output folder
-    (a checkpoint dirpath) are paths, not science, and are left out."""
+    (a checkpoint dirpath) are paths, not science, and are left out; so are null settings, so that a knob added
+    later with a null default (data.train_size) leaves the runs made before it in their old condition."""
     paths = (config or {}).get("paths") or {}
     own = [str(paths[k]) for k in ("output_dir",) if paths.get(k)]
     return {k: v for k, v in flat_config(config).items()
-            if not under(k, NOT_CONDITION) and not (isinstance(v, str) and any(v.startswith(p) for p in own))}
+            if v is not None and not under(k, NOT_CONDITION)
+            and not (isinstance(v, str) and any(v.startswith(p) for p in own))}
 
 
 def condition_id(config: dict) -> str:

@@ -206,9 +206,11 @@ def row_order(values) -> list:
 
 
 def differing(conditions: list[dict]) -> list[str]:
-    """Keys whose values are not the same in every one of ``conditions``, in first-seen order."""
+    """Keys whose values are not the same in every one of ``conditions``: first those every condition sets (a value
+    that differs), then those only some set (∅ where absent: often runs made before a setting existed)."""
     keys = list(dict.fromkeys(k for c in conditions for k in c))
-    return [k for k in keys if len({repr(c.get(k, "∅")) for c in conditions}) > 1]
+    differ = [k for k in keys if len({repr(c.get(k, "∅")) for c in conditions}) > 1]
+    return sorted(differ, key=lambda k: not all(k in c for c in conditions))  # stable: first-seen within each
 
 
 def chosen_groups(keys: list[str], entries: list[dict]) -> set[str]:
