@@ -102,10 +102,6 @@ class Cell:
     comparison: Comparison | None = None
 
     @property
-    def p_value(self) -> float | None:
-        return self.comparison.p if self.comparison else None
-
-    @property
     def significant(self) -> bool:
         return self.comparison is not None and self.comparison.p_holm < SIGNIFICANCE
 
