@@ -63,9 +63,10 @@ def condition(config: dict) -> dict:
             and not (isinstance(v, str) and any(v.startswith(p) for p in own))}
 
 
-def condition_id(config: dict) -> str:
-    """A short stable hash of the condition: equal for seeds of one experiment, different otherwise."""
-    text = json.dumps(condition(config), sort_keys=True, default=str)
+def condition_id(config: dict, keys: dict | None = None) -> str:
+    """A short stable hash of the condition (``keys``: ``condition(config)`` when already at hand): equal for
+    seeds of one experiment, different otherwise."""
+    text = json.dumps(condition(config) if keys is None else keys, sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 

@@ -162,12 +162,17 @@ def train_spawned(cfg: DictConfig, label: RunLabel, nprocs: int) -> dict:
     return read_results(output_dir / RESULTS_FILE)
 
 
+def run_fields(cfg: DictConfig, label: RunLabel, config: dict) -> dict:
+    """Who the run is and what it ran, under the keys results.json and the W&B run's config share."""
+    return {"study": cfg.get("study"), "choices": label.choices, "overrides": list(label.overrides),
+            "seed": int(cfg.seed), "condition_id": condition_id(config), "config": config}
+
+
 def results_record(cfg: DictConfig, label: RunLabel, status: str, started: float) -> dict:
-    """The start of every results.json (reports read these keys): who the run is and what it ran."""
-    config = OmegaConf.to_container(cfg, resolve=True)
-    return {"schema_version": SCHEMA_VERSION, "status": status, "study": cfg.get("study"), "choices": label.choices,
-            "overrides": list(label.overrides), "seed": int(cfg.seed), "condition_id": condition_id(config),
-            "config": config, "output_dir": str(cfg.paths.output_dir), "started_at": started}
+    """The start of every results.json (reports read these keys)."""
+    return {"schema_version": SCHEMA_VERSION, "status": status,
+            **run_fields(cfg, label, OmegaConf.to_container(cfg, resolve=True)),
+            "output_dir": str(cfg.paths.output_dir), "started_at": started}
 
 
 def failed_results(cfg: DictConfig, label: RunLabel, err: BaseException, started: float) -> dict:
@@ -260,10 +265,9 @@ def build_run(cfg: DictConfig, output_dir: Path, config: dict, rank: int = 0, re
                   LatestCheckpoint(output_dir / "checkpoints", int(cfg.get("checkpoint_every_n_steps", 0))),
                   *extra_callbacks]
     label = label or RunLabel.of(cfg)
-    wandb_config = {"study": cfg.get("study"), "seed": int(cfg.seed), "choices": label.choices,
-                    "overrides": list(label.overrides), "condition_id": condition_id(config), "config": config}
-    loggers = build_loggers(cfg.logger, output_dir, label, int(cfg.seed), list(cfg.tags), wandb_config,
-                            cfg.get("study"), wandb_allowed=rank == 0, resuming=resume_from is not None)
+    loggers = build_loggers(cfg.logger, output_dir, label, int(cfg.seed), list(cfg.tags),
+                            run_fields(cfg, label, config), cfg.get("study"), wandb_allowed=rank == 0,
+                            resuming=resume_from is not None)
     trainer = instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers)
     profiling.mark("trainer_built")
     return RunParts(module, datamodule, trainer, history, callbacks)

@@ -53,9 +53,10 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
     rows = []
     for record in records:
         config = record.get("config") or {}
+        keys = condition(config)
         row = {"run_dir": record["run_dir"], "status": record.get("status"), "error": record.get("error"),
                "study": record.get("study"), "seed": record.get("seed"), "started_at": record.get("started_at"),
-               "condition": condition_id(config), "condition_keys": condition(config)}
+               "condition": condition_id(config, keys), "condition_keys": keys}
         row.update(flat_config(config))
         row.update({f"split_sizes.{k}": v for k, v in (record.get("split_sizes") or {}).items()})
         row.update(record.get("choices", {}))
