@@ -4,7 +4,6 @@ regularizer hooks without knowing which regularizers exist."""
 from __future__ import annotations
 
 import math
-
 from collections.abc import Mapping
 
 import pytorch_lightning as pl

@@ -92,7 +92,7 @@ def main(argv=None) -> int:
         return 2
     unknown = [m for m in args.metrics or () if m not in runs]
     if unknown:
-        known = sorted(c for c in runs.columns if c in METRICS or c.startswith(("weights/", "std/", "mc/")))
+        known = sorted({name for record in records for name in record.get("metrics") or {}})
         print(f"error: --metrics {' '.join(unknown)}: not a final metric of these runs (available: {known})",
               file=sys.stderr)
         return 2

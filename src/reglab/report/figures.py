@@ -71,13 +71,13 @@ def weight_histograms(table: Table, records: list[dict], out_dir: Path, values=(
     figure, axis = plt.subplots(figsize=(6, 3.6))
     edges = np.asarray(series[0][1][0]["edges"])
     underflow_x = edges[0] / 10 ** 1.5
+    centers = np.sqrt(edges[:-1] * edges[1:])
     for index, (label, hists) in enumerate(series):
         style = series_style(index)
         total = sum(h["total"] for h in hists)
         counts = np.sum([h["counts"] for h in hists], axis=0).astype(float) / total
         zeros = sum(h["zeros"] for h in hists)
         low = (zeros + sum(h.get("underflow", 0) for h in hists)) / total
-        centers = np.sqrt(edges[:-1] * edges[1:])
         axis.plot(centers, counts, label=f"{label} (exact zeros {zeros / total:.1%})", markersize=3, **style)
         axis.plot([underflow_x], [low], linestyle="none", marker=style["marker"], color=style["color"],
                   markersize=6)
@@ -106,13 +106,12 @@ def metric_vs_parameter(table: Table, metrics: list[str], out_dir: Path, name: s
     plt = _pyplot()
     figure, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
     contexts = list(dict.fromkeys(r.context for r in numeric))
-    names = {r.context: (r.label.split(" (", 1)[1].rstrip(")") if r.context and " (" in r.label else "runs")
-             for r in numeric}
+    names = {r.context: r.qualifier or "runs" for r in numeric}
     for axis, metric in zip(axes[0], metrics):
         info = metric_info(metric, table.goals)
         for index, context in enumerate(contexts):
-            points = sorted((float(r.value), table.cells[(r.label, metric)]) for r in numeric
-                            if r.context == context and (r.label, metric) in table.cells)
+            points = sorted(((float(r.value), table.cells[(r.label, metric)]) for r in numeric
+                             if r.context == context and (r.label, metric) in table.cells), key=lambda p: p[0])
             if not points:
                 continue
             x = [p[0] for p in points]

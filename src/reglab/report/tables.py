@@ -114,6 +114,7 @@ class Row:
     condition: str
     seeds: list
     run_dirs: list[str]
+    qualifier: str = ""          # what sets it apart from rows of the same value: its label's parentheses
     baseline: str | None = None  # label of the row it is compared with
     underfits: bool = False
 
@@ -283,9 +284,10 @@ def labelled_rows(entries: list[dict], split_keys: list[str]) -> list[Row]:
         if within:
             position = next(i for i, e in enumerate(siblings) if e is entry)
             names.append(qualifiers(within, siblings, limit=None)[position])
-        label = f"{entry['value']}" + (f" ({'; '.join(names)})" if names else "")
-        rows.append(Row(label, entry["value"], entry["context"] if split_keys else "", entry["condition"],
-                        [r["seed"] for r in entry["runs"]], [r["run_dir"] for r in entry["runs"]]))
+        qualifier = "; ".join(names)
+        rows.append(Row(f"{entry['value']}" + (f" ({qualifier})" if qualifier else ""), entry["value"],
+                        entry["context"] if split_keys else "", entry["condition"],
+                        [r["seed"] for r in entry["runs"]], [r["run_dir"] for r in entry["runs"]], qualifier))
     contexts = {c: i for i, c in enumerate(dict.fromkeys(e["context"] for e in entries))}
     value_rank = {v: i for i, v in enumerate(row_order([r.value for r in rows]))}
     return sorted(rows, key=lambda r: (contexts.get(r.context, 0), value_rank[r.value], r.label))
@@ -491,17 +493,26 @@ def markdown_row(cells: list[str]) -> str:
     return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
 
+def row_cells(table: Table, latex: bool) -> list[tuple[Row, list[str]]]:
+    """Each row with its cells as text, one number format per column (computed once per column)."""
+    formats = {m: column_format(table, m) for m in table.metrics}
+    return [(row, [cell_text(table.cells.get((row.label, m)), table.metric(m), row.n, latex, formats[m])
+                   for m in table.metrics]) for row in table.rows]
+
+
+def comparison_header(table: Table) -> list[str]:
+    return [by_label(table.by), "Metric", f"Δ vs {table.baseline}", "95% CI", "p (Welch)", "p (Holm)"]
+
+
 def to_markdown(table: Table) -> str:
     header = [by_label(table.by), "n", *(table.metric(m).label for m in table.metrics)]
     lines = [markdown_row(header), "|" + "|".join("---" for _ in header) + "|"]
-    for row in table.rows:
-        cells = [cell_text(table.cells.get((row.label, m)), table.metric(m), row.n, False, column_format(table, m))
-                 for m in table.metrics]
+    for row, cells in row_cells(table, latex=False):
         lines.append(markdown_row([row_name(row), str(row.n), *cells]))
     lines += ["", *caption(table), "", *regime_lines(table)]
     comparisons = comparison_rows(table)
     if comparisons:
-        head = [by_label(table.by), "Metric", f"Δ vs {table.baseline}", "95% CI", "p (Welch)", "p (Holm)"]
+        head = comparison_header(table)
         lines += ["", f"Difference from the baseline ({table.by}={table.baseline}) of the same context:", "",
                   markdown_row(head), "|" + "|".join("---" for _ in head) + "|", *map(markdown_row, comparisons)]
     if table.notes:
@@ -540,17 +551,14 @@ def to_latex(table: Table, label: str | None = None) -> str:
     header = " & ".join([latex_escape(by_label(table.by)), "$n$", *(table.metric(m).latex for m in table.metrics)])
     lines = [r"\begin{table}[t]", r"\centering", rf"\begin{{tabular}}{{{columns}}}", r"\toprule", header + r" \\",
              r"\midrule"]
-    for row in table.rows:
-        cells = [cell_text(table.cells.get((row.label, m)), table.metric(m), row.n, True, column_format(table, m))
-                 for m in table.metrics]
+    for row, cells in row_cells(table, latex=True):
         lines.append(" & ".join([latex_escape(row_name(row)), str(row.n), *cells]) + r" \\")
     text = " ".join(latex_escape(t) for t in caption(table) + regime_lines(table) + table.notes)
     lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{text}}}", rf"\label{{{label}}}", r"\end{table}"]
     comparisons = comparison_rows(table)
     if comparisons:
-        head = [by_label(table.by), "Metric", f"Δ vs {table.baseline}", "95% CI", "p (Welch)", "p (Holm)"]
         lines += [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{llrrrr}", r"\toprule",
-                  " & ".join(latex_escape(h) for h in head) + r" \\", r"\midrule",
+                  " & ".join(latex_escape(h) for h in comparison_header(table)) + r" \\", r"\midrule",
                   *(" & ".join(latex_escape(c) for c in r) + r" \\" for r in comparisons),
                   r"\bottomrule", r"\end{tabular}",
                   rf"\caption{{Difference from {latex_escape(f'{table.by}={table.baseline}')} of the same "
