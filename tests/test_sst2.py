@@ -259,3 +259,13 @@ def test_pretrained_tokenizer_by_path_and_a_clear_error_by_unknown_name(sst2_tsv
     assert torch.equal(by_path.splits["validation"].ids, trained.splits["validation"].ids)
     with pytest.raises(DataUnavailableError, match="data.tokenizer='no-such/tokenizer'"):
         datamodule(sst2_tsv, tmp_path, tokenizer="no-such/tokenizer").setup()
+
+
+def test_train_size_subsets_sst2_training_examples_only(sst2_tsv, tmp_path):
+    full, sub = datamodule(sst2_tsv, tmp_path), datamodule(sst2_tsv, tmp_path, train_size=0.5, subset_seed=1)
+    full.setup()
+    sub.setup()
+    assert sub.split_sizes["train"] == round(0.5 * full.split_sizes["train"])
+    assert sub.split_sizes["val"] == full.split_sizes["val"] and sub.split_sizes["test"] == full.split_sizes["test"]
+    labels = sub.splits["train"].labels
+    assert abs(int(labels.sum()) - len(labels) * float(full.splits["train"].labels.float().mean())) <= 1  # stratified

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from reglab.data.augment import normalize, random_crop, random_hflip
 from reglab.data.batching import (DeviceBatches, EvalBatches, ResumableDeviceBatches, TrainBatches, batch_loader,
                                   check_divisible, rank_and_world)
-from reglab.data.sources import check_subset_seed, stratified_subset, subset_count, train_eval_index
+from reglab.data.sources import check_subset_seed, subset_count, train_eval_index, training_subset
 from reglab.errors import ConfigError
 
 
@@ -92,9 +92,8 @@ class ImageTensorDataModule(pl.LightningDataModule):
         if self.splits is not None:
             return
         splits = self.load_splits()
-        count = subset_count(self.train_size, len(splits.train[1]))
-        if count is not None and count < len(splits.train[1]):
-            index = stratified_subset(splits.train[1], count, self.subset_seed)
+        index = training_subset(splits.train[1], self.train_size, self.subset_seed)
+        if index is not None:
             splits.train = (splits.train[0][index], splits.train[1][index])
         self.splits = splits
         train_images = splits.train[0].float() / 255.0  # statistics of what is trained on

@@ -63,6 +63,12 @@ def subset_count(train_size, n_train: int | None = None) -> int | None:
     return int(train_size)
 
 
+def training_subset(labels, train_size, seed: int):
+    """The indices ``data.train_size`` keeps of a train split with these labels, or None to keep them all."""
+    count = subset_count(train_size, len(labels))
+    return None if count is None or count >= len(labels) else stratified_subset(labels, count, seed)
+
+
 def stratified_subset(labels, size: int, seed: int):
     """Indices of a class-stratified subset of ``size`` examples, fixed by ``seed`` and nested: the subset of a
     smaller size is part of every larger one (same seed), so a learning curve adds data, never swaps it.

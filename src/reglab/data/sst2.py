@@ -16,8 +16,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from reglab.data.batching import EvalBatches, TrainBatches, batch_loader, check_divisible, rank_and_world
-from reglab.data.sources import (SPLIT_ALIASES, check_subset_seed, hub_reachable, split_of, stratified_subset,
-                                 subset_count, train_eval_index)
+from reglab.data.sources import (SPLIT_ALIASES, check_subset_seed, hub_reachable, split_of, subset_count,
+                                 train_eval_index, training_subset)
 from reglab.data.tokenizer import load_tokenizer
 from reglab.errors import ConfigError, DataUnavailableError
 
@@ -172,10 +172,9 @@ class SST2DataModule(pl.LightningDataModule):
                        "validation": self.encode(self.tokenizer, *text["validation"])}
         self.splits["test"] = self.encode(self.tokenizer, *test) if test else self.splits["validation"]
         # The tokenizer above was fitted on the whole train split's text (no labels); the subset is of examples.
-        count = subset_count(self.train_size, len(self.splits["train"]))
-        if count is not None and count < len(self.splits["train"]):
-            train = self.splits["train"]
-            self.splits["train"] = train.subset(stratified_subset(train.labels, count, self.subset_seed))
+        index = training_subset(self.splits["train"].labels, self.train_size, self.subset_seed)
+        if index is not None:
+            self.splits["train"] = self.splits["train"].subset(index)
         self.train_eval = self.splits["train"].subset(train_eval_index(len(self.splits["train"]), self.train_eval_size))
 
     @property
