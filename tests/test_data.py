@@ -61,6 +61,20 @@ def test_decoded_cache_is_reused_and_never_half_written(cifar_parquet, tmp_path,
     assert torch.equal(first.splits.train[0], second.splits.train[0])
 
 
+def test_carve_val_holds_the_sources_validation_split_out_as_the_test(cifar_parquet, tmp_path):
+    plain, carved = cifar(cifar_parquet, tmp_path), cifar(cifar_parquet, tmp_path, carve_val=True)
+    plain.setup()
+    carved.setup()
+    assert len(carved.splits.train[1]) == 60 and len(carved.splits.val[1]) == 20
+    assert torch.equal(carved.splits.test[0], plain.splits.val[0])  # the source's validation, never tuned on
+    train_and_val = torch.cat([carved.splits.train[0], carved.splits.val[0]])
+    assert torch.equal(train_and_val.flatten(1).sum(1).sort().values,
+                       plain.splits.train[0].flatten(1).sum(1).sort().values)  # validation came out of train
+    assert carved.test_split == "validation (held out)" and plain.test_split == "validation"
+    with pytest.raises(ConfigError, match="data.carve_val"):
+        cifar(cifar_parquet, tmp_path, carve_val="yes")
+
+
 def test_val_split_is_seeded(cifar_imagefolder, tmp_path):
     a, b, c = (cifar(cifar_imagefolder, tmp_path, val_seed=s) for s in (0, 0, 1))
     for dm in (a, b, c):

@@ -213,6 +213,21 @@ def test_gpus_launcher_runs_n_jobs_at_once_on_distinct_slots(tmp_path):
         assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:])), spans
 
 
+def test_cpus_launcher_runs_jobs_side_by_side_with_one_thread_each(tmp_path):
+    """hydra/launcher=cpus: 2 jobs at a time, each limited to cores // n_jobs torch threads, and both overlap."""
+    sweep = tmp_path / "sweep"
+    done = run_cli("-m", "experiment=ablation_digits", "hydra/launcher=cpus", "hydra.launcher.n_jobs=2", *TINY,
+                   "reg=none,l1", "seed=0", f"hydra.sweep.dir={sweep}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = results_in(sweep)
+    assert len(results) == 2 and all(r["status"] == "completed" for r in results)
+    from joblib import cpu_count
+
+    assert {r["torch_threads"] for r in results} == {max(1, cpu_count() // 2)}  # what loky gives a worker
+    (a_start, a_end), (b_start, b_end) = sorted((r["started_at"], r["started_at"] + r["wall_time_s"]) for r in results)
+    assert b_start < a_end  # side by side, not one after the other
+
+
 def test_gpus_launcher_refuses_multi_device_jobs(tmp_path):
     done = run_cli("-m", "hydra/launcher=gpus", "hydra.launcher.n_jobs=2", "trainer=ddp_cpu", *TINY,
                    f"hydra.sweep.dir={tmp_path}")

@@ -36,6 +36,18 @@ def test_mc_dropout_with_p0_equals_standard_inference_exactly():
         assert torch.equal(mc_probabilities(model, x, samples, max_rows), standard)
 
 
+def test_mc_dropout_without_an_active_site_runs_one_pass():
+    model = cnn_with_running_stats(p=0.0)
+    rows = []
+    model.register_forward_hook(lambda module, args, output: rows.append(len(output)))
+    mc_probabilities(model, torch.randn(10, 3, 8, 8), samples=30)
+    assert rows == [10]  # not 30 copies of a deterministic pass
+    active, rows = cnn_with_running_stats(p=0.1), []
+    active.register_forward_hook(lambda module, args, output: rows.append(len(output)))
+    mc_probabilities(active, torch.randn(10, 3, 8, 8), samples=30)
+    assert rows == [300]
+
+
 def test_mc_dropout_samples_differ_and_the_average_is_seeded():
     model = cnn_with_running_stats(p=0.5)
     x = torch.randn(10, 3, 8, 8)

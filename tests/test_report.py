@@ -168,12 +168,16 @@ def test_same_condition_and_seed_counts_once(tmp_path):
 
 def test_regime_notes_say_when_the_baseline_cannot_overfit(tmp_path):
     root = tmp_path / "regime"
+    setting = {"extra": {"split_sizes": {"train": 4000, "val": 500}},
+               "config": {"data": {"augment": False}, "trainer": {"max_epochs": 30}}}
     for seed in range(3):
-        write_run(root, f"none{seed}", "none", seed, 0.95 + seed / 1000, metrics={"train/acc": 0.955, "gen_gap": 0.004})
-        write_run(root, f"drop{seed}", "dropout", seed, 0.90, metrics={"train/acc": 0.85 + seed / 1000})
+        write_run(root, f"none{seed}", "none", seed, 0.95 + seed / 1000, metrics={"train/acc": 0.955, "gen_gap": 0.004},
+                  **setting)
+        write_run(root, f"drop{seed}", "dropout", seed, 0.90, metrics={"train/acc": 0.85 + seed / 1000}, **setting)
     table = summarize(load_runs([root]), by="reg", metrics=["test/acc"])
     markdown = to_markdown(table)
-    assert "the baseline (reg=none) reaches train acc. 95.50% with a gen. gap of 0.40 pt (mean of n=3)" in markdown
+    assert ("Regime: digits, 4,000 train examples, no augmentation, model cnn, 30 epochs. The baseline (reg=none) "
+            "reaches train acc. 95.50% with a gen. gap of 0.40 pt (mean of n=3)") in markdown
     assert "It does not overfit (gap < 1 pt): this setting cannot show a regularization benefit" in markdown
     assert "| dropout ‡ | 3 |" in markdown and "‡: underfits" in markdown
     assert table.rows[1].underfits and not table.rows[0].underfits
@@ -317,3 +321,20 @@ def test_data_size_section_splits_by_size_and_draws_learning_curves(tmp_path):
     assert "## Regularization against training-set size" in report
     assert "| l2 (data.train_size=64) | 2 |" in report and "| none (data.train_size=1.0) | 2 |" in report
     assert (out / "figures" / "learning_curves.png").stat().st_size > 1000
+
+
+def test_cpu_cifar_ablation_gets_its_own_section_with_its_regime(tmp_path):
+    root = tmp_path / "small"
+    for reg, acc in (("none", 0.62), ("dropout", 0.66)):
+        for seed in range(2):
+            write_run(root, f"reg={reg},seed={seed}", reg, seed, acc + seed / 100, study="ablation_cifar10_small",
+                      choices={"data": "cifar10"}, extra={"split_sizes": {"train": 4000, "val": 2000, "test": 2000}},
+                      config={"data": {"augment": False}, "trainer": {"max_epochs": 30}})
+    out = tmp_path / "paper"
+    assert report_main([str(root), "--paper", "--out", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    section = report.split("## Comparison of techniques on CIFAR-10 where the baseline overfits (2 CPU cores)")[1]
+    section = section.split("\n## ")[0]
+    assert "| dropout | 2 |" in section
+    assert "Regime: cifar10, 4,000 train examples, no augmentation, model cnn, 30 epochs. The baseline" in section
+    assert (out / "figures" / "curves_image_small.png").stat().st_size > 1000

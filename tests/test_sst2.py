@@ -244,6 +244,15 @@ def test_hf_encoder_tiny_random_config_offline():
         assert torch.allclose(net(ids, mask), net(ids[:, :4], mask[:, :4]), atol=1e-5)
     Dropout(p=0.0, rates={"attention": 0.5}).configure(net)
     assert all(m.p == 0.5 for m in sites["attention"]) and all(m.p == 0.0 for m in sites["residual"])
+    # MC dropout reaches the attention dropout, which transformers gates by the attention module's own mode
+    from reglab.evaluation import mc_probabilities
+
+    assert len(net.dropout_gates()) == 1
+    torch.manual_seed(1)
+    first = mc_probabilities(net, {"input_ids": ids, "attention_mask": mask}, samples=1)
+    torch.manual_seed(2)
+    assert not torch.allclose(first, mc_probabilities(net, {"input_ids": ids, "attention_mask": mask}, samples=1))
+    assert not any(m.training for m in net.modules())
     penalty = L2(strength=1.0)
     penalty.configure(net)
     assert penalty.param_names and not any("embeddings" in n for n in penalty.param_names)

@@ -280,7 +280,8 @@ def train_in_process(cfg: DictConfig, label: RunLabel | None = None, **extra) ->
     output_dir = Path(cfg.paths.output_dir)
     label = label or RunLabel.of(cfg)
     results = results_record(cfg, label, "running", started) | {"git_commit": git_commit(),
-                                                                 "versions": library_versions(), **extra}
+                                                                 "versions": library_versions(),
+                                                                 "torch_threads": torch.get_num_threads(), **extra}
     config = results["config"]
     profiling.start_job()
     try:

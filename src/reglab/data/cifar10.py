@@ -151,13 +151,16 @@ def load_hub(name: str, cache_dir: Path) -> dict:
 
 class CIFAR10DataModule(ImageTensorDataModule):
     def __init__(self, path: str | None = None, hub_name: str = "uoft-cs/cifar10", cache_dir: str = ".cache",
-                 val_size: int = 5000, val_seed: int = 0, **kwargs):
+                 val_size: int = 5000, val_seed: int = 0, carve_val: bool = False, **kwargs):
         super().__init__(**kwargs)
         if path is not None and not Path(path).is_dir():
             raise ConfigError(f"data.path={path!r}: directory does not exist")
         self.path = Path(path) if path is not None else None
         self.hub_name, self.cache_dir = hub_name, Path(cache_dir)
         self.val_size, self.val_seed = int(val_size), int(val_seed)
+        if not isinstance(carve_val, bool):
+            raise ConfigError(f"data.carve_val={carve_val!r}: must be true or false")
+        self.carve_val = carve_val
 
     def cache_file(self) -> tuple[Path, str, Path | None]:
         if self.path is None:
@@ -197,10 +200,13 @@ class CIFAR10DataModule(ImageTensorDataModule):
         for split, (_, labels) in splits.items():
             if len(labels) == 0:
                 raise DataUnavailableError(f"CIFAR-10 {split} split is empty")
-        if "validation" in splits:
+        if "validation" in splits and not self.carve_val:
             train, val = splits["train"], splits["validation"]
         else:
             train, val = carve_validation(*splits["train"], self.val_size, self.val_seed, "data.val_size")
         if "test" in splits:
             return ImageSplits(train, val, splits["test"], names, test_split="test")
+        if "validation" in splits and self.carve_val:
+            # The source's own validation split is never tuned on here, so it can honestly serve as the test.
+            return ImageSplits(train, val, splits["validation"], names, test_split="validation (held out)")
         return ImageSplits(train, val, val, names, test_split="validation")

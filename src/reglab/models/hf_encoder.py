@@ -62,6 +62,13 @@ class HFEncoderClassifier(nn.Module):
                 sites[site_of(name)].append(module)
         return {**{k: v for k, v in sites.items() if v}, "classifier": [self.head_drop]}
 
+    def dropout_gates(self) -> list[nn.Module]:
+        """Modules whose own train/eval mode gates a site's dropout: transformers' attention passes
+        ``dropout=self.dropout.p if self.training else 0`` to its attention kernel and never calls the site's
+        forward, so MC dropout must switch these on too (they use ``training`` for nothing else)."""
+        return [module for name, module in self.encoder.named_modules()
+                if isinstance(getattr(module, "dropout", None), nn.Dropout) and site_of(f"{name}.dropout") == "attention"]
+
     def forward(self, input_ids, attention_mask):
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask.long()).last_hidden_state
         if self.pooling == "cls":

@@ -132,6 +132,7 @@ class Regime:
     train_acc: Cell | None = None
     gen_gap: Cell | None = None
     overfit_threshold: float = OVERFIT_THRESHOLD
+    setting: str = ""  # the baseline's data regime: data, training-set size, augmentation, model, budget
 
     @property
     def overfits(self) -> bool | None:
@@ -350,9 +351,14 @@ def summarize(runs: pd.DataFrame, by: str = "reg", metrics=DEFAULT_METRICS, base
                   split_by=key_names(split_keys, entries), notes=notes, goals=dict(goals or {}),
                   overfit_threshold=overfit_threshold, underfit_threshold=underfit_threshold)
     full_names = dict(zip((e["context"] for e in entries), qualifiers(split_keys, entries, limit=None)))
+    by_dir = done.set_index("run_dir", drop=False) if not done.empty else None
     for context in dict.fromkeys(r.context for r in rows):
-        table.regimes.append(compare_context(table, [r for r in rows if r.context == context], samples,
-                                             full_names.get(context, "") if split_keys else ""))
+        regime = compare_context(table, [r for r in rows if r.context == context], samples,
+                                 full_names.get(context, "") if split_keys else "")
+        base = next((r for r in rows if r.label == regime.baseline), None)
+        if base is not None and base.run_dirs and by_dir is not None:
+            regime.setting = regime_setting(by_dir.loc[base.run_dirs[0]].to_dict())
+        table.regimes.append(regime)
     for metric in table.tested():  # Holm: the family is this column's comparisons, across the whole table
         compared = [cells[(r.label, metric)].comparison for r in rows
                     if (r.label, metric) in cells and cells[(r.label, metric)].comparison]
@@ -439,6 +445,27 @@ def caption(table: Table) -> list[str]:
     return [". ".join(p[0].upper() + p[1:] for p in parts) + "."]
 
 
+def regime_setting(run: dict) -> str:
+    """Where a run was: 'cifar10, 4,000 train examples, no augmentation, model cnn, 30 epochs'."""
+    def given(key):
+        value = run.get(key)
+        return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+    parts = [str(given("data"))] if given("data") else []
+    if given("split_sizes.train") is not None:
+        parts.append(f"{int(given('split_sizes.train')):,} train examples")
+    if given("data.augment") is not None:
+        parts.append("augmented" if bool(given("data.augment")) else "no augmentation")
+    if given("model"):
+        parts.append(f"model {given('model')}")
+    steps, epochs = given("trainer.max_steps"), given("trainer.max_epochs")
+    if steps is not None and int(steps) > 0 and (epochs is None or int(epochs) < 0):
+        parts.append(f"{int(steps):,} steps")
+    elif epochs is not None:
+        parts.append(f"{int(epochs)} epochs")
+    return ", ".join(parts)
+
+
 def regime_lines(table: Table) -> list[str]:
     lines = []
     acc, gap = metric_info("train/acc"), metric_info("gen_gap")
@@ -452,9 +479,10 @@ def regime_lines(table: Table) -> list[str]:
             lines.append(f"Regime{where}: the baseline {regime.baseline} recorded no train accuracy.")
             continue
         n = regime.gen_gap.n
-        text = (f"Regime{where}: the baseline ({table.by}={table.baseline}) reaches train acc. "
-                f"{shown(regime.train_acc.mean, acc)}% with a gen. gap of {shown(regime.gen_gap.mean, gap)} pt "
-                + ("(one run)." if n == 1 else f"(mean of n={n})."))
+        text = f"Regime{where}: " + (f"{regime.setting}. The baseline" if regime.setting else "the baseline")
+        text += (f" ({table.by}={table.baseline}) reaches train acc. "
+                 f"{shown(regime.train_acc.mean, acc)}% with a gen. gap of {shown(regime.gen_gap.mean, gap)} pt "
+                 + ("(one run)." if n == 1 else f"(mean of n={n})."))
         if not regime.overfits:
             text += (f" It does not overfit (gap < {table.overfit_threshold * 100:g} pt): this setting cannot show a "
                      "regularization benefit.")
