@@ -57,9 +57,23 @@ def test_cnn_default_sites_are_typed_and_off():
     assert all(id(m) in submodules for ms in sites.values() for m in ms)
 
 
+def test_cnn_flatten_head_reads_every_position_of_the_last_map():
+    flat = CNN(in_channels=3, image_size=32, num_classes=10, widths=[8, 16], convs_per_stage=1, fc_hidden=32,
+               global_pool="none")
+    averaged = CNN(in_channels=3, image_size=32, num_classes=10, widths=[8, 16], convs_per_stage=1, fc_hidden=32)
+    assert flat.head[0].in_features == 16 * 8 * 8 and averaged.head[0].in_features == 16
+    x = torch.randn(2, 3, 32, 32)
+    assert flat(x).shape == (2, 10)
+    flat.eval()
+    with torch.no_grad():  # unlike the average, the flattened head sees where a feature is
+        moved = flat(torch.roll(x, shifts=8, dims=3))
+        assert not torch.allclose(moved, flat(x))
+
+
 def test_cnn_bad_config_raises():
     for kwargs, key in ((dict(activation="tanh"), "activation"), (dict(widths=[]), "widths"),
-                        (dict(convs_per_stage=0), "convs_per_stage"), (dict(fc_hidden=-1), "fc_hidden")):
+                        (dict(convs_per_stage=0), "convs_per_stage"), (dict(fc_hidden=-1), "fc_hidden"),
+                        (dict(global_pool="max"), "global_pool")):
         with pytest.raises(ConfigError, match=key):
             CNN(in_channels=1, image_size=8, num_classes=2, **kwargs)
 
@@ -79,8 +93,25 @@ def test_dropout_regularizer_sets_p_and_per_type_rates():
 def test_dropout_yaml_sets_every_site():
     model = CNN(in_channels=1, image_size=8, num_classes=3, **SMALL)
     (reg,) = build_regularizers(OmegaConf.load(CONF / "reg" / "dropout.yaml"))
+    assert reg.p is None
     reg.configure(model)
-    assert all_rates(model) == {"conv": [0.2, 0.2], "fc": [0.2]}
+    assert all_rates(model) == {"conv": [0.0, 0.0], "fc": [0.5]}  # the CNN's recommended rates
+
+
+def test_dropout_defaults_come_from_the_model_and_p_or_rates_override_them():
+    from reglab.models.transformer import TransformerClassifier
+
+    transformer = TransformerClassifier(vocab_size=50, num_classes=2, max_length=12)
+    Dropout().configure(transformer)  # declares no defaults: 0.1 at every site
+    assert {site: set(rates) for site, rates in all_rates(transformer).items()} == {
+        "embedding": {0.1}, "attention": {0.1}, "residual": {0.1}, "classifier": {0.1}}
+    model = CNN(in_channels=1, image_size=8, num_classes=3, **SMALL)
+    Dropout(rates={"fc": 0.3}).configure(model)
+    assert all_rates(model) == {"conv": [0.0, 0.0], "fc": [0.3]}
+    Dropout(p=0.2, rates={"fc": 0.3}).configure(model)
+    assert all_rates(model) == {"conv": [0.2, 0.2], "fc": [0.3]}
+    with pytest.raises(ConfigError, match="reg.dropout.p"):
+        Dropout(p=1.0)
 
 
 def test_reg_none_and_non_dropout_regularizers_leave_sites_off():

@@ -371,7 +371,7 @@ def test_weight_decay_no_penalty():
     ("l2", L2, {"strength": 5e-4}),
     ("elasticnet", ElasticNet, {"l1_strength": 0.5e-4, "l2_strength": 0.5e-4}),
     ("weight_decay", WeightDecay, {"decay": 5e-2}),
-    ("dropout", Dropout, {"p": 0.2, "rates": {}}),
+    ("dropout", Dropout, {"rates": {}}),
 ])
 def test_reg_yaml_builds_the_documented_regularizer(choice, cls, attrs):
     (reg,) = build_regularizers(OmegaConf.load(CONF / "reg" / f"{choice}.yaml"))

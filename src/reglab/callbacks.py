@@ -114,7 +114,8 @@ class LatestCheckpoint(pl.Callback):
 
     def save(self, trainer) -> None:
         temporary = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        trainer.save_checkpoint(temporary)  # every rank calls it; rank 0 writes, then all meet at a barrier
+        # the full state, for resume; every rank calls it, rank 0 writes, then all meet at a barrier
+        trainer.save_checkpoint(temporary, weights_only=False)
         if trainer.is_global_zero:
             os.replace(temporary, self.path)
 

@@ -67,7 +67,8 @@ class HFEncoderClassifier(nn.Module):
         ``dropout=self.dropout.p if self.training else 0`` to its attention kernel and never calls the site's
         forward, so MC dropout must switch these on too (they use ``training`` for nothing else)."""
         return [module for name, module in self.encoder.named_modules()
-                if isinstance(getattr(module, "dropout", None), nn.Dropout) and site_of(f"{name}.dropout") == "attention"]
+                if isinstance(getattr(module, "dropout", None), nn.Dropout)
+                and site_of(f"{name}.dropout") == "attention"]
 
     def forward(self, input_ids, attention_mask):
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask.long()).last_hidden_state
