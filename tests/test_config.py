@@ -111,3 +111,10 @@ def test_bad_values_are_caught_before_any_data_or_model(make_config, overrides, 
     with pytest.raises(ConfigError) as raised:
         validate(cfg)
     assert message in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_dropout_rates_are_set_from_the_command_line_as_the_readme_writes_them(tmp_path):
+    cfg = compose_config(tmp_path, ["reg=dropout", "reg.dropout.rates={fc: 0.3}"])  # no '+' needed
+    drop_unselected(cfg.reg)
+    (dropout,) = build_regularizers(cfg.reg)
+    assert dropout.rates == {"fc": 0.3} and dropout.p is None
