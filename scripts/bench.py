@@ -83,10 +83,11 @@ class RawLoop:
 
     def __init__(self, cfg, splits: dict, total_steps: int):
         import torch
-        from hydra.utils import instantiate
+
+        from reglab.models import build_model
 
         self.device = torch.device("cuda" if cfg.trainer.accelerator == "gpu" else "cpu")
-        self.model = instantiate(cfg.model, **splits["model_kwargs"]).to(self.device)
+        self.model = build_model(cfg.model, splits["datamodule"]).to(self.device)
         if cfg.get("compile", False):
             self.model.compile()
         self.model.train()
@@ -153,21 +154,21 @@ def paired_clock(raw: RawLoop, warmup: int, steps: int):
 def time_reglab(cfg, splits: dict, output_dir: Path, warmup: int, steps: int) -> dict:
     """Step times of the real reglab run built from ``cfg`` (build_run: what train.py trains with), each paired
     with a raw-loop step."""
-    from omegaconf import OmegaConf, open_dict
+    from omegaconf import open_dict
 
+    from reglab.job import build_run
     from reglab.loggers import finish_wandb
-    from reglab.run import build_run
-
-    from reglab.regularizers import drop_unselected
+    from reglab.results import RunRecord
+    from reglab.run import prepare
 
     cfg = cfg.copy()
-    drop_unselected(cfg.reg)  # an experiment's settings for regularizers this reg choice does not select
+    label = prepare(cfg)
     with open_dict(cfg):
         cfg.trainer.max_steps = warmup + steps + 1
         cfg.paths.output_dir = str(output_dir)
     raw = RawLoop(cfg, splits, warmup + steps)
     clock = paired_clock(raw, warmup, steps)
-    parts = build_run(cfg, output_dir, OmegaConf.to_container(cfg, resolve=True), extra_callbacks=(clock,))
+    parts = build_run(cfg, RunRecord.start(cfg, label), extra_callbacks=(clock,), label=label)
     try:
         parts.trainer.fit(parts.module, datamodule=parts.datamodule)
     finally:
@@ -176,17 +177,14 @@ def time_reglab(cfg, splits: dict, output_dir: Path, warmup: int, steps: int) ->
 
 
 def raw_optimizer(cfg_optim, params, total_steps: int):
-    """The hand-written loop's optimizer and cosine schedule: plain torch, the same settings."""
+    """The hand-written loop's optimizer (the config's, no decay) and a plain cosine schedule."""
     import math
 
     import torch
 
-    if cfg_optim.name == "sgd":
-        optimizer = torch.optim.SGD(params, lr=cfg_optim.lr, momentum=cfg_optim.get("momentum", 0.0),
-                                    nesterov=bool(cfg_optim.get("nesterov", False)))
-    else:
-        optimizer = (torch.optim.AdamW if cfg_optim.name == "adamw" else torch.optim.Adam)(
-            params, lr=cfg_optim.lr, weight_decay=0.0)
+    from reglab.optim import build_optimizer
+
+    optimizer = build_optimizer(cfg_optim, [{"params": list(params)}])
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(1.0, step / total_steps))))
     return optimizer, schedule
@@ -199,7 +197,7 @@ def load_splits(cfg) -> dict:
     datamodule = instantiate(cfg.data, "data", seed=int(cfg.seed))
     datamodule.setup()
     return {"train": datamodule.splits.train, "mean": datamodule.mean, "std": datamodule.std,
-            "model_kwargs": datamodule.model_kwargs}
+            "datamodule": datamodule}
 
 
 def throughput_rounds(base: list[str], scratch: Path, args) -> dict:
@@ -232,14 +230,13 @@ def throughput_rounds(base: list[str], scratch: Path, args) -> dict:
 def mc_throughput(base: list[str], args) -> dict:
     """(e): MC dropout's image-samples per second over the raw training loop's images per second, same model (with
     reg=dropout's rates), same process; the two alternate, so the machine's drift cancels in each pair."""
-    import torch
-
     from reglab.data.augment import normalize
     from reglab.evaluation import mc_probabilities
-    from reglab.regularizers import build_regularizers, drop_unselected
+    from reglab.regularizers import build_regularizers
+    from reglab.run import prepare
 
     cfg = compose(base + ["reg=dropout"])
-    drop_unselected(cfg.reg)
+    prepare(cfg)
     splits = load_splits(cfg)
     raw = RawLoop(cfg, splits, total_steps=10 ** 6)
     for regularizer in build_regularizers(cfg.reg):

@@ -37,7 +37,7 @@ def main(argv=None) -> int:
 
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
     command = [sys.executable, str(ROOT / "train.py"), "experiment=sst2_baseline", f"data.path={args.data}",
-               "logger=none", f"hydra.run.dir={args.run_dir}", *args.overrides]
+               "logger=csv", f"hydra.run.dir={args.run_dir}", *args.overrides]
     started = time.time()
     done = subprocess.run(command, cwd=ROOT, env=env)
     wall = time.time() - started

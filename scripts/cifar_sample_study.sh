@@ -26,5 +26,5 @@ t0=$SECONDS
     '++reg.dropout.rates={conv: 0.1, fc: 0.5}' "hydra.sweep.dir=$OUT_DIR/mc_dropout" \
     > "$OUT_DIR/mc.log" 2>&1 || { tail -30 "$OUT_DIR/mc.log"; exit 1; }
 echo "mc_dropout: $((SECONDS - t0)) s"
-"$PY" -m reglab.report.cli "$OUT_DIR" --paper --out "$OUT_DIR/report" > /dev/null
+reglab-report "$OUT_DIR" --paper --out "$OUT_DIR/report" > /dev/null
 sed -n '/^## Subgradient L1/,/^Mean/p;/^## Dropout at inference/,/^Mean/p' "$OUT_DIR/report/report.md"

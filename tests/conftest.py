@@ -125,7 +125,7 @@ def run_cli(*args: str, cwd=ROOT, timeout=300, env=None, program=None, script="t
 
 
 # Small and fast: a tiny CNN, a couple of epochs, CPU, no W&B unless a test asks for it.
-FAST = ["trainer.max_epochs=2", "trainer.accelerator=cpu", "logger=none", "data.batch_size=16", "optim.lr=1e-2"]
+FAST = ["trainer.max_epochs=2", "trainer.accelerator=cpu", "logger=csv", "data.batch_size=16", "optim.lr=1e-2"]
 SMALL_CNN = ["model.widths=[8,16]", "model.convs_per_stage=1", "model.fc_hidden=16"]
 
 

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from conftest import CONF, compose_config
 from reglab.regularizers import Regularizer, build_regularizers, drop_unselected
 from reglab.identity import RunLabel
-from reglab.run import check_config
+from reglab.checks import check_config
 
 
 def group_choices(group: str) -> list[str]:
@@ -62,9 +62,10 @@ def test_no_optimizer_carries_weight_decay(tmp_path):
 
 
 @pytest.mark.parametrize("override,message", [
-    ("reg=l3", "reg=l3: unknown choice; allowed ['activity', 'dropout'"),
+    # prefixes of the sorted choices: adding a choice (a new yaml) must not need this test edited
+    ("reg=l3", "reg=l3: unknown choice; allowed ['activity', 'd"),
     ("reg=[l1,nope]", "reg=nope: unknown choice"),
-    ("model=resnet", "model=resnet: unknown choice; allowed ['cnn', 'cnn_small', 'hf_encoder', 'transformer']"),
+    ("model=resnet", "model=resnet: unknown choice; allowed ['cnn', 'cnn_small', 'hf_encoder', "),
     ("optim=lion", "optim=lion: unknown choice; allowed ['adam', 'adamw', 'sgd']"),
 ])
 def test_unknown_group_choice_is_one_line_before_anything_loads(tmp_path, override, message):
@@ -104,7 +105,7 @@ def test_bad_values_are_caught_before_any_data_or_model(make_config, overrides, 
     """Issue 7's list: each is a ConfigError naming the key, the value and what is allowed, from validate()
     alone (no data loaded, no model built). The CLI turns it into one line and exit code 2 (test_train)."""
     from reglab.errors import ConfigError
-    from reglab.run import validate
+    from reglab.checks import validate
 
     cfg = make_config(*overrides)
     drop_unselected(cfg.reg)

@@ -14,6 +14,9 @@ from reglab.regularizers.maxnorm import MaxNorm
 from reglab.regularizers.prox_l1 import ProxL1
 from reglab.run import train
 
+ADAM = {"_target_": "torch.optim.Adam", "_partial_": True, "decoupled_weight_decay": True}
+SGDW = {"_target_": "reglab.optim.SGDW", "_partial_": True}  # conf/optim/sgd.yaml's optimizer
+
 
 def tiny_model() -> nn.Sequential:
     model = nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 2))
@@ -49,7 +52,8 @@ def test_prox_l1_under_adam_thresholds_in_adams_metric(name):
     model = tiny_model()
     grads = [torch.tensor([[0.2, -0.001, 0.05], [1.0, 0.0, -0.3]]), torch.tensor([[0.01, 0.02], [-0.5, 0.0]])]
     weights = [model[0].weight, model[1].weight]
-    optimizer = build_optimizer(OmegaConf.create({"name": name, "lr": 0.01}), [{"params": weights}])
+    target = {"adam": {**ADAM}, "adamw": {"_target_": "torch.optim.AdamW", "_partial_": True}}[name]
+    optimizer = build_optimizer(OmegaConf.create({**target, "lr": 0.01}), [{"params": weights}])
     lr, strength, beta2, eps = 0.01, 2e-3, 0.999, 1e-8
     v = [torch.zeros_like(w) for w in weights]
     for step in (1, 2):  # two Adam steps with the same gradients, so v_hat is not just g^2
@@ -67,7 +71,7 @@ def test_prox_l1_under_adam_thresholds_in_adams_metric(name):
         assert torch.allclose(new, expected, atol=1e-7)
         assert torch.equal(new == 0, old.abs() <= threshold)  # exact zeros exactly where |w| <= t
     assert (weights[0] == 0).any() and (weights[0] != 0).any()  # a weight-dependent threshold, not a flat one
-    sgd = build_optimizer(OmegaConf.create({"name": "sgd", "lr": 0.1}), [{"params": weights}])
+    sgd = build_optimizer(OmegaConf.create({**SGDW, "lr": 0.1}), [{"params": weights}])
     plain = tiny_model()
     ProxL1(strength=1.0).configure(plain) or None
     flat = ProxL1(strength=1.0)

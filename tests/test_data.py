@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -148,3 +149,50 @@ def test_digits_is_seeded_real_and_disjoint():
     assert torch.equal(a.splits.test[0], b.splits.test[0])
     rows = lambda split: {tuple(x.flatten().tolist()) for x in split[0]}  # noqa: E731
     assert not rows(a.splits.train) & rows(a.splits.test)  # no test image is also a training image
+
+
+def test_grayscale_decodes_one_channel_the_same_way_in_every_layout(cifar_python_batches, cifar_imagefolder,
+                                                                     cifar_parquet, tmp_path):
+    from PIL import Image
+
+    from reglab.data.images import ImageDataModule
+
+    gray = ImageDataModule(path=str(cifar_parquet), cache_dir=str(tmp_path / "cache"), image_mode="L", val_size=20)
+    gray.setup()
+    assert gray.splits.train[0].shape == (80, 1, 32, 32) and gray.model_kwargs["in_channels"] == 1
+    rgb = ImageDataModule(path=str(cifar_parquet), cache_dir=str(tmp_path / "cache"), val_size=20)
+    rgb.setup()
+    first = rgb.splits.train[0][0].permute(1, 2, 0).numpy()
+    assert torch.equal(gray.splits.train[0][0, 0], torch.tensor(np.asarray(Image.fromarray(first).convert("L"))))
+    assert len(list((tmp_path / "cache" / "images").glob("*.pt"))) == 2  # one cache per mode
+    batches = cifar(cifar_python_batches, tmp_path, image_mode="L").load_decoded()["splits"]["test"]
+    folder = cifar(cifar_imagefolder, tmp_path, image_mode="L").load_decoded()["splits"]["test"]
+    order = lambda split: torch.argsort(split[0].flatten(1).float().sum(1) * 100 + split[1])  # noqa: E731
+    assert batches[0].shape == (30, 1, 32, 32) and torch.equal(batches[0][order(batches)], folder[0][order(folder)])
+    with pytest.raises(ConfigError, match=r"data.image_mode='CMYK': allowed \['RGB', 'L'\]"):
+        ImageDataModule(path=str(cifar_parquet), image_mode="CMYK")
+    with pytest.raises(ConfigError, match="data.path=None: give a local copy"):
+        ImageDataModule()
+
+
+@pytest.mark.parametrize("resident", [False, True])
+def test_train_batches_per_epoch_is_the_loaders_length_without_a_loader(cifar_python_batches, tmp_path, resident):
+    from reglab.data.batching import TrainBatches
+
+    class Trainer:
+        global_rank, world_size, training, datamodule = 0, 1, True, None
+
+        class strategy:
+            root_device = torch.device("cpu")
+
+    dm = cifar(cifar_python_batches, tmp_path, train_size=67, device_resident=resident)  # 67 = 4 batches of 16 + 3
+    counts = {world: dm.train_batches_per_epoch(world) for world in (1, 2)}
+    assert counts == {1: 5, 2: 5}
+    dm.trainer = Trainer()
+    loader = dm.train_dataloader()
+    assert counts[1] == len(loader) == sum(1 for _ in loader)
+    for rank in (0, 1):
+        sampler = TrainBatches(67, 16, dm.seed, rank, 2)
+        assert counts[2] == len(sampler) == sum(1 for _ in sampler)
+    with pytest.raises(ConfigError, match="data.batch_size=16 is the global batch size"):
+        dm.train_batches_per_epoch(3)

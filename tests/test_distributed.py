@@ -22,7 +22,7 @@ from reglab.gpu_slots import claim_slot
 from reglab.resolvers import launch_stamp
 
 TINY = ["data=digits", "model=cnn_small", "model.widths=[8,16]", "model.fc_hidden=16", "trainer.max_epochs=1",
-        "logger=none"]
+        "logger=csv"]
 
 
 def results_in(folder: Path) -> list[dict]:
@@ -87,7 +87,7 @@ def test_ddp_cpu_matches_a_single_process_run(tmp_path):
               "optim.lr=0.05", "trainer.max_epochs=3", "reg=l2", "data.batch_size=32"]
     ddp = run_cli(*common, "trainer=ddp_cpu", "logger=default", f"hydra.run.dir={tmp_path / 'ddp'}")
     assert ddp.returncode == 0, ddp.stderr[-3000:]
-    single = run_cli(*common, "trainer=cpu", "logger=none", f"hydra.run.dir={tmp_path / 'single'}")
+    single = run_cli(*common, "trainer=cpu", "logger=csv", f"hydra.run.dir={tmp_path / 'single'}")
     assert single.returncode == 0, single.stderr[-3000:]
     (d,), (s,) = results_in(tmp_path / "ddp"), results_in(tmp_path / "single")
     assert d["status"] == s["status"] == "completed"
@@ -326,7 +326,7 @@ def test_slurm_launcher_runs_an_ablation_as_a_job_array(tmp_path):
     done = run_cli("-m", "experiment=demo", "hydra/launcher=slurm", "hydra.launcher.partition=gpu-a100",
                    "hydra.launcher.timeout_min=90", "hydra.launcher.array_parallelism=2",
                    "hydra.launcher.gpus_per_node=0", "trainer=cpu", "reg=none,l1", "trainer.max_epochs=1",
-                   "logger=none", f"hydra.sweep.dir={sweep}", env=fake_slurm(tmp_path / "slurm"))
+                   "logger=csv", f"hydra.sweep.dir={sweep}", env=fake_slurm(tmp_path / "slurm"))
     assert done.returncode == 0, done.stderr[-3000:]
     script = (tmp_path / "slurm" / "submitted.sh").read_text()
     for line in ("#SBATCH --partition=gpu-a100", "#SBATCH --time=90", "#SBATCH --array=0-1%2",

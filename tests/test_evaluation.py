@@ -110,7 +110,7 @@ def test_eval_cli_refuses_a_checkpoint_of_another_model(make_config):
     done = run_cli(f"ckpt={ckpt}", "+model={widths: [4]}", script="eval.py")
     assert done.returncode == 2, done.stderr[-2000:]
     assert "was trained with model=" in done.stderr and "Traceback" not in done.stderr
-    done = run_cli(f"ckpt={ckpt}", "mc_samples=4", "write_results=false", script="scripts/evaluate.py")
+    done = run_cli(f"ckpt={ckpt}", "mc_samples=4", "write_results=false", script="eval.py")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "MC (4)" in done.stdout and "temperature" in done.stdout
 

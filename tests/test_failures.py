@@ -52,7 +52,7 @@ def test_nan_at_step_k_stops_the_run_and_keeps_the_last_good_checkpoint(make_con
 def test_a_diverging_job_does_not_stop_the_sweep(tmp_path):
     sweep = tmp_path / "sweep"
     done = run_cli("-m", "data=digits", "model=cnn_small", "model.widths=[8]", "model.fc_hidden=8",
-                   "trainer.max_epochs=1", "logger=none", "+reg.nan_at={_target_: test_failures.NaNAtStep, step: 3}",
+                   "trainer.max_epochs=1", "logger=csv", "+reg.nan_at={_target_: test_failures.NaNAtStep, step: 3}",
                    "reg.nan_at.step=3,1000", f"hydra.sweep.dir={sweep}",
                    env={"PYTHONPATH": str(ROOT / "tests")})
     assert done.returncode == 0, done.stderr[-3000:]

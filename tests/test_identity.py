@@ -57,7 +57,7 @@ def test_label_names_group_and_run():
     from reglab.identity import NOT_CONDITION, NOT_LABEL, override_key, under
 
     for launch in ("hydra/launcher=gpus", "hydra.sweep.dir=/x", "seed=3", "paths.log_dir=/y", "+trainer.devices=2",
-                   "experiment=demo", "logger=none"):
+                   "experiment=demo", "logger=csv"):
         assert under(override_key(launch), NOT_CONDITION + NOT_LABEL), launch
     assert not under(override_key("+reg.l1.strength=0.1"), NOT_CONDITION + NOT_LABEL)
     long = bounded("x" * 300, 128)

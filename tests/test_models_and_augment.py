@@ -18,6 +18,8 @@ from reglab.regularizers import build_regularizers
 from reglab.regularizers.dropout import Dropout
 from reglab.regularizers.l2 import L2
 
+ADAM = {"_target_": "torch.optim.Adam", "_partial_": True, "decoupled_weight_decay": True}
+
 SMALL = dict(widths=[4, 8], convs_per_stage=1, fc_hidden=8)
 
 
@@ -120,7 +122,7 @@ def test_reg_none_and_non_dropout_regularizers_leave_sites_off():
     model = CNN(in_channels=1, image_size=8, num_classes=3, **SMALL)
     regs = build_regularizers(OmegaConf.load(CONF / "reg" / "none.yaml"))
     assert regs == []
-    ClassifierModule(model, regs, OmegaConf.create({"name": "adam", "lr": 1e-3}), num_classes=3)
+    ClassifierModule(model, regs, OmegaConf.create({**ADAM, "lr": 1e-3}), num_classes=3)
     assert all_rates(model) == {"conv": [0.0, 0.0], "fc": [0.0]}
     L2(strength=1e-3).configure(model)
     assert all_rates(model) == {"conv": [0.0, 0.0], "fc": [0.0]}

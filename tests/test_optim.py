@@ -14,8 +14,10 @@ from reglab.optim import SGDW, build_optimizer, build_scheduler, check_optim_con
 from reglab.regularizers.l2 import L2
 from reglab.regularizers.weight_decay import WeightDecay
 
-ADAM = {"name": "adam", "lr": 0.1, "betas": [0.9, 0.999], "eps": 1e-8}
-SGD = {"name": "sgd", "lr": 0.1, "momentum": 0.0, "nesterov": False}
+ADAM = {"_target_": "torch.optim.Adam", "_partial_": True, "decoupled_weight_decay": True, "lr": 0.1,
+        "betas": [0.9, 0.999], "eps": 1e-8}
+ADAMW = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 0.1, "betas": [0.9, 0.999], "eps": 1e-8}
+SGD = {"_target_": "reglab.optim.SGDW", "_partial_": True, "lr": 0.1, "momentum": 0.0, "nesterov": False}
 
 
 def make_model(seed: int = 0) -> nn.Sequential:
@@ -86,7 +88,7 @@ def test_build_optimizer_types_and_groups():
     groups = reg.param_groups(one_group(model))
     sgd = build_optimizer(OmegaConf.create(SGD), groups)
     adam = build_optimizer(OmegaConf.create(ADAM), groups)
-    adamw = build_optimizer(OmegaConf.create({**ADAM, "name": "adamw"}), groups)
+    adamw = build_optimizer(OmegaConf.create(ADAMW), groups)
     assert isinstance(sgd, SGDW)
     assert type(adam) is torch.optim.Adam and adam.defaults["decoupled_weight_decay"] is True
     assert type(adamw) is torch.optim.AdamW
@@ -102,7 +104,7 @@ def test_build_optimizer_types_and_groups():
 @pytest.mark.parametrize("name", ["adam", "adamw"])
 def test_decoupled_decay_matches_formula_under_adam(name):
     lr, decay = 0.1, 0.5
-    cfg = {**ADAM, "name": name}
+    cfg = {"adam": ADAM, "adamw": ADAMW}[name]
     plain, decoupled = step_plain(cfg), step_decoupled(cfg, decay)
     w0 = {n: p.detach() for n, p in make_model().named_parameters()}
     for n in WEIGHTS:  # decoupled: w1 = w0 - lr*decay*w0 + (plain Adam update)
@@ -181,7 +183,7 @@ def test_sgd_decoupled_one_step_formula():
 
 def sgdw_with_momentum(decay: float, nesterov: bool = False):
     w = nn.Parameter(torch.tensor([[1.0, -2.0], [3.0, 0.5]], dtype=torch.float64))
-    cfg = OmegaConf.create({"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": nesterov})
+    cfg = OmegaConf.create({**SGD, "momentum": 0.9, "nesterov": nesterov})
     return w, build_optimizer(cfg, [{"names": ["w"], "params": [w], "weight_decay": decay}])
 
 
@@ -301,14 +303,14 @@ def test_onecycle_peaks_at_lr():
 
 
 def test_check_optim_config_accepts_shipped_shapes():
-    for cfg in (ADAM, SGD, {**ADAM, "name": "adamw", "scheduler": "onecycle", "warmup_epochs": 1}):
+    for cfg in (ADAM, SGD, {**ADAMW, "scheduler": "onecycle", "warmup_epochs": 1}):
         check_optim_config(OmegaConf.create(cfg))
 
 
 @pytest.mark.parametrize("cfg,key", [
     ({**ADAM, "weight_decay": 0.01}, "weight_decay"),
     ({**ADAM, "weight_decay": 0.0}, "weight_decay"),
-    ({**ADAM, "name": "rmsprop"}, "optim.name"),
+    ({**ADAM, "_target_": "torch.optim.NoSuchOptimizer"}, "optim._target_"),
     ({**ADAM, "lr": 0.0}, "optim.lr"),
     ({**ADAM, "lr": -1.0}, "optim.lr"),
     ({**ADAM, "scheduler": "step"}, "optim.scheduler"),

@@ -23,6 +23,8 @@ from reglab.regularizers.label_smoothing import LabelSmoothing
 from reglab.run import train
 from test_models_and_augment import crop_offsets, distinct_images
 
+SGDW = {"_target_": "reglab.optim.SGDW", "_partial_": True}  # conf/optim/sgd.yaml's optimizer
+
 # ------------------------------------------------------------------------------------- device-resident data
 
 
@@ -118,7 +120,7 @@ def test_a_run_on_the_device_path_equals_a_run_on_the_dataloader_path(tmp_path):
     for resident in ("true", "false"):
         cfg = compose_config(tmp_path / resident, [
             "data=digits", "data.crop_padding=1", "data.hflip=true", f"data.device_resident={resident}",
-            "trainer.max_epochs=2", "trainer.accelerator=cpu", "logger=none", "data.batch_size=32",
+            "trainer.max_epochs=2", "trainer.accelerator=cpu", "logger=csv", "data.batch_size=32",
             "model.widths=[8,16]", "model.convs_per_stage=1", "model.fc_hidden=16", "reg=[l2,dropout]"])
         results = train(cfg)
         assert results["status"] == "completed"
@@ -150,7 +152,7 @@ def test_label_smoothing_loss_is_the_hand_computation_and_only_in_training():
     torch.manual_seed(0)
     model = CNN(in_channels=1, image_size=8, num_classes=4, widths=[4], convs_per_stage=1, fc_hidden=0)
     regs = [LabelSmoothing(smoothing=0.2)]
-    module = ClassifierModule(model, regs, OmegaConf.create({"name": "sgd", "lr": 0.1}), num_classes=4)
+    module = ClassifierModule(model, regs, OmegaConf.create({**SGDW, "lr": 0.1}), num_classes=4)
     assert module.label_smoothing == 0.2
     x, y = torch.randn(6, 1, 8, 8), torch.tensor([0, 1, 2, 3, 0, 1])
     logits = model(x)
@@ -200,7 +202,7 @@ def test_pool_first_stem_and_channels_last():
 
 def test_linear_schedule_warms_up_then_decays_to_zero():
     w = torch.nn.Parameter(torch.zeros(1))
-    cfg = OmegaConf.create({"name": "sgd", "lr": 0.4, "scheduler": "linear", "warmup_epochs": 1})
+    cfg = OmegaConf.create({**SGDW, "lr": 0.4, "scheduler": "linear", "warmup_epochs": 1})
     optimizer = build_optimizer(cfg, [{"names": ["w"], "params": [w]}])
     schedule = build_scheduler(optimizer, cfg, total_steps=12, steps_per_epoch=4)
     lrs = []
@@ -216,7 +218,7 @@ def test_cifar_fast_is_a_plain_reglab_run_with_its_regularizers(cifar_python_bat
     cfg = compose_config(tmp_path, [
         "experiment=cifar_fast", "trainer=cpu", "trainer.precision=32-true", f"data.path={cifar_python_batches}",
         "data.batch_size=32", "data.val_size=20", "data.train_eval_size=20", "trainer.max_epochs=1",
-        "model.widths=[8,16,16]", "model.stem_width=4", "logger=none"])
+        "model.widths=[8,16,16]", "model.stem_width=4", "logger=csv"])
     assert OmegaConf.select(cfg, "reg.label_smoothing.smoothing") == 0.2 and "weight_decay" in cfg.reg
     results = train(cfg)
     assert results["status"] == "completed"

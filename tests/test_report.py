@@ -12,10 +12,15 @@ import subprocess
 import pytest
 
 from reglab.report.cli import main as report_main
-from reglab.report.collect import load_runs
+from reglab.report.collect import load_results, runs_frame
 from reglab.report.tables import holm, summarize, to_latex, to_markdown
 
 ACCURACIES = {"none": [0.90, 0.91, 0.89], "l1": [0.95, 0.96, 0.955], "l2": [0.90, 0.92, 0.88]}
+
+
+def load_runs(paths):
+    """What reglab-report reads: one row per run folder's results.json."""
+    return runs_frame(load_results(paths))
 
 
 def write_run(root, name, reg, seed, acc, status="completed", study="ablation_digits", extra=None, config=None,

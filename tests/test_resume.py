@@ -17,10 +17,11 @@ from conftest import ROOT, run_cli, subprocess_environment
 
 pytestmark = pytest.mark.slow
 
-# 3 epochs of 17 steps on digits, a checkpoint every 4 steps, dropout (RNG) and an L1 warmup (regularizer state).
+# 3 epochs of 17 steps on digits, a checkpoint every 4 steps, dropout (RNG), an L1 warmup (schedule state) and
+# DropConnect (a regularizer with a state of its own: its mask generator, carried in checkpoints).
 RUN = ["data=digits", "model=cnn_small", "model.widths=[8,16]", "model.fc_hidden=16", "trainer.max_epochs=3",
-       "reg=[l1,dropout]", "reg.dropout.p=0.2", "reg.l1.strength=1e-3", "reg.l1.warmup=linear",
-       "reg.l1.warmup_epochs=2", "checkpoint_every_n_steps=4", "logger=default"]
+       "reg=[l1,dropout,dropconnect]", "reg.dropout.p=0.2", "reg.dropconnect.p=0.3", "reg.l1.strength=1e-3",
+       "reg.l1.warmup=linear", "reg.l1.warmup_epochs=2", "checkpoint_every_n_steps=4", "logger=default"]
 COMPARED = ("test/acc", "test/loss", "val/acc", "val/loss", "train/acc", "train/loss", "train/reg/l1", "weights/l1",
             "weights/l2")
 

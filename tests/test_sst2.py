@@ -8,15 +8,18 @@ import random
 import pytest
 import torch
 
-from conftest import ROOT
+from omegaconf import OmegaConf
+
+from conftest import CONF, ROOT
 from reglab.data import tokenizer as tokenizer_module
 from reglab.data.batching import TrainBatches
-from reglab.data.sst2 import SST2DataModule
+from reglab.data.text import TextClassificationDataModule
 from reglab.errors import ConfigError, DataUnavailableError
 from reglab.models.transformer import TransformerClassifier
 from reglab.regularizers.dropout import Dropout
 from reglab.regularizers.l2 import L2
-from reglab.run import check_config, train
+from reglab.checks import check_config
+from reglab.run import train
 
 POSITIVE = ["wonderful", "moving", "brilliant", "charming", "funny", "gorgeous"]
 NEGATIVE = ["dull", "tedious", "awful", "bland", "clumsy", "lifeless"]
@@ -64,7 +67,14 @@ def sst2_parquet(tmp_path_factory):
     return root
 
 
-def datamodule(path, tmp_path, **kwargs) -> SST2DataModule:
+def SST2DataModule(**kwargs) -> TextClassificationDataModule:
+    """What data=sst2 builds: conf/data/sst2.yaml's settings, with ``kwargs`` on top."""
+    settings = OmegaConf.to_container(OmegaConf.load(CONF / "data" / "sst2.yaml"))
+    del settings["_target_"], settings["cache_dir"]  # cache_dir: ${paths.cache_dir}, resolved by a run
+    return TextClassificationDataModule(**(settings | kwargs))
+
+
+def datamodule(path, tmp_path, **kwargs) -> TextClassificationDataModule:
     return SST2DataModule(**({"path": str(path), "cache_dir": str(tmp_path / "cache"), "vocab_size": 200,
                               "batch_size": 16, "max_length": 24} | kwargs))
 

@@ -7,6 +7,7 @@ import math
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -112,7 +113,7 @@ def test_cli_bad_value_is_one_line_error(tmp_path, override, message):
 
 def test_cli_multirun_names_job_folders_and_report_reads_them(tmp_path):
     sweep = tmp_path / "sweep"
-    done = run_cli("-m", "data=digits", "reg=none,l1", "trainer.max_epochs=1", "logger=none", "tags=[a/b]",
+    done = run_cli("-m", "data=digits", "reg=none,l1", "trainer.max_epochs=1", "logger=csv", "tags=[a/b]",
                    "model.widths=[8]", "model.convs_per_stage=1", "model.fc_hidden=16",
                    f"hydra.sweep.dir={sweep}")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -121,7 +122,7 @@ def test_cli_multirun_names_job_folders_and_report_reads_them(tmp_path):
     assert all(p.parent.parent == sweep for p in sweep.rglob("results.json"))  # '/' in a value does not nest
     assert any(name.endswith("reg=l1") or "reg=l1," in name for name in job_dirs)
 
-    report = subprocess.run([sys.executable, str(ROOT / "scripts" / "report.py"), str(sweep), "--out",
+    report = subprocess.run([str(Path(sys.executable).parent / "reglab-report"), str(sweep), "--out",
                              str(tmp_path / "report")], capture_output=True, text=True, timeout=120)
     assert report.returncode == 0, report.stderr
     lines = report.stdout.splitlines()
@@ -133,7 +134,7 @@ def test_cli_multirun_names_job_folders_and_report_reads_them(tmp_path):
 def test_multirun_survives_a_failing_job_and_resumes_without_rerunning(tmp_path):
     sweep = tmp_path / "sweep"
     # experiment=demo tunes reg.l1 for every job; the none job ignores it, the l1 job fails on it
-    args = ["-m", "experiment=demo", "reg=none,l1", "reg.l1.strength=-1", "trainer.max_epochs=1", "logger=none",
+    args = ["-m", "experiment=demo", "reg=none,l1", "reg.l1.strength=-1", "trainer.max_epochs=1", "logger=csv",
             f"hydra.sweep.dir={sweep}"]
 
     first = run_cli(*args)
@@ -160,7 +161,7 @@ def test_multirun_survives_a_failing_job_and_resumes_without_rerunning(tmp_path)
 def test_optuna_search_runs_trials_as_normal_runs(tmp_path):
     sweep = tmp_path / "search"
     done = run_cli("-m", "hparams_search=l1", "data=digits", "model=cnn_small", "trainer.max_epochs=1",
-                   "logger=none", "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep}")
+                   "logger=csv", "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep}")
     assert done.returncode == 0, done.stderr[-3000:]
     results = [json.loads(p.read_text()) for p in sweep.rglob("results.json")]
     assert len(results) == 2 and all(r["status"] == "completed" for r in results)
@@ -169,3 +170,30 @@ def test_optuna_search_runs_trials_as_normal_runs(tmp_path):
     assert len(strengths) == 2 and all(1e-6 <= s <= 1e-2 for s in strengths)
     best = (sweep / "optimization_results.yaml").read_text()
     assert "reg.l1.strength" in best and "best_value" in best
+
+
+def test_any_lightning_logger_and_any_torch_optimizer_plug_in_from_config_alone(make_config):
+    """logger=tensorboard (a Lightning logger by _target_) writes event files; optim._target_ takes any torch
+    optimizer, its arguments beside it."""
+    cfg = make_config("data=digits", "logger=[tensorboard,csv]", "optim._target_=torch.optim.RMSprop",
+                      "~optim.betas", "+optim.alpha=0.9", "trainer.max_epochs=1")
+    results = train(cfg)
+    assert results["status"] == "completed" and results["config"]["optim"]["_target_"] == "torch.optim.RMSprop"
+    run_dir = ROOT / cfg.paths.output_dir
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert (run_dir / "csv" / "metrics.csv").is_file()
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["optim._target_=torch.optim.RMSprop"], "optim.betas: not an argument of RMSprop; allowed ['lr', 'alpha'"),
+    (["optim._target_=torch.optim.RMSprop", "~optim.betas", "reg=weight_decay"],
+     "reg=weight_decay is decoupled decay, but optim._target_=torch.optim.RMSprop would couple it"),
+    (["optim._target_=torch.nn.Linear"], "optim._target_='torch.nn.Linear': not an importable torch.optim.Optimizer"),
+    (["optim._partial_=false"], "optim._partial_: must be true"),
+])
+def test_a_plugged_in_optimizer_is_checked(make_config, overrides, message):
+    from reglab.errors import ConfigError
+
+    with pytest.raises(ConfigError) as raised:
+        train(make_config("data=digits", "trainer.max_epochs=1", *overrides))
+    assert message in str(raised.value) and "\n" not in str(raised.value)

@@ -125,9 +125,3 @@ class LatestCheckpoint(pl.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module):
         self.save(trainer)
-
-    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        fit_loop = checkpoint.get("loops", {}).get("fit_loop", {})
-        states = fit_loop.get("state_dict", {}).get("combined_loader") or fit_loop.get("combined_loader") or []
-        if states and trainer.datamodule is not None:
-            trainer.datamodule.resume_position = states[0]  # see reglab.data.batching.ResumableLoader

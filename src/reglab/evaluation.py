@@ -26,24 +26,21 @@ from reglab.results import CONFIG_KEY
 
 log = logging.getLogger(__name__)
 
-DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 N_BINS = 15
 KINDS = (("std", "standard"), ("ts", "temperature-scaled"), ("mc", "MC dropout"))
 
 
 def dropout_modules(model: nn.Module) -> list[nn.Module]:
     """The model's dropout sites as training defines them (``dropout_sites()``, which the dropout regularizer sets
-    rates on); a model that declares none: its dropout modules by type."""
-    sites = getattr(model, "dropout_sites", None)
-    if callable(sites):
-        return [module for modules in sites().values() for module in modules]
-    return [m for m in model.modules() if isinstance(m, DROPOUT_TYPES)]
+    rates on): MC dropout switches on exactly these, of every site type."""
+    return [module for modules in model.dropout_sites().values() for module in modules]
 
 
 def set_mc_dropout(model: nn.Module) -> None:
-    """Eval mode everywhere (BatchNorm uses its running statistics), except the dropout sites."""
+    """Eval mode everywhere (BatchNorm uses its running statistics), except the dropout sites and the modules
+    whose own mode gates a site (a model's optional ``dropout_gates()``, see HFEncoderClassifier)."""
     model.eval()
-    gates = getattr(model, "dropout_gates", None)  # see HFEncoderClassifier.dropout_gates
+    gates = getattr(model, "dropout_gates", None)
     for module in dropout_modules(model) + (list(gates()) if callable(gates) else []):
         module.train()
 
@@ -159,6 +156,7 @@ def build_from_checkpoint(checkpoint: dict, data_overrides: dict | None = None):
     from omegaconf import OmegaConf
 
     from reglab.errors import instantiate
+    from reglab.models import build_model
     from reglab.regularizers import build_regularizers
 
     config = OmegaConf.create(checkpoint[CONFIG_KEY])
@@ -166,7 +164,7 @@ def build_from_checkpoint(checkpoint: dict, data_overrides: dict | None = None):
         config.data = OmegaConf.merge(config.data, data_overrides)
     datamodule = instantiate(config.data, "data", seed=int(config.seed))
     datamodule.setup()
-    model = instantiate(config.model, "model", **datamodule.model_kwargs)
+    model = build_model(config.model, datamodule)
     for regularizer in build_regularizers(config.reg):  # sets the dropout rates the model was trained with
         if not regularizer.overrides("penalty"):
             regularizer.configure(model)
@@ -287,7 +285,7 @@ def reliability_figure(bins: dict, path: Path, title: str = "") -> Path:
 
 
 def main(cfg) -> dict:
-    """The Hydra entry (eval.py, scripts/evaluate.py)."""
+    """The Hydra entry (eval.py)."""
     import sys
 
     from reglab.errors import ReglabError

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 SCHEMA_VERSION = 2  # of results.json; 2: Hydra's own choices, overrides and condition_id
 
-LAUNCH_KEYS = ("paths", "dry_run", "skip_completed", "resume", "checkpoint_every_n_steps")
+LAUNCH_KEYS = ("paths", "dry_run", "skip_completed", "resume", "checkpoint_every_n_steps", "optimized_metric")
 TRAINER_LAUNCH_KEYS = ("devices", "strategy", "num_nodes")  # the global batch fixes the science, not these
 # Dotted keys (and everything under them) that never tell two conditions apart.
 NOT_CONDITION = ("seed", "study", "tags", "logger", "mc_samples", "compile", "data.num_workers",
@@ -124,9 +124,9 @@ def bounded(text: str, limit: int) -> str:
 
 def config_choices(cfg) -> dict:
     """Choices read off a composed config, where Hydra's record is missing: the module names of data and model,
-    the regularizers' keys joined by '+', the optimizer's name."""
+    the regularizers' keys joined by '+', the optimizer's class name in lower case."""
     def module_name(target: str) -> str:  # 'reglab.data.cifar10.CIFAR10DataModule' -> 'cifar10'
         return target.rsplit(".", 2)[-2]
 
     return {"data": module_name(cfg.data._target_), "model": module_name(cfg.model._target_),
-            "reg": "+".join(cfg.reg or {}) or "none", "optim": cfg.optim.name}
+            "reg": "+".join(cfg.reg or {}) or "none", "optim": str(cfg.optim._target_).rsplit(".", 1)[-1].lower()}

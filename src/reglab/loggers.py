@@ -1,4 +1,7 @@
-"""Loggers: W&B (offline unless an API key is configured) and CSV (always on)."""
+"""Loggers from ``cfg.logger``: each entry a Lightning logger by ``_target_`` (CSV, TensorBoard, MLflow, ...).
+An entry marked ``_partial_`` is a factory that needs the run (its name, group, tags, config): reglab calls it
+with ``run=RunContext``. W&B is such a factory (``wandb_logger``: offline unless an API key is configured, grouped
+by condition, resumable)."""
 
 from __future__ import annotations
 
@@ -7,9 +10,11 @@ import netrc
 import os
 from pathlib import Path
 
-from pytorch_lightning.loggers import CSVLogger, WandbLogger
+from dataclasses import dataclass
 
-from reglab.errors import ConfigError
+from pytorch_lightning.loggers import WandbLogger
+
+from reglab.errors import ConfigError, instantiate
 from reglab.network import reachable
 
 log = logging.getLogger(__name__)
@@ -52,37 +57,62 @@ def resolve_wandb_mode(requested: str) -> str:
     return mode
 
 
-def build_loggers(logger_cfg, output_dir: str | Path, label, seed: int, tags: list[str], config: dict,
-                  study: str | None = None, wandb_allowed: bool = True, resuming: bool = False) -> list:
-    """``label``: a reglab.identity.RunLabel (W&B group, name and tags). ``config``: what W&B shows as the run's
-    config, with the keys of results.json. ``wandb_allowed``: False on DDP ranks other than 0, which must not open
-    a W&B run. ``resuming``: a resumed run logs into the W&B run it started (its id is kept in the output
-    folder)."""
-    loggers = [CSVLogger(save_dir=str(output_dir), name="csv", version="")]
-    wandb_cfg = (logger_cfg or {}).get("wandb")
-    if wandb_cfg is None or not wandb_allowed:
-        return loggers
-    mode = resolve_wandb_mode(wandb_cfg.get("mode", "auto"))
+@dataclass
+class RunContext:
+    """What a logger factory may need to know about the run. ``label``: a reglab.identity.RunLabel (W&B group,
+    name and tags). ``config``: what the run's config shows in the logger, with the keys of results.json.
+    ``rank_zero``: False on DDP ranks other than 0, which must not open a run of their own. ``resuming``: a
+    resumed run logs into the run it started."""
+
+    output_dir: Path
+    label: object
+    seed: int
+    tags: list
+    config: dict
+    study: str | None = None
+    rank_zero: bool = True
+    resuming: bool = False
+
+
+def build_loggers(logger_cfg, run: RunContext) -> list:
+    loggers = []
+    for key, entry in (logger_cfg or {}).items():
+        if entry is None or "_target_" not in entry:  # off (null), or an experiment's settings for a logger
+            continue                                   # this run does not select (cifar_fast's wandb histograms)
+        logger = instantiate(entry, f"logger.{key}")
+        if entry.get("_partial_"):
+            logger = logger(run=run)
+        if logger is not None:
+            loggers.append(logger)
+    return loggers
+
+
+def wandb_logger(run: RunContext, project: str = "reglab", entity: str | None = None, mode: str = "auto",
+                 log_histograms_every_n_epochs: int = 1) -> WandbLogger | None:
+    """The run's W&B logger, or None (mode disabled, or a DDP rank other than 0). Seeds of one condition share a
+    group (each λ of a sweep its own); a study's runs share its name as a prefix and a tag.
+    ``log_histograms_every_n_epochs`` is read by the WeightHistograms callback."""
+    if not run.rank_zero:
+        return None
+    mode = resolve_wandb_mode(mode)
     if mode == "disabled":
-        return loggers
-    # Seeds of one condition share a group (each λ of a sweep its own); a study's runs share its name as a
-    # prefix and a tag.
+        return None
+    label = run.label
     run_tags = [f"{k}={label.choices.get(k)}" for k in ("data", "model", "reg", "optim") if label.choices.get(k)]
-    run_tags += ([f"study={study}"] if study else []) + list(tags)
-    run_id, previous_pid = wandb_run_id(Path(output_dir), resuming)
+    run_tags += ([f"study={run.study}"] if run.study else []) + list(run.tags)
+    run_id, previous_pid = wandb_run_id(Path(run.output_dir), run.resuming)
 
-    def wandb_logger(offline: bool) -> WandbLogger:
-        return WandbLogger(project=wandb_cfg.get("project", "reglab"), entity=wandb_cfg.get("entity"),
-                           group=label.wandb_group(study), name=label.wandb_name(seed), tags=run_tags,
-                           save_dir=str(output_dir), offline=offline, config=config,
-                           job_type="train", id=run_id, resume="allow")
+    def make(offline: bool) -> WandbLogger:
+        return WandbLogger(project=project, entity=entity, group=label.wandb_group(run.study),
+                           name=label.wandb_name(run.seed), tags=run_tags, save_dir=str(run.output_dir),
+                           offline=offline, config=run.config, job_type="train", id=run_id, resume="allow")
 
-    logger = wandb_logger(offline=(mode == "offline"))
-    if resuming:
+    logger = make(offline=(mode == "offline"))
+    if run.resuming:
         attach_when_free(logger, previous_pid)
     elif mode == "online":
-        logger = online_or_offline(logger, lambda: wandb_logger(offline=True))
-    return loggers + [logger]
+        logger = online_or_offline(logger, lambda: make(offline=True))
+    return logger
 
 
 def online_or_offline(logger: WandbLogger, offline_logger) -> WandbLogger:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from reglab.errors import DivergedError
+from reglab.errors import ConfigError, DivergedError
 from reglab.optim import build_optimizer, build_scheduler
 from reglab.results import CONFIG_KEY
 from reglab.regularizers.base import Regularizer, select_parameters
@@ -111,7 +111,8 @@ class ClassifierModule(pl.LightningModule):
         self.penalizers = [r for r in self.regularizers if r.overrides("penalty")]
         self.steppers = [r for r in self.regularizers if r.overrides("after_step")]
         self.watchers = [r for r in self.regularizers if r.overrides("before_forward")]
-        self.label_smoothing = sum(r.label_smoothing for r in self.regularizers)  # training loss only
+        # An optional regularizer attribute (reg=label_smoothing): the training loss only.
+        self.label_smoothing = sum(getattr(r, "label_smoothing", 0.0) for r in self.regularizers)
         self.finite_guard = FiniteLossGuard()
         self.train_sums, self.train_count = None, 0  # this epoch's weighted loss sums (accumulate_train_means)
         self.progress = float("inf")  # outside training: full strength
@@ -226,10 +227,24 @@ class ClassifierModule(pl.LightningModule):
         self.test_acc.reset()
         self.test_loss.reset()
 
+    REGULARIZER_STATE_KEY = "reglab_regularizers"
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         self.check_finite()  # a checkpoint never holds a state reached through a non-finite loss
         if self.run_config is not None:
             checkpoint[CONFIG_KEY] = self.run_config
+        states = {r.name: r.state_dict() for r in self.regularizers if r.overrides("state_dict")}
+        if states:  # a regularizer's own state (an RNG, a running statistic): exact resume needs it back
+            checkpoint[self.REGULARIZER_STATE_KEY] = states
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        states = checkpoint.get(self.REGULARIZER_STATE_KEY, {})
+        for regularizer in self.regularizers:
+            if regularizer.overrides("state_dict"):
+                if regularizer.name not in states:
+                    raise ConfigError(f"reg.{regularizer.name}: the checkpoint carries no state for it (written "
+                                      "by a run without this regularizer); resume=false starts over")
+                regularizer.load_state_dict(states[regularizer.name])
 
     def configure_optimizers(self):
         names, params = zip(*[(n, p) for n, p in self.model.named_parameters() if p.requires_grad])
@@ -237,9 +252,20 @@ class ClassifierModule(pl.LightningModule):
         for regularizer in self.regularizers:
             groups = regularizer.param_groups(groups)
         optimizer = build_optimizer(self.optim_cfg, groups)
-        total_steps = self.trainer.estimated_stepping_batches
-        batches = self.trainer.num_training_batches  # known once estimated_stepping_batches has read the loader
-        fallback = total_steps // max(1, self.trainer.max_epochs)  # max_epochs is -1 under a step budget
-        steps_per_epoch = max(1, int(batches if math.isfinite(batches) else fallback))
+        total_steps, steps_per_epoch = schedule_length(self.trainer)
         scheduler = build_scheduler(optimizer, self.optim_cfg, total_steps, steps_per_epoch)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def schedule_length(trainer) -> tuple[int, int]:
+    """(optimizer steps in the whole run, optimizer steps per epoch), as Lightning's estimated_stepping_batches
+    counts them, but from the datamodule's batch count: asking Lightning builds the training loader before a
+    resumed run's loop state is restored, and the loader would then miss its mid-epoch position."""
+    batches = trainer.datamodule.train_batches_per_epoch(trainer.world_size)
+    limit = trainer.limit_train_batches
+    batches = min(batches, limit) if isinstance(limit, int) else int(batches * limit)
+    per_epoch = max(1, math.ceil(batches / trainer.accumulate_grad_batches))
+    if trainer.max_epochs == -1:  # a step budget
+        return trainer.max_steps, per_epoch
+    total = per_epoch * max(trainer.max_epochs, 1)
+    return (min(total, trainer.max_steps) if trainer.max_steps != -1 else total), per_epoch

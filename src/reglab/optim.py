@@ -1,15 +1,18 @@
-"""Optimizers and LR schedules from ``cfg.optim``. Weight decay is never set here: it comes only
-from ``reg=weight_decay`` through parameter groups, and is decoupled for every optimizer."""
+"""Optimizers and LR schedules from ``cfg.optim``: any torch optimizer as a ``_target_`` with ``_partial_: true``
+(reglab passes it the parameter groups), plus two schedule keys of reglab's own (``scheduler``,
+``warmup_epochs``). Weight decay is never set here: it comes only from ``reg=weight_decay`` through parameter
+groups, and is decoupled for every optimizer that accepts it."""
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
 
 from reglab.errors import ConfigError
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULE_KEYS = ("scheduler", "warmup_epochs")  # cfg.optim keys that are not optimizer arguments
 SCHEDULERS = ("cosine", "linear", "onecycle", "constant")
 
 
@@ -37,31 +40,63 @@ class SGDW(torch.optim.SGD):
         return loss
 
 
+def optimizer_class(cfg) -> type:
+    from hydra.utils import get_class
+
+    target = cfg.get("_target_")
+    try:
+        cls = get_class(str(target))
+    except Exception:
+        cls = None
+    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+        raise ConfigError(f"optim._target_={target!r}: not an importable torch.optim.Optimizer class (e.g. "
+                          "torch.optim.AdamW, torch.optim.Adam, reglab.optim.SGDW)")
+    return cls
+
+
 def check_optim_config(cfg) -> None:
-    if cfg.name not in OPTIMIZERS:
-        raise ConfigError(f"optim.name={cfg.name!r}: allowed {list(OPTIMIZERS)}")
+    cls = optimizer_class(cfg)
+    if cfg.get("_partial_") is not True:
+        raise ConfigError("optim._partial_: must be true (reglab calls the optimizer with its parameter groups)")
+    if "weight_decay" in cfg:
+        raise ConfigError("optim.weight_decay: not an optimizer setting here; use reg=weight_decay "
+                          "(decoupled) or reg=l2 (coupled) so ablations stay clean")
+    accepted = inspect.signature(cls.__init__).parameters
+    for key in cfg:
+        if not key.startswith("_") and key not in SCHEDULE_KEYS and key not in accepted:
+            raise ConfigError(f"optim.{key}: not an argument of {cls.__name__}; allowed "
+                              f"{[k for k in accepted if k not in ('self', 'params')] + list(SCHEDULE_KEYS)}")
     if not float(cfg.lr) > 0:
         raise ConfigError(f"optim.lr={cfg.lr!r}: must be > 0")
     if cfg.get("scheduler", "constant") not in SCHEDULERS:
         raise ConfigError(f"optim.scheduler={cfg.scheduler!r}: allowed {list(SCHEDULERS)}")
     if float(cfg.get("warmup_epochs", 0)) < 0:
         raise ConfigError(f"optim.warmup_epochs={cfg.warmup_epochs!r}: must be >= 0")
-    if "weight_decay" in cfg:
-        raise ConfigError("optim.weight_decay: not an optimizer setting here; use reg=weight_decay "
-                          "(decoupled) or reg=l2 (coupled) so ablations stay clean")
+
+
+def decouples_weight_decay(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether the optimizer's ``weight_decay`` is decoupled decay (w <- w - lr * decay * w), not an L2 gradient."""
+    if isinstance(optimizer, (torch.optim.AdamW, SGDW)):
+        return True
+    return isinstance(optimizer, torch.optim.Adam) and bool(optimizer.defaults.get("decoupled_weight_decay"))
 
 
 def build_optimizer(cfg, param_groups: list[dict]) -> torch.optim.Optimizer:
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    check_optim_config(cfg)
     groups = [{k: v for k, v in g.items() if k != "names"} for g in param_groups]
     for group in groups:
         group.setdefault("weight_decay", 0.0)
-    if cfg.name == "sgd":
-        return SGDW(groups, lr=cfg.lr, momentum=cfg.get("momentum", 0.0), nesterov=cfg.get("nesterov", False))
-    betas = tuple(cfg.get("betas", (0.9, 0.999)))
-    if cfg.name == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr, betas=betas, eps=cfg.get("eps", 1e-8),
-                                decoupled_weight_decay=True)
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.get("eps", 1e-8))
+    arguments = {k: v for k, v in OmegaConf.to_container(OmegaConf.create(cfg) if isinstance(cfg, dict) else cfg,
+                                                         resolve=True).items() if k not in SCHEDULE_KEYS}
+    optimizer = instantiate(arguments, _convert_="all")(groups)
+    if any(group["weight_decay"] for group in groups) and not decouples_weight_decay(optimizer):
+        raise ConfigError(f"reg=weight_decay is decoupled decay, but optim._target_={cfg._target_} would couple it "
+                          "(an L2 gradient): use torch.optim.AdamW, torch.optim.Adam with decoupled_weight_decay: "
+                          "true, or reglab.optim.SGDW; or reg=l2 for a coupled penalty")
+    return optimizer
 
 
 def adaptive_step_scales(optimizer, params: list[torch.Tensor]) -> list[torch.Tensor] | None:

@@ -1,15 +1,18 @@
 """One ``results.json`` per run: the only thing reports read. Written atomically and last, so a
-partial run never looks complete."""
+partial run never looks complete. ``RunRecord`` is its one shape, built here and nowhere else."""
 
 from __future__ import annotations
 
 import json
 import platform
 import subprocess
+import time
+from dataclasses import dataclass, fields
 from importlib import metadata
 from pathlib import Path
 
 from reglab.atomic import atomic_write
+from reglab.identity import SCHEMA_VERSION, condition_id
 
 RESULTS_FILE = "results.json"
 CONFIG_KEY = "reglab_config"  # where a checkpoint carries the resolved config it was trained with
@@ -56,3 +59,77 @@ def write_results(output_dir: str | Path, results: dict) -> Path:
 
 def read_results(path: str | Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+@dataclass
+class RunRecord:
+    """What results.json holds, in the order it is written. The first block is every record's, failed ones
+    included; the rest is filled in as the run gets that far (None: not reached, left out of the file)."""
+
+    status: str  # running | completed | failed | diverged | interrupted
+    study: str | None
+    choices: dict  # Hydra's own group choices (model=cnn_small stays cnn_small)
+    overrides: list
+    seed: int
+    condition_id: str  # equal for the seeds of one condition (reglab.identity)
+    config: dict  # the resolved config
+    output_dir: str
+    started_at: float
+    schema_version: int = SCHEMA_VERSION
+    git_commit: str | None = None
+    versions: dict | None = None
+    torch_threads: int | None = None
+    device_slot: int | None = None  # hydra/launcher=gpus: the GPU (or CPU worker) slot this job held
+    resumed_from: str | None = None
+    error: str | None = None
+    input_kind: str | None = None  # the data's: image | tokens | features (reports group tasks by it)
+    test_split: str | None = None
+    split_sizes: dict | None = None
+    metrics: dict | None = None
+    history: list | None = None
+    epochs: int | None = None
+    weight_histogram: dict | None = None
+    n_parameters: int | None = None
+    timing: dict | None = None
+    peak_memory: dict | None = None
+    distributed: dict | None = None
+    calibration: dict | None = None
+    wall_time_s: float | None = None
+
+    ALWAYS = ("status", "study", "choices", "overrides", "seed", "condition_id", "config", "output_dir",
+              "started_at", "schema_version")
+
+    @classmethod
+    def start(cls, cfg, label, started: float | None = None, status: str = "running") -> RunRecord:
+        """A record of the run ``cfg`` (composed, may hold interpolations) labelled ``label`` (a RunLabel)."""
+        from omegaconf import OmegaConf
+
+        config = OmegaConf.to_container(cfg, resolve=True)
+        return cls(status=status, study=cfg.get("study"), choices=label.choices, overrides=list(label.overrides),
+                   seed=int(cfg.seed), condition_id=condition_id(config), config=config,
+                   output_dir=str(cfg.paths.output_dir), started_at=time.time() if started is None else started)
+
+    @classmethod
+    def failed(cls, cfg, label, err: BaseException, started: float) -> RunRecord:
+        record = cls.start(cfg, label, started, status="failed")
+        record.fail(err)
+        return record
+
+    def fail(self, err: BaseException) -> None:
+        from reglab.errors import DivergedError
+
+        self.status = ("interrupted" if isinstance(err, KeyboardInterrupt) else
+                       "diverged" if isinstance(err, DivergedError) else "failed")
+        self.error = f"{type(err).__name__}: {err}"
+        self.wall_time_s = time.time() - self.started_at
+
+    def run_fields(self) -> dict:
+        """Who the run is and what it ran: what the W&B run's config shows, under results.json's keys."""
+        return {k: getattr(self, k) for k in ("study", "choices", "overrides", "seed", "condition_id", "config")}
+
+    def to_dict(self) -> dict:
+        values = {"schema_version": self.schema_version} | {f.name: getattr(self, f.name) for f in fields(self)}
+        return {k: v for k, v in values.items() if v is not None or k in self.ALWAYS}
+
+    def write(self) -> Path:
+        return write_results(self.output_dir, self.to_dict())

@@ -132,15 +132,6 @@ class ResumablePosition:
     epoch), so skipping those batches resumes the epoch where it stopped. Needs ``trainer`` and a TrainBatches
     ``sampler``."""
 
-    def take_resume_position(self) -> None:
-        # Lightning restores loader states only when the loader is built after the loops are restored; reglab's
-        # schedule asks for the loader earlier (estimated_stepping_batches), so LatestCheckpoint hands the saved
-        # position over through the datamodule.
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if getattr(datamodule, "resume_position", None):
-            self.load_state_dict(datamodule.resume_position)
-            datamodule.resume_position = None
-
     def state_dict(self) -> dict:
         epoch, step = self.trainer.current_epoch, self.trainer.global_step
         return {"epoch": epoch, "batches_done": step - epoch * len(self.sampler)}
@@ -155,7 +146,6 @@ class ResumableLoader(ResumablePosition, DataLoader):
     def __init__(self, dataset, trainer=None, **options):
         super().__init__(dataset, **options)
         self.trainer = trainer
-        self.take_resume_position()
 
 
 class DeviceBatches:
@@ -182,7 +172,6 @@ class ResumableDeviceBatches(ResumablePosition, DeviceBatches):
     def __init__(self, tensors: tuple[torch.Tensor, ...], sampler: TrainBatches, trainer=None):
         super().__init__(tensors, sampler)
         self.trainer = trainer
-        self.take_resume_position()
 
 
 def _as_is(batch):

@@ -91,6 +91,9 @@ class CNN(nn.Module):
         hidden = [nn.Linear(channels, fc_hidden), ACTIVATIONS[activation]()] if fc_hidden else []
         self.head = nn.Sequential(*hidden, nn.Dropout(p=0.0), nn.Linear(fc_hidden or channels, num_classes))
 
+    def no_weight_decay(self) -> set[str]:
+        return set()  # biases and BatchNorm are already out by the shared rule (ndim <= 1); nothing else is
+
     def dropout_sites(self) -> dict[str, list[nn.Module]]:
         return {
             "conv": [m for m in self.features.modules() if isinstance(m, nn.Dropout2d)],

@@ -8,7 +8,11 @@ A regularizer acts at up to five points of a training step and implements only t
 - ``param_groups(groups) -> groups``: reshape optimizer parameter groups (decoupled decay).
 - ``after_step(model, lr, optimizer)``: a projection / proximal step after each optimizer step (``optimizer``:
   the one that just stepped, for a step in its own metric; see reglab.optim.adaptive_step_scales).
-- ``label_smoothing``: an attribute, not a hook: the smoothing of the training cross-entropy (0: none).
+- ``state_dict() -> dict`` / ``load_state_dict(state)``: a regularizer with state of its own (an RNG, a running
+  statistic) returns it here; it travels in every checkpoint and comes back on resume (tensors and plain
+  Python only: checkpoints load with ``weights_only=True``).
+
+One optional attribute: ``label_smoothing``, the smoothing of the training cross-entropy (reg=label_smoothing).
 
 The LightningModule calls these without knowing which regularizers exist.
 """
@@ -69,7 +73,6 @@ class Regularizer:
 
     name = "regularizer"
     supports_warmup = True  # False where the strength is not a penalty or prox threshold (decay, max-norm)
-    label_smoothing = 0.0  # the training loss's label smoothing this regularizer asks for
 
     def __init__(self, include: Sequence[str] = (), exclude: Sequence[str] = (), only: Sequence[str] = (),
                  warmup: str = "constant", warmup_epochs: float = 0.0):
@@ -110,6 +113,12 @@ class Regularizer:
         return groups
 
     def after_step(self, model: nn.Module, lr: float, optimizer=None) -> None:
+        return None
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
         return None
 
     @classmethod

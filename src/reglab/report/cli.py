@@ -130,7 +130,3 @@ def main(argv=None) -> int:
         studies = runs["study"].dropna().unique() if "study" in runs else []
         log_to_wandb({"table": to_frame(table)}, figure_paths, out_dir, studies[0] if len(studies) == 1 else None)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

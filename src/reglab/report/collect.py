@@ -46,6 +46,12 @@ def load_results(paths) -> list[dict]:
     return records
 
 
+def input_kind_of(config: dict) -> str:
+    """For records written before results.json named the input kind: text datamodules are the ones with a
+    tokenizer."""
+    return "tokens" if (config.get("data") or {}).get("tokenizer") else "image"
+
+
 def runs_frame(records: list[dict]) -> pd.DataFrame:
     """One row per run: run_dir, status, error, study, seed, started_at, its condition (``condition``: the id,
     ``condition_keys``: the flat dict, see reglab.identity), each choice, each final metric, and every config
@@ -56,17 +62,14 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
         keys = condition(config)
         row = {"run_dir": record["run_dir"], "status": record.get("status"), "error": record.get("error"),
                "study": record.get("study"), "seed": record.get("seed"), "started_at": record.get("started_at"),
-               "condition": condition_id(config, keys), "condition_keys": keys}
+               "condition": condition_id(config, keys), "condition_keys": keys,
+               "input_kind": record.get("input_kind") or input_kind_of(config)}
         row.update(flat_config(config))
         row.update({f"split_sizes.{k}": v for k, v in (record.get("split_sizes") or {}).items()})
         row.update(record.get("choices", {}))
         row.update(record.get("metrics", {}))
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def load_runs(paths) -> pd.DataFrame:
-    return runs_frame(load_results(paths))
 
 
 def completed_runs(runs: pd.DataFrame) -> pd.DataFrame:

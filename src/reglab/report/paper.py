@@ -37,6 +37,13 @@ def with_task(runs: pd.DataFrame, regs: tuple[str, ...]) -> pd.DataFrame:
     return runs[runs["study"].fillna("").str.startswith("ablation_") & runs["reg"].isin(regs)]
 
 
+def text_ablations(runs: pd.DataFrame) -> pd.DataFrame:
+    """Ablation studies on text (any text data set: SST-2, a data=text_tsv folder), split by task in the table."""
+    if "study" not in runs or "input_kind" not in runs:
+        return runs.iloc[0:0]
+    return runs[runs["study"].fillna("").str.startswith("ablation_") & (runs["input_kind"] == "tokens")]
+
+
 def l1_methods(runs: pd.DataFrame) -> pd.DataFrame:
     """The l1_vs_prox_l1 study, one row label per method and λ ('prox_l1 λ=0.001'), reg=none as the baseline."""
     subset = of_study(runs, "l1_vs_prox_l1").copy()
@@ -107,8 +114,8 @@ def build_sections(runs: pd.DataFrame, records: list[dict], out_dir: Path) -> tu
          "python train.py -m hydra/launcher=cpus experiment=ablation_cifar10_small data.path=DIR",
          of_study(runs, "ablation_cifar10_small"), "reg", None, "none",
          lambda t, rec: figures.training_curves(t, rec, fig_dir, name="curves_image_small"), {}),
-        ("nlp", "Comparison on NLP", "python train.py -m experiment=ablation_sst2 data.path=DIR",
-         of_study(runs, "ablation_sst2"), "reg", None, "none",
+        ("nlp", "Comparison on NLP", "python train.py -m experiment=ablation_sst2 data.path=DIR (or any text data)",
+         text_ablations(runs), "reg", None, "none",
          lambda t, rec: figures.training_curves(t, rec, fig_dir, name="curves_nlp"), {}),
         ("dropout_tasks", "Dropout across tasks", "python train.py -m experiment=ablation_<task>",
          with_task(runs, ("none", "dropout")), "reg", ["test/acc", "val/acc", "gen_gap"], "none", None, {}),

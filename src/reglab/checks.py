@@ -1,0 +1,53 @@
+"""The checks a run passes before any data is read or any model is built, so a typo fails in the first second
+with the key's name. The launcher (reglab.run) runs them once per job."""
+
+from __future__ import annotations
+
+from hydra.utils import get_class
+from omegaconf import DictConfig
+
+from reglab import distributed
+from reglab.contracts import check_data_class, check_model_class
+from reglab.data.batching import check_divisible
+from reglab.errors import ConfigError, instantiate
+from reglab.gpu_slots import launcher_choice
+from reglab.identity import RunLabel
+from reglab.optim import check_optim_config
+from reglab.regularizers import build_regularizers
+
+
+def target_class(cfg, key: str) -> type:
+    try:
+        return get_class(cfg._target_)
+    except Exception as err:
+        raise ConfigError(f"{key}._target_={cfg.get('_target_')!r}: cannot import it ({type(err).__name__})") from None
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Cheap checks that need no data and no model."""
+    epochs, steps = int(cfg.trainer.get("max_epochs", 1)), int(cfg.trainer.get("max_steps", -1) or -1)
+    if epochs < 1 and not (epochs == -1 and steps > 0):
+        raise ConfigError(f"trainer.max_epochs={cfg.trainer.max_epochs}: must be >= 1 (or -1 with "
+                          "trainer.max_steps > 0: a step budget)")
+    if cfg.test_ckpt not in ("last", "best"):
+        raise ConfigError(f"test_ckpt={cfg.test_ckpt!r}: allowed ['last', 'best']")
+    check_optim_config(cfg.optim)
+    processes = distributed.processes_per_job(cfg.trainer)
+    check_divisible(int(cfg.data.get("batch_size", 1)), processes * int(cfg.trainer.get("num_nodes", 1)))
+    if launcher_choice() == "gpus" and processes > 1:
+        raise ConfigError(f"trainer.devices={cfg.trainer.devices}: hydra/launcher=gpus runs one single-GPU job "
+                          "per GPU; use trainer=gpu with it, or trainer=ddp without it")
+    data_class, model_class = target_class(cfg.data, "data"), target_class(cfg.model, "model")
+    check_data_class(data_class)
+    check_model_class(model_class)
+    if data_class.input_kind != model_class.input_kind:
+        names = RunLabel.of(cfg).choices
+        raise ConfigError(f"model={names['model']} takes {model_class.input_kind} input but data={names['data']} "
+                          f"gives {data_class.input_kind} input")
+
+
+def validate(cfg: DictConfig):
+    """Everything that can be checked without data or a model: the config, the regularizers' values and the
+    datamodule's arguments (paths, sizes). Returns the regularizers and the (not yet loaded) datamodule."""
+    check_config(cfg)
+    return build_regularizers(cfg.reg), instantiate(cfg.data, "data", seed=int(cfg.seed))

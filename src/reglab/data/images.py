@@ -1,0 +1,225 @@
+"""Any labelled image classification data from the hub or a local copy, decoded once into a cached uint8 tensor.
+
+Sources: ``data.hub_name`` (and ``hub_config``) on the Hugging Face hub, or ``data.path=DIR`` in one of these
+local layouts, detected in this order:
+  - hub parquet: ``*.parquet`` files named by split (train / validation|valid|val / test), any depth
+  - image folder: one subfolder per class, optionally under train/ validation/ test/
+Columns: the image in ``img`` or ``image``, the class in ``label`` or ``labels`` (integer ids or a ClassLabel).
+
+``data.image_mode`` is what every image is converted to while decoding: ``RGB`` (3 channels) or ``L`` (grayscale,
+1 channel). The decoded splits are cached under ``cache_dir/<cache_folder>`` (written atomically), keyed by the
+source's files or hub name and the mode, so a changed source is decoded again.
+
+Validation is the source's validation split when it has one, otherwise ``val_size`` images carved from train;
+test is the source's test split, or (without one) the held-out validation split, which results.json records.
+A data set with a layout of its own subclasses ``ImageDataModule`` (see reglab.data.cifar10)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from reglab.atomic import atomic_write
+from reglab.data.base import or_list
+from reglab.data.image_tensors import ImageSplits, ImageTensorDataModule, carve_validation
+from reglab.data.sources import SPLIT_ALIASES, hub_reachable, split_of
+from reglab.errors import ConfigError, DataUnavailableError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+IMAGE_MODES = ("RGB", "L")
+CACHE_FORMAT = 1
+
+
+def pixels(image, mode: str) -> np.ndarray:
+    """A PIL image as (H, W, C) uint8 in ``mode`` (grayscale keeps its one channel axis)."""
+    array = np.asarray(image.convert(mode))
+    return array[:, :, None] if array.ndim == 2 else array
+
+
+def source_fingerprint(layout: str, root: Path, variant: str = "") -> str:
+    """Cache key: layout plus every file's relative path, size and mtime (and the decoding variant, if any)."""
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    stats = [(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    blob = json.dumps([CACHE_FORMAT, layout, str(root.resolve()), stats] + ([variant] if variant else [])).encode()
+    return hashlib.sha1(blob).hexdigest()[:16]
+
+
+def decode_images(encoded: list, where: str, mode: str = "RGB") -> torch.Tensor:
+    """PNG/JPEG bytes or paths -> (N, C, H, W) uint8 in ``mode``. Runs once per source; the result is cached."""
+    from PIL import Image
+
+    arrays = []
+    for i, item in enumerate(encoded):
+        source = item.get("path") if item.get("bytes") is None else io.BytesIO(item["bytes"])
+        try:
+            with Image.open(source) as image:
+                arrays.append(pixels(image, mode))
+        except Exception as err:
+            name = item.get("path") or f"row {i}"
+            raise DataUnavailableError(f"{where}: cannot decode image {name}: {err}") from None
+    if not arrays:
+        raise DataUnavailableError(f"{where}: split is empty")
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def dataset_to_tensors(dataset, where: str, mode: str) -> tuple[torch.Tensor, torch.Tensor, list[str] | None]:
+    """A `datasets.Dataset` in the hub's schema (img/image + label) -> uint8 images, labels, class names (None
+    when the labels are plain integers)."""
+    from datasets import Image
+
+    image_column = next((c for c in ("img", "image") if c in dataset.column_names), None)
+    label_column = next((c for c in ("label", "labels") if c in dataset.column_names), None)
+    if image_column is None or label_column is None:
+        raise DataUnavailableError(f"{where}: expected columns img/image and label, found {dataset.column_names}")
+    feature = dataset.features[label_column]
+    if not hasattr(feature, "names") and not str(getattr(feature, "dtype", "")).startswith(("int", "uint")):
+        raise DataUnavailableError(f"{where}: column {label_column!r} holds {getattr(feature, 'dtype', feature)}; "
+                                   "expected integer class ids or a ClassLabel")
+    encoded = dataset.cast_column(image_column, Image(decode=False))[image_column]
+    labels = torch.tensor(dataset[label_column], dtype=torch.long)
+    return decode_images(encoded, where, mode), labels, getattr(feature, "names", None)
+
+
+def splits_from_datasets(loaded, where, mode: str) -> dict:
+    """{split name: datasets.Dataset} -> decoded {"splits": {split: (images, labels)}, "class_names": [...]};
+    ``where(split)`` names the source in errors. Without ClassLabel names, class k is named "k"."""
+    splits, class_names = {}, None
+    for name, dataset in loaded.items():
+        images, labels, names = dataset_to_tensors(dataset, where(name), mode)
+        splits[SPLIT_ALIASES.get(name, name)], class_names = (images, labels), class_names or names
+    if class_names is None:
+        count = 1 + max((int(labels.max()) for _, labels in splits.values() if len(labels)), default=-1)
+        class_names = [str(i) for i in range(count)]
+    return {"splits": splits, "class_names": list(class_names)}
+
+
+def load_parquet(root: Path, cache_dir: Path, mode: str) -> dict:
+    from datasets import load_dataset
+
+    files: dict[str, list[str]] = {}
+    for path in sorted(root.rglob("*.parquet")):
+        split = split_of(path.name)
+        if split is not None:
+            files.setdefault(split, []).append(str(path))
+    if "train" not in files:
+        raise DataUnavailableError(f"{root}: no train*.parquet file (files must be named by split: "
+                                   "train, validation, test)")
+    loaded = {}
+    for split, paths in files.items():
+        try:
+            loaded[split] = load_dataset("parquet", data_files={split: paths}, split=split,
+                                         cache_dir=str(cache_dir / "hf"))
+        except Exception as err:
+            raise DataUnavailableError(f"{', '.join(paths)}: cannot read parquet: {err}") from None
+    return splits_from_datasets(loaded, lambda split: ", ".join(files[split]), mode)
+
+
+def load_imagefolder(root: Path, cache_dir: Path, mode: str) -> dict:
+    from datasets import load_dataset
+
+    try:
+        loaded = load_dataset("imagefolder", data_dir=str(root), cache_dir=str(cache_dir / "hf"))
+    except Exception as err:
+        raise DataUnavailableError(f"{root}: cannot read image folder: {err}") from None
+    return splits_from_datasets(loaded, lambda split: f"{root} ({split})", mode)
+
+
+def load_hub(name: str, config: str | None, cache_dir: Path, mode: str) -> dict:
+    from datasets import load_dataset
+
+    loaded = load_dataset(name, config, cache_dir=str(cache_dir / "hf"))
+    source = name if config is None else f"{name}/{config}"
+    return splits_from_datasets(loaded, lambda split: f"{source} ({split})", mode)
+
+
+class ImageDataModule(ImageTensorDataModule):
+    """Image classification from ``data.hub_name`` or ``data.path``; see the module docstring."""
+
+    title = "image data"  # what the data is called in messages
+    cache_folder = "images"  # under cache_dir: where the decoded splits are kept
+    layouts = ("hub parquet files named train/validation/test", "an image folder with one subfolder per class")
+
+    def __init__(self, path: str | None = None, hub_name: str | None = None, hub_config: str | None = None,
+                 image_mode: str = "RGB", cache_dir: str = ".cache", val_size: int = 5000, val_seed: int = 0,
+                 carve_val: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        if path is not None and not Path(path).is_dir():
+            raise ConfigError(f"data.path={path!r}: directory does not exist")
+        if path is None and not hub_name:
+            raise ConfigError(f"data.path=None: give a local copy ({or_list(self.layouts)}) or data.hub_name")
+        if image_mode not in IMAGE_MODES:
+            raise ConfigError(f"data.image_mode={image_mode!r}: allowed {list(IMAGE_MODES)} (L: grayscale, "
+                              "one channel)")
+        self.path = Path(path) if path is not None else None
+        self.hub_name, self.hub_config, self.cache_dir = hub_name, hub_config, Path(cache_dir)
+        self.image_mode = image_mode
+        self.val_size, self.val_seed = int(val_size), int(val_seed)
+        if not isinstance(carve_val, bool):
+            raise ConfigError(f"data.carve_val={carve_val!r}: must be true or false")
+        self.carve_val = carve_val
+
+    # -- where the data is ------------------------------------------------------------------------------------
+    def detect_layout(self, root: Path) -> tuple[str, Path]:
+        """(layout, the folder it is in) of a local copy."""
+        if any(root.rglob("*.parquet")):
+            return "parquet", root
+        if any(p.suffix.lower() in IMAGE_SUFFIXES for p in root.rglob("*")):
+            return "imagefolder", root
+        raise ConfigError(f"data.path={str(root)!r}: no {self.title} found (expected {or_list(self.layouts)})")
+
+    def cache_file(self) -> tuple[Path, str, Path | None]:
+        # RGB adds nothing to the key: the caches written before image_mode existed stay valid.
+        variant = "" if self.image_mode == "RGB" else f"mode={self.image_mode}"
+        if self.path is None:
+            source = self.hub_name if self.hub_config is None else f"{self.hub_name}/{self.hub_config}"
+            key = hashlib.sha1(f"{CACHE_FORMAT}:hub:{source}{':' + variant if variant else ''}".encode())
+            return self.cache_dir / self.cache_folder / f"hub-{key.hexdigest()[:16]}.pt", "hub", None
+        layout, root = self.detect_layout(self.path)
+        fingerprint = source_fingerprint(layout, root, variant)
+        return self.cache_dir / self.cache_folder / f"{layout}-{fingerprint}.pt", layout, root
+
+    # -- decoding ------------------------------------------------------------------------------------------------
+    def decode_source(self, layout: str, root: Path | None) -> dict:
+        """The source decoded: {"splits": {split: (uint8 images, labels)}, "class_names": [...]}."""
+        if layout == "parquet":
+            return load_parquet(root, self.cache_dir, self.image_mode)
+        if layout == "imagefolder":
+            return load_imagefolder(root, self.cache_dir, self.image_mode)
+        if not hub_reachable():
+            raise DataUnavailableError(
+                f"{self.hub_name} is not cached under {self.cache_dir} and the Hugging Face hub is unreachable. "
+                f"Give a local copy with data.path=DIR ({or_list(self.layouts)}), or run once online.")
+        return load_hub(self.hub_name, self.hub_config, self.cache_dir, self.image_mode)
+
+    def load_decoded(self) -> dict:
+        cache, layout, root = self.cache_file()
+        if cache.is_file():
+            try:
+                return torch.load(cache, weights_only=True)
+            except Exception:
+                cache.unlink(missing_ok=True)  # unreadable (foreign or old format): decode again
+        decoded = self.decode_source(layout, root)
+        atomic_write(cache, lambda handle: torch.save(decoded, handle))
+        return decoded
+
+    def load_splits(self) -> ImageSplits:
+        decoded = self.load_decoded()
+        splits, names = decoded["splits"], decoded["class_names"]
+        for split, (_, labels) in splits.items():
+            if len(labels) == 0:
+                raise DataUnavailableError(f"{self.title} {split} split is empty")
+        if "validation" in splits and not self.carve_val:
+            train, val = splits["train"], splits["validation"]
+        else:
+            train, val = carve_validation(*splits["train"], self.val_size, self.val_seed, "data.val_size")
+        if "test" in splits:
+            return ImageSplits(train, val, splits["test"], names, test_split="test")
+        if "validation" in splits and self.carve_val:
+            # The source's own validation split is never tuned on here, so it can honestly serve as the test.
+            return ImageSplits(train, val, splits["validation"], names, test_split="validation (held out)")
+        return ImageSplits(train, val, val, names, test_split="validation")
