@@ -216,8 +216,9 @@ def test_gpus_launcher_runs_n_jobs_at_once_on_distinct_slots(tmp_path):
 def test_cpus_launcher_runs_jobs_side_by_side_with_one_thread_each(tmp_path):
     """hydra/launcher=cpus: 2 jobs at a time, each limited to cores // n_jobs torch threads, and both overlap."""
     sweep = tmp_path / "sweep"
+    # 4 epochs: jobs long enough that two workers overlap even when one of them imports the stack seconds later
     done = run_cli("-m", "experiment=ablation_digits", "hydra/launcher=cpus", "hydra.launcher.n_jobs=2", *TINY,
-                   "reg=none,l1", "seed=0", f"hydra.sweep.dir={sweep}")
+                   "trainer.max_epochs=4", "reg=none,l1", "seed=0", f"hydra.sweep.dir={sweep}")
     assert done.returncode == 0, done.stderr[-3000:]
     results = results_in(sweep)
     assert len(results) == 2 and all(r["status"] == "completed" for r in results)

@@ -197,3 +197,11 @@ def test_a_plugged_in_optimizer_is_checked(make_config, overrides, message):
     with pytest.raises(ConfigError) as raised:
         train(make_config("data=digits", "trainer.max_epochs=1", *overrides))
     assert message in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_a_job_returns_its_optimized_metric_to_the_sweeper(make_config):
+    from reglab.run import main
+
+    cfg = make_config("data=digits", "trainer.max_epochs=1", "optimized_metric=test/loss")
+    returned = main(cfg)
+    assert returned == read_results(cfg)["metrics"]["test/loss"] and returned != read_results(cfg)["metrics"]["val/acc"]
