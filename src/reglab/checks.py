@@ -3,7 +3,8 @@ with the key's name. The launcher (reglab.run) runs them once per job."""
 
 from __future__ import annotations
 
-from hydra.utils import get_class
+import importlib
+
 from omegaconf import DictConfig
 
 from reglab import distributed
@@ -12,15 +13,18 @@ from reglab.data.batching import check_divisible
 from reglab.errors import ConfigError, instantiate
 from reglab.gpu_slots import launcher_choice
 from reglab.identity import RunLabel
-from reglab.optim import check_optim_config
+from reglab.optim import check_optim_config, config_decouples_weight_decay, coupling_error
 from reglab.regularizers import build_regularizers
 
 
-def target_class(cfg, key: str) -> type:
+def target_class(cfg, key: str):
+    """What ``{key}._target_`` names (a class or a factory), imported, or a one-line error."""
+    target = str(cfg.get("_target_"))
+    module, _, name = target.rpartition(".")
     try:
-        return get_class(cfg._target_)
+        return getattr(importlib.import_module(module), name)
     except Exception as err:
-        raise ConfigError(f"{key}._target_={cfg.get('_target_')!r}: cannot import it ({type(err).__name__})") from None
+        raise ConfigError(f"{key}._target_={target!r}: cannot import it ({type(err).__name__})") from None
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -37,6 +41,9 @@ def check_config(cfg: DictConfig) -> None:
     if launcher_choice() == "gpus" and processes > 1:
         raise ConfigError(f"trainer.devices={cfg.trainer.devices}: hydra/launcher=gpus runs one single-GPU job "
                           "per GPU; use trainer=gpu with it, or trainer=ddp without it")
+    for key, entry in (cfg.get("logger") or {}).items():
+        if entry is not None and "_target_" in entry:
+            target_class(entry, f"logger.{key}")
     data_class, model_class = target_class(cfg.data, "data"), target_class(cfg.model, "model")
     check_data_class(data_class)
     check_model_class(model_class)
@@ -50,4 +57,8 @@ def validate(cfg: DictConfig):
     """Everything that can be checked without data or a model: the config, the regularizers' values and the
     datamodule's arguments (paths, sizes). Returns the regularizers and the (not yet loaded) datamodule."""
     check_config(cfg)
-    return build_regularizers(cfg.reg), instantiate(cfg.data, "data", seed=int(cfg.seed))
+    regularizers = build_regularizers(cfg.reg)
+    if any(getattr(r, "needs_decoupled_optimizer", False) for r in regularizers) and \
+            not config_decouples_weight_decay(cfg.optim):
+        raise coupling_error(cfg.optim._target_)
+    return regularizers, instantiate(cfg.data, "data", seed=int(cfg.seed))

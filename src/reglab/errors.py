@@ -29,4 +29,6 @@ def instantiate(cfg, key: str, **kwargs):
             raise cause from None
         if isinstance(cause, TypeError) and "argument" in str(cause):
             raise ConfigError(f"{key}: {cause}") from None
+        if str(err).startswith("Error locating target"):
+            raise ConfigError(f"{key}._target_={cfg.get('_target_')!r}: cannot import it") from None
         raise

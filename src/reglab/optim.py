@@ -14,6 +14,7 @@ from reglab.errors import ConfigError
 
 SCHEDULE_KEYS = ("scheduler", "warmup_epochs")  # cfg.optim keys that are not optimizer arguments
 SCHEDULERS = ("cosine", "linear", "onecycle", "constant")
+NOT_SETTINGS = ("self", "params", "weight_decay", "decoupled_weight_decay")  # never set by hand: see reg=weight_decay
 
 
 class SGDW(torch.optim.SGD):
@@ -41,11 +42,12 @@ class SGDW(torch.optim.SGD):
 
 
 def optimizer_class(cfg) -> type:
-    from hydra.utils import get_class
+    import importlib
 
     target = cfg.get("_target_")
+    module, _, name = str(target).rpartition(".")
     try:
-        cls = get_class(str(target))
+        cls = getattr(importlib.import_module(module), name)
     except Exception:
         cls = None
     if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
@@ -65,13 +67,26 @@ def check_optim_config(cfg) -> None:
     for key in cfg:
         if not key.startswith("_") and key not in SCHEDULE_KEYS and key not in accepted:
             raise ConfigError(f"optim.{key}: not an argument of {cls.__name__}; allowed "
-                              f"{[k for k in accepted if k not in ('self', 'params')] + list(SCHEDULE_KEYS)}")
+                              f"{[k for k in accepted if k not in NOT_SETTINGS] + list(SCHEDULE_KEYS)}")
     if not float(cfg.lr) > 0:
         raise ConfigError(f"optim.lr={cfg.lr!r}: must be > 0")
     if cfg.get("scheduler", "constant") not in SCHEDULERS:
         raise ConfigError(f"optim.scheduler={cfg.scheduler!r}: allowed {list(SCHEDULERS)}")
     if float(cfg.get("warmup_epochs", 0)) < 0:
         raise ConfigError(f"optim.warmup_epochs={cfg.warmup_epochs!r}: must be >= 0")
+
+
+def config_decouples_weight_decay(cfg) -> bool:
+    """decouples_weight_decay for the optimizer ``cfg`` would build, known before it exists."""
+    cls = optimizer_class(cfg)
+    return issubclass(cls, (torch.optim.AdamW, SGDW)) or (issubclass(cls, torch.optim.Adam)
+                                                         and bool(cfg.get("decoupled_weight_decay", False)))
+
+
+def coupling_error(target) -> ConfigError:
+    return ConfigError(f"reg=weight_decay is decoupled decay, but optim._target_={target} would couple it (an L2 "
+                       "gradient): use torch.optim.AdamW, torch.optim.Adam with decoupled_weight_decay: true, or "
+                       "reglab.optim.SGDW; or reg=l2 for a coupled penalty")
 
 
 def decouples_weight_decay(optimizer: torch.optim.Optimizer) -> bool:
@@ -93,9 +108,7 @@ def build_optimizer(cfg, param_groups: list[dict]) -> torch.optim.Optimizer:
                                                          resolve=True).items() if k not in SCHEDULE_KEYS}
     optimizer = instantiate(arguments, _convert_="all")(groups)
     if any(group["weight_decay"] for group in groups) and not decouples_weight_decay(optimizer):
-        raise ConfigError(f"reg=weight_decay is decoupled decay, but optim._target_={cfg._target_} would couple it "
-                          "(an L2 gradient): use torch.optim.AdamW, torch.optim.Adam with decoupled_weight_decay: "
-                          "true, or reglab.optim.SGDW; or reg=l2 for a coupled penalty")
+        raise coupling_error(cfg._target_)
     return optimizer
 
 

@@ -10,6 +10,7 @@ class WeightDecay(Regularizer):
 
     name = "weight_decay"
     supports_warmup = False
+    needs_decoupled_optimizer = True  # checked against cfg.optim before any data is read (reglab.checks)
 
     def __init__(self, decay: float = 5e-2, **selection):
         check_non_negative(self.name, "decay", decay)
