@@ -127,16 +127,18 @@ def test_temperature_scaling_recovers_a_known_temperature():
     assert nll(temperature) <= min(nll(temperature * 0.9), nll(temperature * 1.1), nll(1.0))  # a minimum
 
 
-def test_mc_dropout_reaches_the_transformers_attention_dropout():
+@pytest.mark.parametrize("site", ["attention", "embedding", "residual", "classifier"])
+def test_mc_dropout_reaches_the_transformers_attention_dropout(site):
     """With dropout only on the attention probabilities, MC samples differ: the site training sets is the site MC
-    switches on (it used to read the attention block's mode and stay off)."""
+    switches on (it used to read the attention block's mode and stay off). So for every other site type alone:
+    MC dropout is driven by dropout_sites()."""
     from reglab.evaluation import dropout_modules, mc_probabilities, standard_probabilities
     from reglab.models.transformer import TransformerClassifier
     from reglab.regularizers.dropout import Dropout
 
     torch.manual_seed(0)
     model = TransformerClassifier(vocab_size=50, num_classes=2, max_length=12)
-    Dropout(p=0.0, rates={"attention": 0.9}).configure(model)
+    Dropout(p=0.0, rates={site: 0.9}).configure(model)
     assert {m.p for m in dropout_modules(model)} == {0.0, 0.9}
     inputs = {"input_ids": torch.randint(1, 50, (4, 12)), "attention_mask": torch.ones(4, 12, dtype=torch.bool)}
     torch.manual_seed(1)
