@@ -23,7 +23,7 @@ from reglab.errors import ConfigError, instantiate
 from reglab.identity import RunLabel, run_identity
 from reglab.loggers import RunContext, build_loggers, finish_wandb
 from reglab.models import build_model
-from reglab.module import ClassifierModule, weight_magnitude_histogram, weight_statistics
+from reglab.module import ClassifierModule, feature_record, weight_magnitude_histogram, weight_statistics
 from reglab.regularizers import build_regularizers
 from reglab.results import CONFIG_KEY, FINAL_METRICS, RESULTS_FILE, RunRecord, git_commit, library_versions, \
     read_results, to_float
@@ -164,6 +164,8 @@ def fit_and_test(cfg: DictConfig, parts: RunParts, record: RunRecord, resume_fro
     record.metrics = {k: final[k] for k in FINAL_METRICS if k in final} | final
     record.history, record.epochs = history.rows, trainer.current_epoch
     record.weight_histogram = weight_magnitude_histogram(module.weight_params)
+    if hasattr(module.model, "feature_weights"):  # a linear model: which inputs it uses, by name
+        record.features = feature_record(module.model.feature_weights(), getattr(datamodule, "feature_names", None))
     record.n_parameters = sum(p.numel() for p in module.model.parameters())
     record.timing, record.peak_memory = profiling.startup_timing(), profiling.peak_memory(module.device)
 

@@ -56,6 +56,23 @@ def weight_magnitude_histogram(params: list[torch.Tensor]) -> dict:
             "total": int(magnitudes.numel())}
 
 
+FEATURES_LISTED = 5000  # at most this many features by name in results.json (the largest weights first)
+
+
+@torch.no_grad()
+def feature_record(weights: torch.Tensor, names: list[str] | None = None, limit: int = FEATURES_LISTED) -> dict:
+    """A linear model's features with a non-zero weight for any class, largest first (max |w| over classes), by
+    name where the data has names: ``names`` and ``weights`` (one row of per-class weights each), ``n_features``,
+    ``nonzero`` (how many features the model uses) and ``listed``."""
+    weights = weights.detach().float().cpu()
+    used = (weights != 0).any(dim=0)
+    order = weights.abs().amax(dim=0).argsort(descending=True, stable=True)
+    kept = order[used[order]][:limit]
+    return {"n_features": weights.shape[1], "nonzero": int(used.sum()), "listed": len(kept),
+            "names": [names[i] if names else str(i) for i in kept.tolist()],
+            "weights": weights[:, kept].T.tolist()}
+
+
 class FiniteLossGuard:
     """Stops training at a non-finite loss, naming the step and every part of the loss.
 

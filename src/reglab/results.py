@@ -89,6 +89,7 @@ class RunRecord:
     history: list | None = None
     epochs: int | None = None
     weight_histogram: dict | None = None
+    features: dict | None = None  # a linear model's non-zero features, by name (reglab.module.feature_record)
     n_parameters: int | None = None
     timing: dict | None = None
     peak_memory: dict | None = None

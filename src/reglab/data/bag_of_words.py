@@ -1,0 +1,131 @@
+"""Text as bag-of-words feature vectors for linear models: counts, binary or TF-IDF over a vocabulary fitted on the
+training split with scikit-learn's vectorizer (cached, like the tokenizer). Reading, columns and labels are the
+text datamodule's (reglab.data.text), so ``data=sst2_bow`` is SST-2 with another input form.
+
+Sparse inputs stay sparse: each split is a scipy CSR matrix (SST-2's 67k phrases over a 14k-word vocabulary: a
+few MB), and a batch is densified only when it is drawn (batch x vocabulary floats).
+
+``carve_val``: validation is a seeded random subset of ``val_size`` training rows and the source's validation
+split becomes the test split, so lambda is chosen on data the reported number never saw (SST-2's labelled dev set
+is its only held-out set). The vocabulary is fitted on what is trained on."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from reglab.atomic import atomic_write
+from reglab.data.base import check_int
+from reglab.data.sources import train_eval_index, training_subset
+from reglab.data.text import TextClassificationDataModule
+from reglab.errors import ConfigError
+
+WEIGHTINGS = ("tfidf", "counts", "binary")
+
+
+class SparseRowsDataset(Dataset):
+    """Rows of a CSR matrix, densified one batch at a time."""
+
+    def __init__(self, matrix, labels: torch.Tensor):
+        self.matrix, self.labels = matrix, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, indices):
+        index = np.asarray(indices)
+        return torch.from_numpy(self.matrix[index].toarray()), self.labels[torch.as_tensor(index)]
+
+    def subset(self, index) -> "SparseRowsDataset":
+        index = np.asarray(index)
+        return SparseRowsDataset(self.matrix[index], self.labels[torch.as_tensor(index)])
+
+
+class BagOfWordsDataModule(TextClassificationDataModule):
+    input_kind = "features"
+
+    def __init__(self, weighting: str = "tfidf", min_df: int = 2, max_features: int | None = None,
+                 ngram_max: int = 1, carve_val: bool = False, val_size: int = 5000, val_seed: int = 0, **text):
+        super().__init__(**text)
+        if weighting not in WEIGHTINGS:
+            raise ConfigError(f"data.weighting={weighting!r}: allowed {list(WEIGHTINGS)}")
+        if not isinstance(carve_val, bool):
+            raise ConfigError(f"data.carve_val={carve_val!r}: must be true or false")
+        self.weighting, self.min_df, self.ngram_max = weighting, check_int("min_df", min_df), check_int(
+            "ngram_max", ngram_max)
+        self.max_features = None if max_features is None else check_int("max_features", max_features)
+        self.carve_val, self.val_size, self.val_seed = carve_val, check_int("val_size", val_size), int(val_seed)
+        self.feature_names: list[str] | None = None
+
+    def vectorizer_settings(self) -> dict:
+        return {"weighting": self.weighting, "min_df": self.min_df, "max_features": self.max_features,
+                "ngram_max": self.ngram_max, "lowercase": self.lowercase}
+
+    def load_vectorizer(self, texts: list[str], fingerprint: str):
+        """Fitted on ``texts`` once per (data, carve, settings), pickled under the cache dir, written atomically."""
+        from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+
+        key = json.dumps([fingerprint, self.carve_val, self.val_size, self.val_seed, self.vectorizer_settings()])
+        path = self.cache_dir / "vectorizers" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.pkl"
+        if path.is_file():
+            try:
+                with open(path, "rb") as handle:
+                    return pickle.load(handle)
+            except Exception:
+                path.unlink(missing_ok=True)  # unreadable: fit again
+        options = dict(min_df=self.min_df, max_features=self.max_features, ngram_range=(1, self.ngram_max),
+                       lowercase=self.lowercase, token_pattern=r"(?u)\b\w[\w']*\b|[!?]")
+        vectorizer = (TfidfVectorizer(sublinear_tf=True, **options) if self.weighting == "tfidf" else
+                      CountVectorizer(binary=self.weighting == "binary", **options))
+        vectorizer.fit(texts)
+        atomic_write(Path(path), lambda handle: pickle.dump(vectorizer, handle))
+        return vectorizer
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits is not None:
+            return
+        text, fingerprint = self.read_text()
+        train_texts, train_labels = text["train"]
+        test = text.get("test") if text.get("test", (None, None))[1] is not None else None
+        if self.carve_val:
+            if not 0 < self.val_size < len(train_labels):
+                raise ConfigError(f"data.val_size={self.val_size}: must be between 1 and {len(train_labels) - 1}")
+            order = torch.randperm(len(train_labels), generator=torch.Generator().manual_seed(self.val_seed))
+            val_index, train_index = order[:self.val_size].tolist(), order[self.val_size:].tolist()
+            val = ([train_texts[i] for i in val_index], [train_labels[i] for i in val_index])
+            train = ([train_texts[i] for i in train_index], [train_labels[i] for i in train_index])
+            test, self._test_split = (test, "test") if test else (text["validation"], "validation (held out)")
+        else:
+            train, val = (train_texts, train_labels), text["validation"]
+            test, self._test_split = (test, "test") if test else (val, "validation")
+        vectorizer = self.load_vectorizer(train[0], fingerprint)
+        self.feature_names = [str(name) for name in vectorizer.get_feature_names_out()]
+
+        def encode(texts, labels) -> SparseRowsDataset:
+            matrix = vectorizer.transform(texts).astype(np.float32).tocsr()
+            return SparseRowsDataset(matrix, torch.tensor(labels, dtype=torch.long))
+
+        splits = {"train": encode(*train), "validation": encode(*val)}
+        splits["test"] = encode(*test) if test is not val else splits["validation"]
+        index = training_subset(splits["train"].labels, self.train_size, self.subset_seed)
+        if index is not None:
+            splits["train"] = splits["train"].subset(index)
+        self.train_eval = splits["train"].subset(train_eval_index(len(splits["train"]), self.train_eval_size))
+        self.splits = splits
+
+    @property
+    def model_kwargs(self) -> dict:
+        self.setup()
+        return {"n_features": len(self.feature_names), "num_classes": len(self.class_names)}
+
+    def train_lengths(self) -> torch.Tensor | None:
+        return None  # rows have one width: nothing to bucket
+
+    def eval_order(self, dataset) -> torch.Tensor | None:
+        return None
