@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from reglab.report import figures
+from reglab.report import figures, linear
 from reglab.report.collect import completed_runs
 from reglab.report.tables import DEFAULT_METRICS, Table, summarize, to_latex, to_markdown
 
@@ -144,7 +144,67 @@ def build_sections(runs: pd.DataFrame, records: list[dict], out_dir: Path) -> tu
         section = make_section(key, title, command, subset, by, metrics or list(DEFAULT_METRICS), records,
                                baseline, figure_fn, **options)
         (sections.append(section) if section else skipped.append(f"{title} (`{command}`)"))
+    for title, command, build in (
+            ("Ng (2004): L1 vs L2 logistic regression as irrelevant features are added",
+             "python train.py -m hydra/launcher=cpus experiment=ng2004", ng2004_section),
+            ("L1 as feature selection in text: SST-2 bag-of-words",
+             "python train.py -m hydra/launcher=cpus experiment=text_feature_selection data.path=DIR",
+             text_feature_selection_section)):
+        section = build(runs, records, fig_dir, title, command)
+        (sections.append(section) if section else skipped.append(f"{title} (`{command}`)"))
     return sections, skipped
+
+
+def records_in(runs: pd.DataFrame, records: list[dict]) -> list[dict]:
+    dirs = set(runs["run_dir"])
+    return [r for r in records if r["run_dir"] in dirs and r.get("status") == "completed"]
+
+
+def ng2004_section(runs, records, fig_dir, title, command) -> Section | None:
+    chosen, table = linear.ng2004_table(of_study(runs, "ng2004"))
+    if table.empty:
+        return None
+    paths = linear.ng2004_figure(chosen, fig_dir)
+    # The lasso path: one data set (seed 0), 3 relevant features among 100, proximal L1 over the λ grid.
+    path_runs = of_study(runs, "ng2004")
+    path_runs = path_runs[(path_runs["reg"] == "prox_l1") & (path_runs["seed"] == 0)
+                          & (path_runs["data.n_relevant"] == path_runs["data.n_relevant"].max())
+                          & (path_runs["data.n_features"] == 100)]
+    if not completed_runs(path_runs).empty:
+        paths += linear.lasso_path_figure(records_in(path_runs, records), fig_dir, "lasso_path_synthetic",
+                                          "prox_l1, 100 features, seed 0",
+                                          highlight=lambda name: name.startswith("relevant"))
+    note = ("Test error (mean ± std over seeds, n runs) at the λ chosen per condition on validation accuracy "
+            "(mean over seeds); each seed is a fresh data set. The lasso-path figure draws the relevant features "
+            "in colour.")
+    return Section("ng2004", title, command, note + "\n\n" + linear.markdown_table(table),
+                   linear.latex_table(table, "tab:ng2004"), None, paths)
+
+
+def text_feature_selection_section(runs, records, fig_dir, title, command) -> Section | None:
+    study = of_study(runs, "text_feature_selection")
+    path = linear.text_path_table(study, records)
+    if path.empty:
+        return None
+    paths = linear.accuracy_vs_words_figure(path, fig_dir)
+    lines = [linear.markdown_table(path.drop(columns=["run_dir"]))]
+    chosen = linear.sparse_choice(path)
+    if chosen is not None:
+        record = next(r for r in records if r["run_dir"] == chosen["run_dir"])
+        positive, negative = linear.top_words(record)
+        lines += ["", f"Words kept by {chosen['reg']} at λ={chosen['λ']:g} ({chosen['words kept']} of "
+                      f"{chosen['vocabulary']} words, dev accuracy {chosen['test acc (%)']:.2f}%; chosen on "
+                      "validation: the sparsest run within 1 point of the best l2 run's validation accuracy):", "",
+                  "| positive | weight | negative | weight |", "|---|---|---|---|"]
+        for i in range(max(len(positive), len(negative))):
+            pos = positive[i] if i < len(positive) else ("", float("nan"))
+            neg = negative[i] if i < len(negative) else ("", float("nan"))
+            lines.append(f"| {pos[0]} | {pos[1]:.2f} | {neg[0]} | {neg[1]:.2f} |".replace("nan", ""))
+        sparse_runs = study[study["reg"] == chosen["reg"]]
+        paths += linear.lasso_path_figure(records_in(sparse_runs, records), fig_dir, "lasso_path_text",
+                                          f"{chosen['reg']} on SST-2 bag-of-words", label_top=12)
+    return Section("text_feature_selection", title, command, "\n".join(lines),
+                   linear.latex_table(path.drop(columns=["run_dir"]), "tab:text_feature_selection"), None, paths)
 
 
 def relative(path: Path, base: Path) -> str:
