@@ -47,6 +47,8 @@ def set_mc_dropout(model: nn.Module) -> None:
 
 def _repeat(inputs, times: int):
     """Stack ``times`` copies of a batch along the batch dimension (tensor or dict of tensors)."""
+    if times == 1:
+        return inputs
     if isinstance(inputs, dict):
         return {k: _repeat(v, times) for k, v in inputs.items()}
     return inputs.unsqueeze(0).expand(times, *inputs.shape).reshape(times * inputs.shape[0], *inputs.shape[1:])

@@ -2,8 +2,8 @@
 training split with scikit-learn's vectorizer (cached, like the tokenizer). Reading, columns and labels are the
 text datamodule's (reglab.data.text), so ``data=sst2_bow`` is SST-2 with another input form.
 
-Sparse inputs stay sparse: each split is a scipy CSR matrix (SST-2's 67k phrases over a 14k-word vocabulary: a
-few MB), and a batch is densified only when it is drawn (batch x vocabulary floats).
+Sparse inputs stay sparse: each split is a scipy CSR matrix (SST-2's 67k phrases over a 13k-word vocabulary: a
+few MB), and a batch is a sparse tensor (reglab.models.linear multiplies it without densifying).
 
 ``carve_val``: validation is a seeded random subset of ``val_size`` training rows and the source's validation
 split becomes the test split, so lambda is chosen on data the reported number never saw (SST-2's labelled dev set
@@ -30,7 +30,8 @@ WEIGHTINGS = ("tfidf", "counts", "binary")
 
 
 class SparseRowsDataset(Dataset):
-    """Rows of a CSR matrix, densified one batch at a time."""
+    """Rows of a CSR matrix; a batch is a sparse COO tensor (the linear model multiplies it as one), so even the
+    whole training set is one cheap batch: full-batch proximal gradient, the lasso's own solver."""
 
     def __init__(self, matrix, labels: torch.Tensor):
         self.matrix, self.labels = matrix, labels
@@ -40,7 +41,10 @@ class SparseRowsDataset(Dataset):
 
     def __getitem__(self, indices):
         index = np.asarray(indices)
-        return torch.from_numpy(self.matrix[index].toarray()), self.labels[torch.as_tensor(index)]
+        rows = self.matrix[index].tocoo()
+        coordinates = torch.from_numpy(np.vstack([rows.row, rows.col]).astype(np.int64))
+        batch = torch.sparse_coo_tensor(coordinates, torch.from_numpy(rows.data), rows.shape).coalesce()
+        return batch, self.labels[torch.as_tensor(index)]
 
     def subset(self, index) -> "SparseRowsDataset":
         index = np.asarray(index)

@@ -1,6 +1,6 @@
 """Multinomial logistic regression: one Linear layer from the features to the classes, softmax in the loss.
 
-    x (N, n_features) -> head: Linear(n_features, num_classes) -> logits
+    x (N, n_features), dense or sparse -> head: Linear(n_features, num_classes) -> logits
 
 The weights start at zero, as a convex problem's solvers start: the L1 path then grows features in from nothing,
 and a run's result depends on its regularizer and data, not on an initial draw. Every regularizer applies to
@@ -28,6 +28,9 @@ class LinearClassifier(nn.Module):
                 self.head.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_sparse:  # bag-of-words batches stay sparse (data=sst2_bow): one sparse x dense product
+            logits = torch.sparse.mm(x, self.head.weight.t())
+            return logits if self.head.bias is None else logits + self.head.bias
         return self.head(x)
 
     def feature_weights(self) -> torch.Tensor:

@@ -192,9 +192,13 @@ def text_feature_selection_section(runs, records, fig_dir, title, command) -> Se
     if chosen is not None:
         record = next(r for r in records if r["run_dir"] == chosen["run_dir"])
         positive, negative = linear.top_words(record)
-        lines += ["", f"Words kept by {chosen['reg']} at λ={chosen['λ']:g} ({chosen['words kept']} of "
-                      f"{chosen['vocabulary']} words, dev accuracy {chosen['test acc (%)']:.2f}%; chosen on "
-                      "validation: the sparsest run within 1 point of the best l2 run's validation accuracy):", "",
+        dense = path[path["reg"] == "l2"].sort_values("val acc (%)", ascending=False, kind="stable")
+        versus = (f"; the best l2 run by validation (λ={dense.iloc[0]['λ']:g}) has {dense.iloc[0]['test acc (%)']:.2f}%"
+                  if not dense.empty else "")
+        lines += ["", f"Words kept by {chosen['reg']} at λ={chosen['λ']:g}: {chosen['words kept']} of "
+                      f"{chosen['vocabulary']} words ({100 * chosen['words kept'] / chosen['vocabulary']:.1f}%), dev "
+                      f"accuracy {chosen['test acc (%)']:.2f}%{versus}. Chosen on validation: the most accurate run "
+                      "keeping at most 10% of the vocabulary.", "",
                   "| positive | weight | negative | weight |", "|---|---|---|---|"]
         for i in range(max(len(positive), len(negative))):
             pos = positive[i] if i < len(positive) else ("", float("nan"))
