@@ -39,7 +39,8 @@ def main() -> None:
     train, val, test = (data.splits[s] for s in ("train", "validation", "test"))
     n_train, vocabulary = len(train), len(data.feature_names)
     rows = []
-    print(f"{'penalty':8s} {'C':>7s} {'λ (mean loss)':>14s} {'words kept':>11s} {'val acc':>8s} {'dev acc':>8s} {'s':>5s}")
+    columns = ("C", 7), ("λ (mean loss)", 14), ("words kept", 11), ("val acc", 8), ("dev acc", 8), ("s", 5)
+    print(f"{'penalty':8s} " + " ".join(f"{name:>{width}s}" for name, width in columns))
     for penalty in ("l1", "l2"):
         for c in args.C:
             started = time.time()

@@ -22,7 +22,6 @@ from torch.utils.data import Dataset
 
 from reglab.atomic import atomic_write
 from reglab.data.base import check_int
-from reglab.data.sources import train_eval_index, training_subset
 from reglab.data.text import TextClassificationDataModule
 from reglab.errors import ConfigError
 
@@ -117,11 +116,7 @@ class BagOfWordsDataModule(TextClassificationDataModule):
 
         splits = {"train": encode(*train), "validation": encode(*val)}
         splits["test"] = encode(*test) if test is not val else splits["validation"]
-        index = training_subset(splits["train"].labels, self.train_size, self.subset_seed)
-        if index is not None:
-            splits["train"] = splits["train"].subset(index)
-        self.train_eval = splits["train"].subset(train_eval_index(len(splits["train"]), self.train_eval_size))
-        self.splits = splits
+        self.keep_splits(splits)
 
     @property
     def model_kwargs(self) -> dict:

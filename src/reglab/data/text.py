@@ -261,6 +261,10 @@ class TextClassificationDataModule(ClassificationDataModule):
                   "validation": self.encode(self.tokenizer, *text["validation"])}
         splits["test"] = self.encode(self.tokenizer, *test) if test else splits["validation"]
         # The tokenizer above was fitted on the whole train split's text (no labels); the subset is of examples.
+        self.keep_splits(splits)
+
+    def keep_splits(self, splits: dict) -> None:
+        """The encoded splits, with ``data.train_size``'s training subset and the fixed train-eval subset."""
         index = training_subset(splits["train"].labels, self.train_size, self.subset_seed)
         if index is not None:
             splits["train"] = splits["train"].subset(index)

@@ -84,9 +84,12 @@ def ng2004_figure(chosen: pd.DataFrame, out_dir: Path, name: str = "ng2004") -> 
 
 def text_path_table(runs: pd.DataFrame, records: list[dict]) -> pd.DataFrame:
     """One row per (regularizer, λ): validation and test accuracy, words kept (of the vocabulary)."""
+    runs = completed_runs(runs)
+    if runs.empty or LAMBDA not in runs:
+        return pd.DataFrame()
     by_dir = {r["run_dir"]: r for r in records}
     rows = []
-    for _, run in completed_runs(runs).sort_values(["reg", LAMBDA]).iterrows():
+    for _, run in runs.sort_values(["reg", LAMBDA]).iterrows():
         features = by_dir.get(run["run_dir"], {}).get("features") or {}
         rows.append({"reg": run["reg"], "λ": float(run[LAMBDA]), "val acc (%)": 100 * run["val/acc"],
                      "test acc (%)": 100 * run["test/acc"], "words kept": features.get("nonzero"),
