@@ -54,7 +54,9 @@ class ClassificationData(Protocol):
       mode each epoch, for train/acc and gen_gap.
     - ``train_batches_per_epoch(world_size)``: optimizer steps per epoch, known before any loader exists, so the
       LR schedule needs no loader and Lightning restores the loader's mid-epoch position the ordinary way.
-    - accepts ``train_size`` / ``subset_seed`` (a class-stratified training subset) and ``seed`` (batch order)."""
+    - accepts ``train_size`` / ``subset_seed`` (a class-stratified training subset) and ``seed`` (batch order).
+
+    Optional: ``feature_names`` (input_kind "features"): what results.json names a linear model's features by."""
 
     input_kind: str
     model_kwargs: dict
