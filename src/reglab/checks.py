@@ -27,8 +27,31 @@ def target_class(cfg, key: str):
         raise ConfigError(f"{key}._target_={target!r}: cannot import it ({type(err).__name__})") from None
 
 
+# Top-level keys conf/train.yaml declares (an experiment file may declare more, e.g. lam).
+TOP_LEVEL_KEYS = ("data", "model", "reg", "optim", "trainer", "logger", "callbacks", "paths", "seed", "study",
+                  "test_ckpt", "small_weight_eps", "tags", "skip_completed", "dry_run", "resume",
+                  "checkpoint_every_n_steps", "optimized_metric", "mc_samples", "compile")
+
+
+def check_command_line_keys() -> None:
+    """A top-level key added on the command line (``+seeed=3``) that no config declares is a typo, not a setting."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    for override in HydraConfig.get().overrides.task:
+        key = override.split("=", 1)[0]
+        if key.startswith("+") and "." not in key and key.lstrip("+") not in TOP_LEVEL_KEYS:
+            raise ConfigError(f"{key.lstrip('+')}: not a config key (a typo?); top-level keys are "
+                              f"{sorted(TOP_LEVEL_KEYS)}, and a study file may declare more")
+
+
 def check_config(cfg: DictConfig) -> None:
     """Cheap checks that need no data and no model."""
+    check_command_line_keys()
+    seed = cfg.get("seed")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2 ** 32:
+        raise ConfigError(f"seed={seed!r}: must be an integer in [0, 2**32)")
     epochs, steps = int(cfg.trainer.get("max_epochs", 1)), int(cfg.trainer.get("max_steps", -1) or -1)
     if epochs < 1 and not (epochs == -1 and steps > 0):
         raise ConfigError(f"trainer.max_epochs={cfg.trainer.max_epochs}: must be >= 1 (or -1 with "

@@ -68,11 +68,13 @@ def check_optim_config(cfg) -> None:
         if not key.startswith("_") and key not in SCHEDULE_KEYS and key not in accepted:
             raise ConfigError(f"optim.{key}: not an argument of {cls.__name__}; allowed "
                               f"{[k for k in accepted if k not in NOT_SETTINGS] + list(SCHEDULE_KEYS)}")
-    if not float(cfg.lr) > 0:
-        raise ConfigError(f"optim.lr={cfg.lr!r}: must be > 0")
+    lr = cfg.get("lr")
+    if not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0):
+        raise ConfigError(f"optim.lr={lr!r}: must be a number > 0")
     if cfg.get("scheduler", "constant") not in SCHEDULERS:
         raise ConfigError(f"optim.scheduler={cfg.scheduler!r}: allowed {list(SCHEDULERS)}")
-    if float(cfg.get("warmup_epochs", 0)) < 0:
+    warmup = cfg.get("warmup_epochs", 0)
+    if not (isinstance(warmup, (int, float)) and not isinstance(warmup, bool) and warmup >= 0):
         raise ConfigError(f"optim.warmup_epochs={cfg.warmup_epochs!r}: must be >= 0")
 
 

@@ -9,6 +9,8 @@ in length order (``eval_order``); images override the loaders to add their devic
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import Dataset
@@ -30,6 +32,15 @@ def check_int(key: str, value, minimum: int = 1) -> int:
         bound = "> 0" if minimum == 1 else f">= {minimum}"
         raise ConfigError(f"data.{key}={value!r}: must be {bound}")
     return number
+
+
+def check_data_path(path) -> None:
+    """``data.path``, when given, is an existing folder; a file or a missing path is one line saying which."""
+    if path is None or Path(path).is_dir():
+        return
+    if Path(path).exists():
+        raise ConfigError(f"data.path={path!r}: is a file; give the folder that holds the data files")
+    raise ConfigError(f"data.path={path!r}: directory does not exist")
 
 
 def or_list(items) -> str:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from reglab.atomic import atomic_write
-from reglab.data.base import or_list
+from reglab.data.base import check_data_path, or_list
 from reglab.data.image_tensors import ImageSplits, ImageTensorDataModule, carve_validation
 from reglab.data.sources import SPLIT_ALIASES, hub_reachable, split_of
 from reglab.errors import ConfigError, DataUnavailableError
@@ -148,8 +148,7 @@ class ImageDataModule(ImageTensorDataModule):
                  image_mode: str = "RGB", cache_dir: str = ".cache", val_size: int = 5000, val_seed: int = 0,
                  carve_val: bool = False, **kwargs):
         super().__init__(**kwargs)
-        if path is not None and not Path(path).is_dir():
-            raise ConfigError(f"data.path={path!r}: directory does not exist")
+        check_data_path(path)
         if path is None and not hub_name:
             raise ConfigError(f"data.path=None: give a local copy ({or_list(self.layouts)}) or data.hub_name")
         if image_mode not in IMAGE_MODES:

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from reglab.data.base import ClassificationDataModule, check_int, or_list
+from reglab.data.base import ClassificationDataModule, check_data_path, check_int, or_list
 from reglab.data.sources import SPLIT_ALIASES, hub_reachable, split_of, train_eval_index, training_subset
 from reglab.data.tokenizer import load_tokenizer
 from reglab.errors import ConfigError, DataUnavailableError
@@ -112,8 +112,7 @@ class TextClassificationDataModule(ClassificationDataModule):
                  vocab_size: int = 8000, lowercase: bool = True, max_length: int = 64, batch_size: int = 64,
                  eval_batch_size: int = 256, sort_by_length: bool = True, **shared):
         super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, **shared)
-        if path is not None and not Path(path).is_dir():
-            raise ConfigError(f"data.path={path!r}: directory does not exist")
+        check_data_path(path)
         if path is None and not hub_name:
             raise ConfigError("data.path=None: required, a folder of train.tsv and dev.tsv or validation.tsv "
                               "(optional test.tsv), or parquet files named by split; or give data.hub_name")

@@ -9,6 +9,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from reglab.atomic import with_umask_mode
 from reglab.errors import DataUnavailableError
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -57,6 +58,7 @@ def load_tokenizer(spec: str, train_sentences: list[str], cache_root: Path, fing
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
         tokenizer.save_pretrained(str(staging))
+        with_umask_mode(staging, directory=True)  # mkdtemp's folder is private (0700); colleagues read caches too
         os.replace(staging, target)
     except OSError:
         shutil.rmtree(staging, ignore_errors=True)

@@ -56,8 +56,12 @@ def select_parameters(model: nn.Module, include: Sequence[str] = (), exclude: Se
             if p.requires_grad and is_selected(name, p, include, exclude, skip, only)]
 
 
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def check_non_negative(owner: str, key: str, value: float | None) -> None:
-    if value is not None and not value >= 0:  # also rejects NaN
+    if value is not None and not (is_number(value) and value >= 0):  # also rejects NaN and strings
         raise ConfigError(f"reg.{owner}.{key}={value!r}: must be a number >= 0")
 
 

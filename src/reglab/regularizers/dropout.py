@@ -1,9 +1,9 @@
 from reglab.errors import ConfigError
-from reglab.regularizers.base import Regularizer
+from reglab.regularizers.base import Regularizer, is_number
 
 
 def _check_rate(key: str, p) -> float:
-    if p is None or not 0.0 <= float(p) < 1.0:
+    if not is_number(p) or not 0.0 <= float(p) < 1.0:
         raise ConfigError(f"reg.dropout.{key}={p!r}: a dropout rate must be in [0, 1)")
     return float(p)
 
