@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import random
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import torch
 
 import pytorch_lightning as pl
 from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from reglab import profiling
 from reglab.results import to_float
@@ -125,3 +128,50 @@ class LatestCheckpoint(pl.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module):
         self.save(trainer)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        # A stop signal (SIGTERM from a scheduler; SIGINT / SIGUSR1 through GracefulStop) ends training at a step
+        # boundary: the state there is whole, so the run resumes from this very step.
+        if isinstance(exception, SIGTERMException) and trainer.state.fn == "fit":
+            self.save(trainer)
+
+
+class GracefulStop(pl.Callback):
+    """SIGINT (Ctrl+C) and SIGUSR1 (what SLURM sends before a preemption, with --signal) stop training the way
+    Lightning stops it for SIGTERM: at the next step boundary, after which LatestCheckpoint writes last.ckpt and
+    the run ends ``interrupted`` with exit code 128 + the signal. A second Ctrl+C interrupts at once."""
+
+    SIGNALS = ("SIGINT", "SIGUSR1")
+
+    def __init__(self):
+        self.received: str | None = None
+        self._previous: dict = {}
+
+    def on_fit_start(self, trainer, pl_module):
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread
+        for name in self.SIGNALS:
+            number = getattr(signal, name, None)
+            if number is None or (name == "SIGUSR1" and signal.getsignal(number) not in (signal.SIG_DFL, None)):
+                continue  # Lightning's SLURM requeue handler owns SIGUSR1 when it set one
+
+            def stop(signum, frame, name=name, number=number):
+                self.received = name
+                signal.signal(number, self._previous.get(number, signal.SIG_DFL))  # a second signal is immediate
+                os.kill(os.getpid(), signal.SIGTERM)  # Lightning's own SIGTERM path: stop at the next step
+
+            self._previous[number] = signal.signal(number, stop)
+
+    def restore(self) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
+        self._previous = {}
+
+    def on_fit_end(self, trainer, pl_module):
+        self.restore()
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self.restore()
+
+    def signal_name(self) -> str:
+        return self.received or "SIGTERM"

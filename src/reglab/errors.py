@@ -14,6 +14,21 @@ class DivergedError(ReglabError, FloatingPointError):
     """The loss or a penalty became NaN/inf: the run stops at that step (results.json: status diverged)."""
 
 
+class Interrupted(BaseException):
+    """Training stopped on a signal (``signal_name``) with its state checkpointed: the run is ``interrupted`` and
+    re-running the same command resumes it. Not an error of the user's: the CLI exits with 128 + the signal."""
+
+    def __init__(self, signal_name: str):
+        super().__init__(f"stopped by {signal_name}; last.ckpt holds the state at that step")
+        self.signal_name = signal_name
+
+    @property
+    def exit_code(self) -> int:
+        import signal
+
+        return 128 + int(getattr(signal, self.signal_name, signal.SIGTERM))
+
+
 def instantiate(cfg, key: str, **kwargs):
     """hydra.utils.instantiate, but our own errors come out unwrapped (one line, not Hydra's
     InstantiationException), and a bad keyword names the config key."""

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 import torch
 from omegaconf import DictConfig
 
 from reglab import distributed, profiling
-from reglab.callbacks import EpochHistory, LatestCheckpoint, RandomState, WeightHistograms
-from reglab.errors import ConfigError, instantiate
+from reglab.callbacks import EpochHistory, GracefulStop, LatestCheckpoint, RandomState, WeightHistograms
+from reglab.errors import ConfigError, Interrupted, instantiate
 from reglab.identity import RunLabel, run_identity
 from reglab.loggers import RunContext, build_loggers, finish_wandb
 from reglab.models import build_model
@@ -94,7 +95,7 @@ def build_run(cfg: DictConfig, record: RunRecord, rank: int = 0, resume_from: Pa
     histogram_every = ((cfg.logger or {}).get("wandb") or {}).get("log_histograms_every_n_epochs", 1)
     callbacks = [instantiate(c, f"callbacks.{k}") for k, c in (cfg.callbacks or {}).items() if c is not None]
     # In this order: the epoch's history row exists before the epoch-end checkpoint is written.
-    callbacks += [history, WeightHistograms(histogram_every), RandomState(),
+    callbacks += [history, WeightHistograms(histogram_every), RandomState(), GracefulStop(),
                   LatestCheckpoint(output_dir / "checkpoints", int(cfg.get("checkpoint_every_n_steps", 0))),
                   *extra_callbacks]
     label = label or RunLabel.of(cfg)
@@ -143,7 +144,11 @@ def run_job(cfg: DictConfig, label: RunLabel | None = None, prebuilt: tuple | No
 
 def fit_and_test(cfg: DictConfig, parts: RunParts, record: RunRecord, resume_from: Path | None) -> None:
     module, datamodule, trainer, history = parts.module, parts.datamodule, parts.trainer, parts.history
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+    except SIGTERMException:
+        stop = next(c for c in parts.callbacks if isinstance(c, GracefulStop))
+        raise Interrupted(stop.signal_name()) from None
     if trainer.world_size > 1:
         penalty = sum(float(t) for t in module.penalty_terms().values())
         record.distributed = {

@@ -119,7 +119,9 @@ class RunRecord:
     def fail(self, err: BaseException) -> None:
         from reglab.errors import DivergedError
 
-        self.status = ("interrupted" if isinstance(err, KeyboardInterrupt) else
+        from reglab.errors import Interrupted
+
+        self.status = ("interrupted" if isinstance(err, (KeyboardInterrupt, Interrupted)) else
                        "diverged" if isinstance(err, DivergedError) else "failed")
         self.error = f"{type(err).__name__}: {err}"
         self.wall_time_s = time.time() - self.started_at

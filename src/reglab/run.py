@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from reglab import distributed, errors
 from reglab.checks import validate
-from reglab.errors import ReglabError
+from reglab.errors import Interrupted, ReglabError
 from reglab.gpu_slots import claim_slot, launcher_choice, launcher_jobs
 from reglab.identity import RunLabel, run_identity
 from reglab.job import run_job
@@ -43,6 +43,9 @@ def main(cfg: DictConfig) -> float | None:
     which an Optuna sweep counts as a failed trial. Otherwise it returns ``optimized_metric`` to the sweeper."""
     try:
         results = train(cfg)
+    except Interrupted as stop:
+        print(f"interrupted: {stop}; re-run the same command to resume", file=sys.stderr)
+        sys.exit(stop.exit_code)  # non-zero, so a scheduler (and Hydra) sees the job did not finish
     except ReglabError as err:
         print(f"error: {err}", file=sys.stderr)
         if is_multirun():

@@ -1,0 +1,62 @@
+"""Preemption (issue 17): SIGTERM (a scheduler's warning) and SIGINT (Ctrl+C) stop a real training process at the
+next step boundary, write last.ckpt there, record ``interrupted`` and exit with 128 + the signal; re-running the
+command resumes and ends with the numbers of a run that was never interrupted."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import ROOT, run_cli, subprocess_environment
+
+pytestmark = pytest.mark.slow
+
+# 8 epochs of 17 steps on digits; no periodic checkpoint, so a mid-epoch last.ckpt can only be the signal's.
+RUN = ["data=digits", "model=cnn_small", "model.widths=[8,16]", "model.fc_hidden=16", "trainer.max_epochs=8",
+       "reg=[l1,dropout]", "reg.dropout.p=0.2", "reg.l1.strength=1e-3", "logger=csv"]
+STEPS_PER_EPOCH = 17
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("straight")
+    done = run_cli(*RUN, f"hydra.run.dir={run_dir}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads((run_dir / "results.json").read_text())
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1])
+def test_a_signal_checkpoints_at_a_step_marks_the_run_interrupted_and_the_rerun_resumes_exactly(
+        tmp_path, uninterrupted, signum):
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *RUN, f"hydra.run.dir={run_dir}"],
+                               env=subprocess_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 240
+    while not checkpoint.is_file():  # the end of epoch 0
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended before it could be signalled"
+        time.sleep(0.01)
+    sent = time.time()
+    process.send_signal(signum)
+    stderr = process.communicate(timeout=120)[1]
+    assert process.returncode == 128 + signum, stderr[-2000:]
+    assert "interrupted: stopped by" in stderr and "Traceback" not in stderr
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "interrupted" and signal.Signals(signum).name in results["error"]
+    step = torch.load(checkpoint, weights_only=True)["global_step"]
+    assert checkpoint.stat().st_mtime >= sent - 0.01  # written at the signal (a step boundary), not before
+    assert STEPS_PER_EPOCH <= step < 8 * STEPS_PER_EPOCH
+
+    resumed = run_cli(*RUN, f"hydra.run.dir={run_dir}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "completed" and results["resumed_from"].endswith("last.ckpt")
+    for key in ("test/acc", "test/loss", "val/loss", "weights/l1", "weights/l2"):
+        assert results["metrics"][key] == uninterrupted["metrics"][key], key  # to the last digit
