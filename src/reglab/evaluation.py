@@ -141,8 +141,12 @@ def load_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"ckpt={str(path)!r}: no such checkpoint file")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if CONFIG_KEY not in checkpoint:
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated, corrupted, or not a torch file at all
+        raise ConfigError(f"ckpt={str(path)!r}: not a readable checkpoint ({type(err).__name__}); a run resumes "
+                          "from its newest readable checkpoint, or starts over with resume=false") from None
+    if not isinstance(checkpoint, dict) or CONFIG_KEY not in checkpoint:
         raise ConfigError(f"ckpt={str(path)!r}: carries no reglab config (not written by reglab's train.py)")
     return checkpoint
 

@@ -53,13 +53,25 @@ def resume_checkpoint(cfg: DictConfig, output_dir: Path, config: dict) -> Path |
         return None
     from reglab.evaluation import load_checkpoint
 
-    saved = load_checkpoint(path)[CONFIG_KEY]
-    if run_identity(saved) != run_identity(config):
-        if resume is True:
-            raise ConfigError(f"resume=true: {path} was written by a different config")
-        log.warning("not resuming from %s: it was written by a different config (starting over)", path)
-        return None
-    return path
+    # last.ckpt first, then any other full checkpoint of the folder, newest first: a torn or corrupted file
+    # (a full disk, a copy cut short) costs the steps since the one before it, not the run.
+    others = sorted((p for p in path.parent.glob("*.ckpt") if p != path), key=lambda p: -p.stat().st_mtime)
+    for candidate in [path, *others]:
+        try:
+            saved = load_checkpoint(candidate)[CONFIG_KEY]
+        except ConfigError as err:
+            if resume is True and candidate == path:
+                raise ConfigError(f"resume=true: {err}") from None
+            log.warning("not resuming from %s: %s", candidate, str(err).split(": ", 1)[-1])
+            continue
+        if run_identity(saved) != run_identity(config):
+            if resume is True:
+                raise ConfigError(f"resume=true: {candidate} was written by a different config")
+            log.warning("not resuming from %s: it was written by a different config (starting over)", candidate)
+            return None
+        return candidate
+    log.warning("no readable checkpoint in %s: starting over", path.parent)
+    return None
 
 
 @dataclass

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from reglab import distributed, errors
 from reglab.checks import validate
-from reglab.errors import Interrupted, ReglabError
+from reglab.errors import ConfigError, Interrupted, ReglabError
 from reglab.gpu_slots import claim_slot, launcher_choice, launcher_jobs
 from reglab.identity import RunLabel, run_identity
 from reglab.job import run_job
@@ -67,13 +67,19 @@ def is_multirun() -> bool:
 
 
 def completed_results(output_dir: Path, config: dict) -> dict | None:
-    """The results of an earlier run in ``output_dir`` that completed with the same config, else None."""
+    """The results of an earlier run in ``output_dir`` that completed with the same config, else None. A folder
+    that holds a completed run of another config is refused: running there would overwrite its results and mix
+    two runs' checkpoints."""
     try:
         previous = read_results(output_dir / RESULTS_FILE)
     except (OSError, ValueError):
         return None
-    same = run_identity(previous.get("config", {})) == run_identity(config)
-    return previous if previous.get("status") == "completed" and same else None
+    if previous.get("status") != "completed":
+        return None
+    if run_identity(previous.get("config", {})) != run_identity(config):
+        raise ConfigError(f"{output_dir} holds a completed run of another config: give this run its own folder "
+                          "(hydra.run.dir=...), or move that one aside")
+    return previous
 
 
 def prepare(cfg: DictConfig) -> RunLabel:
