@@ -52,11 +52,16 @@ def test_resume_true_and_eval_name_the_unreadable_file(tmp_path):
     assert "weights_only" not in evaluated.stderr and "Traceback" not in evaluated.stderr
 
 
-def test_a_completed_folder_is_not_overwritten_by_another_config(tmp_path):
+def test_a_completed_folder_rerun_with_another_config_moves_the_old_run_aside(tmp_path):
     run_dir = tmp_path / "run"
     done = run_cli(*RUN, f"hydra.run.dir={run_dir}")
     assert done.returncode == 0, done.stderr[-2000:]
     before = (run_dir / "results.json").read_text()
     other = run_cli(*RUN, "seed=7", f"hydra.run.dir={run_dir}")
-    assert other.returncode == 2 and "holds a completed run of another config" in other.stderr
-    assert (run_dir / "results.json").read_text() == before
+    assert other.returncode == 0, other.stderr[-2000:]
+    (moved,) = (run_dir / "replaced").iterdir()
+    assert (moved / "results.json").read_text() == before  # the old run, byte for byte
+    assert (moved / "checkpoints" / "last.ckpt").is_file()
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["seed"] == 7 and results["status"] == "completed" and "resumed_from" not in results
+    assert "held a completed run of another config: moved" in (run_dir / "train.log").read_text()

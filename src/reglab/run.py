@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from reglab import distributed, errors
 from reglab.checks import validate
-from reglab.errors import ConfigError, Interrupted, ReglabError
+from reglab.errors import Interrupted, ReglabError
 from reglab.gpu_slots import claim_slot, launcher_choice, launcher_jobs
 from reglab.identity import RunLabel, run_identity
 from reglab.job import run_job
@@ -67,9 +67,9 @@ def is_multirun() -> bool:
 
 
 def completed_results(output_dir: Path, config: dict) -> dict | None:
-    """The results of an earlier run in ``output_dir`` that completed with the same config, else None. A folder
-    that holds a completed run of another config is refused: running there would overwrite its results and mix
-    two runs' checkpoints."""
+    """The results of an earlier run in ``output_dir`` that completed with the same config, else None. A completed
+    run of another config is moved aside first (``replaced/<time>/``: its results.json, checkpoints and logs), so
+    the new run neither overwrites its results nor resumes from or mixes with its checkpoints."""
     try:
         previous = read_results(output_dir / RESULTS_FILE)
     except (OSError, ValueError):
@@ -77,9 +77,23 @@ def completed_results(output_dir: Path, config: dict) -> dict | None:
     if previous.get("status") != "completed":
         return None
     if run_identity(previous.get("config", {})) != run_identity(config):
-        raise ConfigError(f"{output_dir} holds a completed run of another config: give this run its own folder "
-                          "(hydra.run.dir=...), or move that one aside")
+        moved = move_aside(output_dir)
+        log.warning("%s held a completed run of another config: moved its results and checkpoints to %s",
+                    output_dir, moved)
+        return None
     return previous
+
+
+RUN_FILES = (RESULTS_FILE, "checkpoints", "csv", "tensorboard", "wandb_run.json", "reliability.png")
+
+
+def move_aside(output_dir: Path) -> Path:
+    target = output_dir / "replaced" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    target.mkdir(parents=True, exist_ok=True)
+    for name in RUN_FILES:
+        if (output_dir / name).exists():
+            os.replace(output_dir / name, target / name)
+    return target
 
 
 def prepare(cfg: DictConfig) -> RunLabel:
