@@ -3,26 +3,23 @@ with the key's name. The launcher (reglab.run) runs them once per job."""
 
 from __future__ import annotations
 
-import importlib
-
 from omegaconf import DictConfig
 
 from reglab import distributed
 from reglab.contracts import check_data_class, check_model_class
 from reglab.data.batching import check_divisible
-from reglab.errors import ConfigError, instantiate
+from reglab.errors import ConfigError, import_target, instantiate
 from reglab.gpu_slots import launcher_choice
 from reglab.identity import RunLabel
-from reglab.optim import check_optim_config, config_decouples_weight_decay, coupling_error
+from reglab.optim import check_decoupled_decay, check_optim_config
 from reglab.regularizers import build_regularizers
 
 
 def target_class(cfg, key: str):
     """What ``{key}._target_`` names (a class or a factory), imported, or a one-line error."""
     target = str(cfg.get("_target_"))
-    module, _, name = target.rpartition(".")
     try:
-        return getattr(importlib.import_module(module), name)
+        return import_target(target)
     except Exception as err:
         raise ConfigError(f"{key}._target_={target!r}: cannot import it ({type(err).__name__})") from None
 
@@ -81,7 +78,6 @@ def validate(cfg: DictConfig):
     datamodule's arguments (paths, sizes). Returns the regularizers and the (not yet loaded) datamodule."""
     check_config(cfg)
     regularizers = build_regularizers(cfg.reg)
-    if any(getattr(r, "needs_decoupled_optimizer", False) for r in regularizers) and \
-            not config_decouples_weight_decay(cfg.optim):
-        raise coupling_error(cfg.optim._target_)
+    if any(getattr(r, "needs_decoupled_optimizer", False) for r in regularizers):
+        check_decoupled_decay(cfg.optim)
     return regularizers, instantiate(cfg.data, "data", seed=int(cfg.seed))

@@ -29,6 +29,20 @@ class Interrupted(BaseException):
         return 128 + int(getattr(signal, self.signal_name, signal.SIGTERM))
 
 
+def import_target(target: str):
+    """The class or function a ``_target_`` string names ('torch.optim.AdamW'), imported; raises what importing
+    raises (callers turn it into a ConfigError naming their key)."""
+    import importlib
+
+    module, _, name = str(target).rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def is_number(value) -> bool:
+    """An int or float from a config (a bool is neither, though Python says it is an int)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def instantiate(cfg, key: str, **kwargs):
     """hydra.utils.instantiate, but our own errors come out unwrapped (one line, not Hydra's
     InstantiationException), and a bad keyword names the config key."""

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
-from pytorch_lightning.utilities.exceptions import SIGTERMException
 import torch
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from reglab import distributed, profiling

@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from reglab.errors import ConfigError
+from reglab.errors import ConfigError, import_target, is_number
 
 SCHEDULE_KEYS = ("scheduler", "warmup_epochs")  # cfg.optim keys that are not optimizer arguments
 SCHEDULERS = ("cosine", "linear", "onecycle", "constant")
@@ -42,12 +42,9 @@ class SGDW(torch.optim.SGD):
 
 
 def optimizer_class(cfg) -> type:
-    import importlib
-
     target = cfg.get("_target_")
-    module, _, name = str(target).rpartition(".")
     try:
-        cls = getattr(importlib.import_module(module), name)
+        cls = import_target(target)
     except Exception:
         cls = None
     if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
@@ -69,33 +66,24 @@ def check_optim_config(cfg) -> None:
             raise ConfigError(f"optim.{key}: not an argument of {cls.__name__}; allowed "
                               f"{[k for k in accepted if k not in NOT_SETTINGS] + list(SCHEDULE_KEYS)}")
     lr = cfg.get("lr")
-    if not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0):
+    if not (is_number(lr) and lr > 0):
         raise ConfigError(f"optim.lr={lr!r}: must be a number > 0")
     if cfg.get("scheduler", "constant") not in SCHEDULERS:
         raise ConfigError(f"optim.scheduler={cfg.scheduler!r}: allowed {list(SCHEDULERS)}")
     warmup = cfg.get("warmup_epochs", 0)
-    if not (isinstance(warmup, (int, float)) and not isinstance(warmup, bool) and warmup >= 0):
+    if not (is_number(warmup) and warmup >= 0):
         raise ConfigError(f"optim.warmup_epochs={cfg.warmup_epochs!r}: must be >= 0")
 
 
-def config_decouples_weight_decay(cfg) -> bool:
-    """decouples_weight_decay for the optimizer ``cfg`` would build, known before it exists."""
+def check_decoupled_decay(cfg) -> None:
+    """reg=weight_decay needs an optimizer whose ``weight_decay`` is decoupled decay (w <- w - lr * decay * w),
+    not an L2 gradient: AdamW, SGDW, or Adam with decoupled_weight_decay: true."""
     cls = optimizer_class(cfg)
-    return issubclass(cls, (torch.optim.AdamW, SGDW)) or (issubclass(cls, torch.optim.Adam)
-                                                         and bool(cfg.get("decoupled_weight_decay", False)))
-
-
-def coupling_error(target) -> ConfigError:
-    return ConfigError(f"reg=weight_decay is decoupled decay, but optim._target_={target} would couple it (an L2 "
-                       "gradient): use torch.optim.AdamW, torch.optim.Adam with decoupled_weight_decay: true, or "
-                       "reglab.optim.SGDW; or reg=l2 for a coupled penalty")
-
-
-def decouples_weight_decay(optimizer: torch.optim.Optimizer) -> bool:
-    """Whether the optimizer's ``weight_decay`` is decoupled decay (w <- w - lr * decay * w), not an L2 gradient."""
-    if isinstance(optimizer, (torch.optim.AdamW, SGDW)):
-        return True
-    return isinstance(optimizer, torch.optim.Adam) and bool(optimizer.defaults.get("decoupled_weight_decay"))
+    if not (issubclass(cls, (torch.optim.AdamW, SGDW))
+            or (issubclass(cls, torch.optim.Adam) and bool(cfg.get("decoupled_weight_decay", False)))):
+        raise ConfigError(f"reg=weight_decay is decoupled decay, but optim._target_={cfg._target_} would couple it "
+                          "(an L2 gradient): use torch.optim.AdamW, torch.optim.Adam with decoupled_weight_decay: "
+                          "true, or reglab.optim.SGDW; or reg=l2 for a coupled penalty")
 
 
 def build_optimizer(cfg, param_groups: list[dict]) -> torch.optim.Optimizer:
@@ -108,10 +96,9 @@ def build_optimizer(cfg, param_groups: list[dict]) -> torch.optim.Optimizer:
         group.setdefault("weight_decay", 0.0)
     arguments = {k: v for k, v in OmegaConf.to_container(OmegaConf.create(cfg) if isinstance(cfg, dict) else cfg,
                                                          resolve=True).items() if k not in SCHEDULE_KEYS}
-    optimizer = instantiate(arguments, _convert_="all")(groups)
-    if any(group["weight_decay"] for group in groups) and not decouples_weight_decay(optimizer):
-        raise coupling_error(cfg._target_)
-    return optimizer
+    if any(group["weight_decay"] for group in groups):
+        check_decoupled_decay(cfg)
+    return instantiate(arguments, _convert_="all")(groups)
 
 
 def adaptive_step_scales(optimizer, params: list[torch.Tensor]) -> list[torch.Tensor] | None:

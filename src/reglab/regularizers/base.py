@@ -25,7 +25,7 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
-from reglab.errors import ConfigError
+from reglab.errors import ConfigError, is_number
 
 
 def is_selected(name: str, param: torch.Tensor, include: Sequence[str] = (), exclude: Sequence[str] = (),
@@ -54,10 +54,6 @@ def select_parameters(model: nn.Module, include: Sequence[str] = (), exclude: Se
     skip = model_skip_names(model)
     return [(name, p) for name, p in model.named_parameters()
             if p.requires_grad and is_selected(name, p, include, exclude, skip, only)]
-
-
-def is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def check_non_negative(owner: str, key: str, value: float | None) -> None:

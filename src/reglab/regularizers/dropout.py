@@ -1,5 +1,5 @@
-from reglab.errors import ConfigError
-from reglab.regularizers.base import Regularizer, is_number
+from reglab.errors import ConfigError, is_number
+from reglab.regularizers.base import Regularizer
 
 
 def _check_rate(key: str, p) -> float:
