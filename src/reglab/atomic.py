@@ -36,3 +36,18 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def check_writable_dir(path: str | os.PathLike, key: str, why: str) -> None:
+    """``path`` is (or can be made as) a folder this user may write in; else one line naming the key, the folder
+    and ``why`` it is written, so a permission problem is not reported as a fault of whatever is read next."""
+    from reglab.errors import ConfigError
+
+    folder = Path(path).absolute()
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ConfigError(f"{key}={str(path)!r}: {existing} is a file, not a folder ({why})")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        what = "is" if existing == folder else f"would be created in {existing}, which is"
+        raise ConfigError(f"{key}={str(path)!r}: {what} not writable by this user ({why}); "
+                          f"point {key} at a writable folder")

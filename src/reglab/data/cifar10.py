@@ -47,8 +47,8 @@ class CIFAR10DataModule(ImageDataModule):
     cache_folder = "cifar10"
     layouts = (*ImageDataModule.layouts, "cifar-10-batches-py")
 
-    def __init__(self, hub_name: str = "uoft-cs/cifar10", **kwargs):
-        super().__init__(hub_name=hub_name, **kwargs)
+    def __init__(self, hub_name: str = "uoft-cs/cifar10", num_classes: int | None = 10, **kwargs):
+        super().__init__(hub_name=hub_name, num_classes=num_classes, **kwargs)
 
     def detect_layout(self, root: Path) -> tuple[str, Path]:
         for candidate in (root, root / "cifar-10-batches-py"):

@@ -6,6 +6,12 @@ local layouts, detected in this order:
   - image folder: one subfolder per class, optionally under train/ validation/ test/
 Columns: the image in ``img`` or ``image``, the class in ``label`` or ``labels`` (integer ids or a ClassLabel).
 
+What is decoded is checked before anything is cached, with one error naming the file and row: every label in
+[0, num_classes), every image of the data set one size (within a split and across splits), and the class count
+equal to ``data.num_classes`` when the data set declares one (CIFAR-10: 10). Local files are read through a
+temporary Hugging Face cache, so a bad source leaves nothing behind; only hub downloads are kept under
+``cache_dir/hf``.
+
 ``data.image_mode`` is what every image is converted to while decoding: ``RGB`` (3 channels) or ``L`` (grayscale,
 1 channel). The decoded splits are cached under ``cache_dir/<cache_folder>`` (written atomically), keyed by the
 source's files or hub name and the mode, so a changed source is decoded again.
@@ -19,13 +25,15 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from reglab.atomic import atomic_write
-from reglab.data.base import check_data_path, or_list
+from reglab.atomic import atomic_write, check_writable_dir
+from reglab.data.base import check_data_path, check_int, or_list
 from reglab.data.image_tensors import ImageSplits, ImageTensorDataModule, carve_validation
 from reglab.data.sources import SPLIT_ALIASES, hub_reachable, split_of
 from reglab.errors import ConfigError, DataUnavailableError
@@ -49,25 +57,87 @@ def source_fingerprint(layout: str, root: Path, variant: str = "") -> str:
     return hashlib.sha1(blob).hexdigest()[:16]
 
 
-def decode_images(encoded: list, where: str, mode: str = "RGB") -> torch.Tensor:
-    """PNG/JPEG bytes or paths -> (N, C, H, W) uint8 in ``mode``. Runs once per source; the result is cached."""
+Locate = Callable[[int], str]  # row of a split -> where it is, for messages: "DIR/train.parquet row 12"
+
+
+def rows_of_files(files: list[tuple[str, int]]) -> Locate:
+    """A split read from several files in order, [(file, its row count)]: split row -> "file row r"."""
+    def locate(row: int) -> str:
+        for path, count in files:
+            if row < count:
+                return f"{path} row {row}"
+            row -= count
+        return f"{files[-1][0]} row {row}"
+    return locate
+
+
+def shape_text(shape) -> str:
+    return "x".join(str(int(n)) for n in shape)
+
+
+def decode_images(encoded: list, where: str, mode: str = "RGB", locate: Locate | None = None) -> torch.Tensor:
+    """PNG/JPEG bytes or paths -> (N, C, H, W) uint8 in ``mode``. Runs once per source; the result is cached.
+    Every image must have the first one's size: the first that does not is named (its file, or its row)."""
     from PIL import Image
 
+    locate = locate or (lambda row: f"{where} row {row}")
     arrays = []
     for i, item in enumerate(encoded):
         source = item.get("path") if item.get("bytes") is None else io.BytesIO(item["bytes"])
+        name = item.get("path") or locate(i)
         try:
             with Image.open(source) as image:
                 arrays.append(pixels(image, mode))
         except Exception as err:
-            name = item.get("path") or f"row {i}"
             raise DataUnavailableError(f"{where}: cannot decode image {name}: {err}") from None
+        if arrays[-1].shape != arrays[0].shape:
+            first = encoded[0].get("path") or locate(0)
+            raise DataUnavailableError(
+                f"{name}: image is {shape_text(arrays[-1].shape)} (height x width x channels) but {first} is "
+                f"{shape_text(arrays[0].shape)}; every image of a data set must have one size (resize them first)")
     if not arrays:
         raise DataUnavailableError(f"{where}: split is empty")
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
-def dataset_to_tensors(dataset, where: str, mode: str) -> tuple[torch.Tensor, torch.Tensor, list[str] | None]:
+def check_labels(labels: torch.Tensor, num_classes: int, locate: Locate, why: str) -> None:
+    """Every label a class id in [0, num_classes); the first that is not is named by ``locate``. ``why``: where
+    the class count comes from, for the message."""
+    bad = ((labels < 0) | (labels >= num_classes)).nonzero().flatten()
+    if len(bad):
+        row = int(bad[0])
+        raise DataUnavailableError(f"{locate(row)}: label {int(labels[row])} is not a class id in [0, {num_classes}) "
+                                   f"({why}; {len(bad)} of the {len(labels)} labels in this split are out of range)")
+
+
+def class_count_reason(num_classes: int | None, class_names) -> str:
+    if num_classes is not None:
+        return f"data.num_classes={num_classes}"
+    return f"the label column names {len(class_names)} classes"
+
+
+def check_decoded(decoded: dict, num_classes: int | None, source: str) -> None:
+    """What every layout's decoded data must satisfy before it is cached or used: the declared class count,
+    labels in range, and one image size across splits (a model is built for one input size)."""
+    splits, names = decoded["splits"], decoded["class_names"]
+    if num_classes is not None and len(names) != num_classes:
+        shown = ", ".join(map(str, names[:12])) + (", ..." if len(names) > 12 else "")
+        raise DataUnavailableError(f"{source}: has {len(names)} classes ({shown}) but data.num_classes="
+                                   f"{num_classes}; point data.path at the right data, or set data.num_classes")
+    reason = class_count_reason(num_classes, names)
+    for split, (_, labels) in splits.items():
+        check_labels(labels, len(names), lambda row, split=split: f"{source} ({split} split) row {row}", reason)
+    shapes = {split: tuple(images.shape[1:]) for split, (images, _) in splits.items() if len(images)}
+    reference = "train" if "train" in shapes else next(iter(shapes), None)
+    for split, shape in shapes.items():
+        if shape != shapes[reference]:
+            raise DataUnavailableError(
+                f"{source}: the {split} split's images are {shape_text(shape)} (channels x height x width) but the "
+                f"{reference} split's are {shape_text(shapes[reference])}; every split must have one image size")
+
+
+def dataset_to_tensors(dataset, where: str, mode: str, locate: Locate | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor, list[str] | None]:
     """A `datasets.Dataset` in the hub's schema (img/image + label) -> uint8 images, labels, class names (None
     when the labels are plain integers)."""
     from datasets import Image
@@ -80,25 +150,42 @@ def dataset_to_tensors(dataset, where: str, mode: str) -> tuple[torch.Tensor, to
     if not hasattr(feature, "names") and not str(getattr(feature, "dtype", "")).startswith(("int", "uint")):
         raise DataUnavailableError(f"{where}: column {label_column!r} holds {getattr(feature, 'dtype', feature)}; "
                                    "expected integer class ids or a ClassLabel")
-    encoded = dataset.cast_column(image_column, Image(decode=False))[image_column]
-    labels = torch.tensor(dataset[label_column], dtype=torch.long)
-    return decode_images(encoded, where, mode), labels, getattr(feature, "names", None)
+    # The raw Arrow columns: casting or decoding through `datasets` would validate a ClassLabel on its own and
+    # fail without naming the file or row; check_labels does that below.
+    table = dataset.with_format("arrow")[:]
+    encoded = Image().cast_storage(table.column(image_column).combine_chunks()).to_pylist()
+    label_array = table.column(label_column).combine_chunks()
+    if label_array.null_count:
+        row = label_array.is_null().to_pylist().index(True)
+        raise DataUnavailableError(f"{(locate or (lambda r: f'{where} row {r}'))(row)}: label is missing")
+    labels = torch.from_numpy(label_array.to_numpy(zero_copy_only=False).astype(np.int64))
+    return decode_images(encoded, where, mode, locate), labels, getattr(feature, "names", None)
 
 
-def splits_from_datasets(loaded, where, mode: str) -> dict:
+def splits_from_datasets(loaded, where, mode: str, num_classes: int | None = None,
+                         locate: Callable[[str], Locate] | None = None) -> dict:
     """{split name: datasets.Dataset} -> decoded {"splits": {split: (images, labels)}, "class_names": [...]};
-    ``where(split)`` names the source in errors. Without ClassLabel names, class k is named "k"."""
-    splits, class_names = {}, None
+    ``where(split)`` names the source in errors, ``locate(split)`` a row of it. Without ClassLabel names, class k
+    is named "k" (k < num_classes, when the data set declares a count). Labels are checked here, where a bad one
+    can still be traced to its file and row."""
+    locate = locate or (lambda split: lambda row: f"{where(split)} row {row}")
+    decoded, class_names = {}, None
     for name, dataset in loaded.items():
-        images, labels, names = dataset_to_tensors(dataset, where(name), mode)
-        splits[SPLIT_ALIASES.get(name, name)], class_names = (images, labels), class_names or names
+        images, labels, names = dataset_to_tensors(dataset, where(name), mode, locate(name))
+        decoded[name], class_names = (images, labels), class_names or names
     if class_names is None:
-        count = 1 + max((int(labels.max()) for _, labels in splits.values() if len(labels)), default=-1)
+        count = num_classes or 1 + max((int(labels.max()) for _, labels in decoded.values() if len(labels)),
+                                       default=-1)
         class_names = [str(i) for i in range(count)]
+    reason = class_count_reason(num_classes, class_names)
+    for name, (_, labels) in decoded.items():
+        check_labels(labels, len(class_names), locate(name), reason)
+    splits = {SPLIT_ALIASES.get(name, name): tensors for name, tensors in decoded.items()}
     return {"splits": splits, "class_names": list(class_names)}
 
 
-def load_parquet(root: Path, cache_dir: Path, mode: str) -> dict:
+def load_parquet(root: Path, hf_cache: Path, mode: str, num_classes: int | None = None) -> dict:
+    import pyarrow.parquet as pq
     from datasets import load_dataset
 
     files: dict[str, list[str]] = {}
@@ -112,29 +199,30 @@ def load_parquet(root: Path, cache_dir: Path, mode: str) -> dict:
     loaded = {}
     for split, paths in files.items():
         try:
-            loaded[split] = load_dataset("parquet", data_files={split: paths}, split=split,
-                                         cache_dir=str(cache_dir / "hf"))
+            loaded[split] = load_dataset("parquet", data_files={split: paths}, split=split, cache_dir=str(hf_cache))
         except Exception as err:
             raise DataUnavailableError(f"{', '.join(paths)}: cannot read parquet: {err}") from None
-    return splits_from_datasets(loaded, lambda split: ", ".join(files[split]), mode)
+    rows = {split: rows_of_files([(path, pq.read_metadata(path).num_rows) for path in paths])
+            for split, paths in files.items()}
+    return splits_from_datasets(loaded, lambda split: ", ".join(files[split]), mode, num_classes, rows.get)
 
 
-def load_imagefolder(root: Path, cache_dir: Path, mode: str) -> dict:
+def load_imagefolder(root: Path, hf_cache: Path, mode: str, num_classes: int | None = None) -> dict:
     from datasets import load_dataset
 
     try:
-        loaded = load_dataset("imagefolder", data_dir=str(root), cache_dir=str(cache_dir / "hf"))
+        loaded = load_dataset("imagefolder", data_dir=str(root), cache_dir=str(hf_cache))
     except Exception as err:
         raise DataUnavailableError(f"{root}: cannot read image folder: {err}") from None
-    return splits_from_datasets(loaded, lambda split: f"{root} ({split})", mode)
+    return splits_from_datasets(loaded, lambda split: f"{root} ({split})", mode, num_classes)
 
 
-def load_hub(name: str, config: str | None, cache_dir: Path, mode: str) -> dict:
+def load_hub(name: str, config: str | None, cache_dir: Path, mode: str, num_classes: int | None = None) -> dict:
     from datasets import load_dataset
 
     loaded = load_dataset(name, config, cache_dir=str(cache_dir / "hf"))
     source = name if config is None else f"{name}/{config}"
-    return splits_from_datasets(loaded, lambda split: f"{source} ({split})", mode)
+    return splits_from_datasets(loaded, lambda split: f"{source} ({split})", mode, num_classes)
 
 
 class ImageDataModule(ImageTensorDataModule):
@@ -146,7 +234,7 @@ class ImageDataModule(ImageTensorDataModule):
 
     def __init__(self, path: str | None = None, hub_name: str | None = None, hub_config: str | None = None,
                  image_mode: str = "RGB", cache_dir: str = ".cache", val_size: int = 5000, val_seed: int = 0,
-                 carve_val: bool = False, **kwargs):
+                 carve_val: bool = False, num_classes: int | None = None, **kwargs):
         super().__init__(**kwargs)
         check_data_path(path)
         if path is None and not hub_name:
@@ -161,6 +249,7 @@ class ImageDataModule(ImageTensorDataModule):
         if not isinstance(carve_val, bool):
             raise ConfigError(f"data.carve_val={carve_val!r}: must be true or false")
         self.carve_val = carve_val
+        self.num_classes = None if num_classes is None else check_int("num_classes", num_classes, minimum=2)
 
     # -- where the data is ------------------------------------------------------------------------------------
     def detect_layout(self, root: Path) -> tuple[str, Path]:
@@ -183,26 +272,38 @@ class ImageDataModule(ImageTensorDataModule):
         return self.cache_dir / self.cache_folder / f"{layout}-{fingerprint}.pt", layout, root
 
     # -- decoding ------------------------------------------------------------------------------------------------
+    def source_name(self) -> str:
+        return str(self.path) if self.path is not None else (
+            self.hub_name if self.hub_config is None else f"{self.hub_name}/{self.hub_config}")
+
     def decode_source(self, layout: str, root: Path | None) -> dict:
         """The source decoded: {"splits": {split: (uint8 images, labels)}, "class_names": [...]}."""
-        if layout == "parquet":
-            return load_parquet(root, self.cache_dir, self.image_mode)
-        if layout == "imagefolder":
-            return load_imagefolder(root, self.cache_dir, self.image_mode)
+        if layout in ("parquet", "imagefolder"):
+            # Through a throwaway Hugging Face cache: the decoded tensors are what is kept (and only once checked).
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix="hf-", dir=self.cache_dir) as hf_cache:
+                read = load_parquet if layout == "parquet" else load_imagefolder
+                return read(root, Path(hf_cache), self.image_mode, self.num_classes)
         if not hub_reachable():
             raise DataUnavailableError(
                 f"{self.hub_name} is not cached under {self.cache_dir} and the Hugging Face hub is unreachable. "
                 f"Give a local copy with data.path=DIR ({or_list(self.layouts)}), or run once online.")
-        return load_hub(self.hub_name, self.hub_config, self.cache_dir, self.image_mode)
+        return load_hub(self.hub_name, self.hub_config, self.cache_dir, self.image_mode, self.num_classes)
 
     def load_decoded(self) -> dict:
         cache, layout, root = self.cache_file()
+        decoded = None
         if cache.is_file():
             try:
-                return torch.load(cache, weights_only=True)
+                decoded = torch.load(cache, weights_only=True)
             except Exception:
                 cache.unlink(missing_ok=True)  # unreadable (foreign or old format): decode again
+        if decoded is not None:  # checked again: data.num_classes is not part of the cache key
+            check_decoded(decoded, self.num_classes, self.source_name())
+            return decoded
+        check_writable_dir(self.cache_dir, "paths.cache_dir", "decoded data is cached there")
         decoded = self.decode_source(layout, root)
+        check_decoded(decoded, self.num_classes, self.source_name())
         atomic_write(cache, lambda handle: torch.save(decoded, handle))
         return decoded
 
