@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
@@ -193,3 +194,28 @@ def test_a_hub_data_set_reads_like_a_folder(monkeypatch, tmp_path):
     assert dm.class_names == ["0", "1", "2", "3"] and dm.test_split == "validation"
     assert dm.split_sizes == {"train": 120, "val": 40, "test": 40}
     assert dm.splits["train"].labels[:4].tolist() == [0, 1, 2, 3]
+
+
+def test_a_read_only_cache_is_named_as_the_cache_and_a_filled_one_is_only_read(topics_tsv, tmp_path, monkeypatch):
+    import os
+
+    from reglab.errors import ConfigError
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    real_access = os.access
+
+    def read_only(path, mode):
+        return False if cache in (Path(path), *Path(path).parents) else real_access(path, mode)
+
+    monkeypatch.setattr(os, "access", read_only)
+    with pytest.raises(ConfigError, match=r"paths.cache_dir=.*not writable by this user \(the trained tokenizer "
+                                          r"is cached there\)"):
+        text_tsv(topics_tsv, tmp_path, cache_dir=str(cache)).setup()
+    monkeypatch.setattr(os, "access", real_access)
+    text_tsv(topics_tsv, tmp_path, cache_dir=str(cache)).setup()  # fills the cache
+    monkeypatch.setattr(os, "access", read_only)
+    datamodule = text_tsv(topics_tsv, tmp_path, cache_dir=str(cache))
+    datamodule.setup()  # reading the files and the cached tokenizer needs no write
+    assert len(datamodule.splits["train"]) > 0
+    assert not any(p.name.startswith("hf") for p in cache.iterdir())  # no Hugging Face arrow cache for local files

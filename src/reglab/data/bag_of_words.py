@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from reglab.atomic import atomic_write
+from reglab.atomic import atomic_write, check_writable_dir
 from reglab.data.base import check_int
 from reglab.data.text import TextClassificationDataModule
 from reglab.errors import ConfigError
@@ -82,6 +82,7 @@ class BagOfWordsDataModule(TextClassificationDataModule):
                     return pickle.load(handle)
             except Exception:
                 path.unlink(missing_ok=True)  # unreadable: fit again
+        check_writable_dir(path.parent, "paths.cache_dir", "the fitted vectorizer is cached there")
         options = dict(min_df=self.min_df, max_features=self.max_features, ngram_range=(1, self.ngram_max),
                        lowercase=self.lowercase, token_pattern=r"(?u)\b\w[\w']*\b|[!?]")
         vectorizer = (TfidfVectorizer(sublinear_tf=True, **options) if self.weighting == "tfidf" else

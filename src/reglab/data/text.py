@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,19 +141,21 @@ class TextClassificationDataModule(ClassificationDataModule):
         """One TSV or parquet file. TSVs are read with quoting off: SST-2 sentences contain `"`."""
         from datasets import load_dataset
 
-        try:
-            if path.suffix == ".tsv":
-                # quoting=3 (QUOTE_NONE): otherwise a `"` silently merges rows
-                data = load_dataset("csv", data_files=str(path), delimiter="\t", quoting=3, split="train",
-                                    keep_default_na=False, na_filter=False, cache_dir=str(self.cache_dir / "hf"))
-                first_line = 2  # after the header
-            else:
-                data = load_dataset("parquet", data_files=str(path), split="train",
-                                    cache_dir=str(self.cache_dir / "hf"))
-                first_line = 1
-        except Exception as err:
-            raise DataUnavailableError(f"{path}: cannot read: {err}") from None
-        return self.text_file(data, str(path), first_line)
+        # A throwaway Hugging Face cache: the texts are taken out at once, and a local file needs no cache (nor a
+        # writable cache_dir) to be read.
+        with tempfile.TemporaryDirectory(prefix="reglab-hf-") as hf_cache:
+            try:
+                if path.suffix == ".tsv":
+                    # quoting=3 (QUOTE_NONE): otherwise a `"` silently merges rows
+                    data = load_dataset("csv", data_files=str(path), delimiter="\t", quoting=3, split="train",
+                                        keep_default_na=False, na_filter=False, cache_dir=hf_cache)
+                    first_line = 2  # after the header
+                else:
+                    data = load_dataset("parquet", data_files=str(path), split="train", cache_dir=hf_cache)
+                    first_line = 1
+            except Exception as err:
+                raise DataUnavailableError(f"{path}: cannot read: {err}") from None
+            return self.text_file(data, str(path), first_line)
 
     def text_file(self, data, where: str, first_line: int) -> TextFile:
         if self.text_column not in data.column_names:

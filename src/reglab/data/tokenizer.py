@@ -9,7 +9,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from reglab.atomic import with_umask_mode
+from reglab.atomic import check_writable_dir, with_umask_mode
 from reglab.errors import DataUnavailableError
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -53,6 +53,7 @@ def load_tokenizer(spec: str, train_sentences: list[str], cache_root: Path, fing
     target = wordpiece_cache_dir(cache_root, fingerprint, vocab_size, lowercase)
     if (target / "tokenizer.json").is_file():
         return PreTrainedTokenizerFast.from_pretrained(str(target))
+    check_writable_dir(target.parent, "paths.cache_dir", "the trained tokenizer is cached there")
     tokenizer = train_wordpiece(train_sentences, vocab_size, lowercase)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
