@@ -60,3 +60,8 @@ def test_a_signal_checkpoints_at_a_step_marks_the_run_interrupted_and_the_rerun_
     assert results["status"] == "completed" and results["resumed_from"].endswith("last.ckpt")
     for key in ("test/acc", "test/loss", "val/loss", "weights/l1", "weights/l2"):
         assert results["metrics"][key] == uninterrupted["metrics"][key], key  # to the last digit
+    # every epoch once in the CSV log, across the stop and the resume
+    import pandas as pd
+
+    logged = pd.read_csv(run_dir / "csv" / "metrics.csv")
+    assert logged.dropna(subset=["val/acc"])["epoch"].astype(int).tolist() == list(range(8))

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -70,6 +71,13 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
         assert row["val/loss"] == expected_row["val/loss"] and row["weights/l1"] == expected_row["weights/l1"]
         if row["epoch"] != resumed_epoch:  # that epoch's train/* means cover the batches after the resume only
             assert row["train/loss"] == expected_row["train/loss"]
+    # The CSV log holds every epoch once, as the uninterrupted run's does (Lightning's own CSV logger would have
+    # deleted the rows from before the kill).
+    straight_csv, resumed_csv = (pd.read_csv(tmp_path / name / "csv" / "metrics.csv")
+                                 for name in ("straight", "killed"))
+    assert resumed_csv[["epoch", "step"]].equals(straight_csv[["epoch", "step"]])
+    for key in ("val/acc", "val/loss", "weights/l1", "lr-AdamW", "test/acc"):
+        assert resumed_csv[key].equals(straight_csv[key]), key
     # W&B: the resumed process logged into the run the killed one started
     runs = sorted((tmp_path / "killed" / "wandb").glob("offline-run-*"))
     run_id = json.loads((tmp_path / "killed" / "wandb_run.json").read_text())["id"]
@@ -79,3 +87,27 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
 def test_resume_true_without_a_checkpoint_is_an_error(tmp_path):
     done = run_cli(*RUN, "resume=true", f"hydra.run.dir={tmp_path}")
     assert done.returncode == 2 and "resume=true: no unfinished run to resume" in done.stderr
+
+
+def test_the_csv_writer_keeps_the_rows_a_checkpoint_covers_and_appends_after_them(tmp_path):
+    from reglab.loggers import CSVHistoryLogger
+
+    def rows() -> list[str]:
+        return (tmp_path / "csv" / "metrics.csv").read_text().splitlines()
+
+    first = CSVHistoryLogger(save_dir=str(tmp_path), name="csv", version="")
+    for step in range(3):
+        first.log_metrics({"val/acc": step / 10}, step=step)
+    first.save()
+    # A resumed process: Lightning's writer would delete the file here; this one keeps it until told.
+    resumed = CSVHistoryLogger(save_dir=str(tmp_path), name="csv", version="")
+    assert resumed.experiment.rows_in_file() == 3 and len(rows()) == 4
+    resumed.experiment.keep_rows(2)  # the checkpoint was written after two rows
+    resumed.log_metrics({"val/acc": 0.9, "val/loss": 1.5}, step=2)  # a new column rewrites the header
+    resumed.save()
+    assert rows() == ["step,val/acc,val/loss", "0,0.0,", "1,0.1,", "2,0.9,1.5"]
+    fresh = CSVHistoryLogger(save_dir=str(tmp_path), name="csv", version="")
+    fresh.experiment.keep_rows(0)  # a run that starts over keeps nothing of the old one
+    fresh.log_metrics({"val/acc": 0.5}, step=0)
+    fresh.save()
+    assert rows() == ["step,val/acc", "0,0.5"]

@@ -136,6 +136,38 @@ class LatestCheckpoint(pl.Callback):
             self.save(trainer)
 
 
+class CSVHistory(pl.Callback):
+    """Every epoch in ``csv/metrics.csv`` across resumes. Each checkpoint records how many rows the file held
+    when it was written (flushed first); a run resumed from it keeps those rows and logs on after them, so the
+    file reads as if the run had never stopped. A run that starts over keeps none."""
+
+    KEY = "reglab_csv_rows"
+
+    def __init__(self):
+        self.restored_rows: int | None = None
+
+    @staticmethod
+    def csv_loggers(trainer) -> list:
+        from reglab.loggers import CSVHistoryLogger
+
+        return [logger for logger in trainer.loggers if isinstance(logger, CSVHistoryLogger)]
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        for logger in self.csv_loggers(trainer)[:1] if trainer.is_global_zero else []:
+            logger.save()
+            checkpoint[self.KEY] = logger.experiment.rows_in_file()
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        self.restored_rows = checkpoint.get(self.KEY)  # None: a checkpoint from before this was recorded
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero:
+            return
+        keep = 0 if trainer.ckpt_path is None else self.restored_rows
+        for logger in self.csv_loggers(trainer) if keep is not None else []:
+            logger.experiment.keep_rows(keep)
+
+
 class GracefulStop(pl.Callback):
     """SIGINT (Ctrl+C) and SIGUSR1 (what SLURM sends before a preemption, with --signal) stop training the way
     Lightning stops it for SIGTERM: at the next step boundary, after which LatestCheckpoint writes last.ckpt and

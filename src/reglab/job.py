@@ -19,7 +19,8 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from reglab import distributed, profiling
-from reglab.callbacks import EpochHistory, GracefulStop, LatestCheckpoint, RandomState, WeightHistograms
+from reglab.callbacks import (CSVHistory, EpochHistory, GracefulStop, LatestCheckpoint, RandomState,
+                              WeightHistograms)
 from reglab.errors import ConfigError, Interrupted, instantiate
 from reglab.identity import RunLabel, run_identity
 from reglab.loggers import RunContext, build_loggers, finish_wandb
@@ -107,7 +108,7 @@ def build_run(cfg: DictConfig, record: RunRecord, rank: int = 0, resume_from: Pa
     histogram_every = ((cfg.logger or {}).get("wandb") or {}).get("log_histograms_every_n_epochs", 1)
     callbacks = [instantiate(c, f"callbacks.{k}") for k, c in (cfg.callbacks or {}).items() if c is not None]
     # In this order: the epoch's history row exists before the epoch-end checkpoint is written.
-    callbacks += [history, WeightHistograms(histogram_every), RandomState(), GracefulStop(),
+    callbacks += [history, WeightHistograms(histogram_every), RandomState(), GracefulStop(), CSVHistory(),
                   LatestCheckpoint(output_dir / "checkpoints", int(cfg.get("checkpoint_every_n_steps", 0))),
                   *extra_callbacks]
     label = label or RunLabel.of(cfg)

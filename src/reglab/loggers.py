@@ -5,6 +5,8 @@ by condition, resumable)."""
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import netrc
 import os
@@ -12,8 +14,11 @@ from pathlib import Path
 
 from dataclasses import dataclass
 
-from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.loggers import CSVLogger, WandbLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from pytorch_lightning.loggers.logger import rank_zero_experiment
 
+from reglab.atomic import atomic_write
 from reglab.errors import ConfigError, instantiate
 from reglab.network import reachable
 
@@ -85,6 +90,55 @@ def build_loggers(logger_cfg, run: RunContext) -> list:
         if logger is not None:
             loggers.append(logger)
     return loggers
+
+
+class KeptMetricsWriter(ExperimentWriter):
+    """Lightning's CSV writer, except that it never deletes an existing metrics.csv: what part of it stays is
+    decided by the checkpoint the run resumes from (``keep_rows``, called by callbacks.CSVHistory)."""
+
+    def _check_log_dir_exists(self) -> None:
+        pass
+
+    def rows_in_file(self) -> int:
+        if not os.path.isfile(self.metrics_file_path):
+            return 0
+        with open(self.metrics_file_path, newline="") as handle:
+            return max(0, sum(1 for _ in csv.reader(handle)) - 1)
+
+    def keep_rows(self, count: int) -> None:
+        """Keep the header and the first ``count`` rows (those logged before the checkpoint), written atomically."""
+        self.metrics = []
+        if not os.path.isfile(self.metrics_file_path):
+            return
+        with open(self.metrics_file_path, newline="") as handle:
+            lines = list(csv.reader(handle))
+        if not lines or count <= 0:
+            os.remove(self.metrics_file_path)
+            self.metrics_keys = []
+            return
+        header, rows = lines[0], lines[1:count + 1]
+
+        def write(handle) -> None:
+            text = io.StringIO()
+            csv.writer(text, lineterminator="\n").writerows([header, *rows])
+            handle.write(text.getvalue().encode())
+
+        atomic_write(self.metrics_file_path, write)
+        self.metrics_keys = list(header)
+
+
+class CSVHistoryLogger(CSVLogger):
+    """Lightning's CSV logger (``<run>/csv/metrics.csv``) that keeps every epoch across resumes: Lightning's own
+    deletes the file when a resumed run opens it. Which rows stay is the checkpoint's to say: callbacks.CSVHistory
+    records the row count in each checkpoint and trims to it on resume (a fresh start keeps none)."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> KeptMetricsWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = KeptMetricsWriter(log_dir=self.log_dir)
+        return self._experiment
 
 
 def wandb_logger(run: RunContext, project: str = "reglab", entity: str | None = None, mode: str = "auto",
