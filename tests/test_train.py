@@ -131,6 +131,12 @@ def test_cli_multirun_names_job_folders_and_report_reads_them(tmp_path):
     assert (tmp_path / "report" / "table.csv").is_file() and (tmp_path / "report" / "table.tex").is_file()
 
 
+def folder_state(sweep: Path) -> dict:
+    """Every file in the sweep's job folders, with its size and modification time."""
+    return {str(p.relative_to(sweep)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sweep.rglob("*") if p.is_file() and p.parent != sweep}
+
+
 def test_multirun_survives_a_failing_job_and_resumes_without_rerunning(tmp_path):
     sweep = tmp_path / "sweep"
     # experiment=demo tunes reg.l1 for every job; the none job ignores it, the l1 job fails on it
@@ -146,10 +152,12 @@ def test_multirun_survives_a_failing_job_and_resumes_without_rerunning(tmp_path)
     trained = lambda done: (done.stdout + done.stderr).count("test/acc=")  # noqa: E731
     assert trained(first) == 1
 
+    before = folder_state(sweep)
     dry = run_cli(*args, "dry_run=true")
     assert dry.returncode == 0
     assert "[dry-run] skip (completed)" in dry.stdout and "reg.l1.strength=-1" in dry.stderr
     assert trained(dry) == 0
+    assert folder_state(sweep) == before  # nothing written into the job folders: no .hydra/, train.log, results
 
     again = run_cli(*args)
     assert again.returncode == 0
@@ -205,3 +213,19 @@ def test_a_job_returns_its_optimized_metric_to_the_sweeper(make_config):
     cfg = make_config("data=digits", "trainer.max_epochs=1", "optimized_metric=test/loss")
     returned = main(cfg)
     assert returned == read_results(cfg)["metrics"]["test/loss"] and returned != read_results(cfg)["metrics"]["val/acc"]
+
+
+def test_a_dry_run_into_a_completed_folder_of_another_config_changes_nothing(tmp_path):
+    run_dir = tmp_path / "run"
+    args = ["data=digits", "model=cnn_small", "model.widths=[4,8]", "model.fc_hidden=8", "trainer.max_epochs=1",
+            "logger=csv", f"hydra.run.dir={run_dir}"]
+    assert run_cli(*args).returncode == 0
+    before = {str(p.relative_to(run_dir)): (p.stat().st_size, p.stat().st_mtime_ns)
+              for p in run_dir.rglob("*") if p.is_file()}
+    dry = run_cli(*args, "seed=7", "dry_run=true")
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    assert f"[dry-run] would move aside a completed run of another config: {run_dir}" in dry.stdout
+    assert "[dry-run] would run" in dry.stdout
+    after = {str(p.relative_to(run_dir)): (p.stat().st_size, p.stat().st_mtime_ns)
+             for p in run_dir.rglob("*") if p.is_file()}
+    assert after == before and not (run_dir / "replaced").exists()

@@ -38,7 +38,15 @@ def gpu_count() -> int:
     return max(1, torch.cuda.device_count())
 
 
+def unless_dry_run(value, otherwise=None, *, _root_):
+    """``value``, or ``otherwise`` in a dry run (``dry_run=true``): a dry run writes nothing into job folders, so
+    the Hydra settings that write there (.hydra/, train.log) point elsewhere."""
+    return otherwise if _root_.get("dry_run", False) else value
+
+
 def register() -> None:
     OmegaConf.register_new_resolver("path_safe", path_safe, replace=True)
     OmegaConf.register_new_resolver("launch_stamp", launch_stamp, replace=True, use_cache=True)
     OmegaConf.register_new_resolver("gpu_count", gpu_count, replace=True, use_cache=True)
+    OmegaConf.register_new_resolver("unless_dry_run", unless_dry_run, replace=True)
+    OmegaConf.register_new_resolver("devnull", lambda: os.devnull, replace=True)

@@ -66,10 +66,11 @@ def is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def completed_results(output_dir: Path, config: dict) -> dict | None:
+def completed_results(output_dir: Path, config: dict, dry_run: bool = False) -> dict | None:
     """The results of an earlier run in ``output_dir`` that completed with the same config, else None. A completed
     run of another config is moved aside first (``replaced/<time>/``: its results.json, checkpoints and logs), so
-    the new run neither overwrites its results nor resumes from or mixes with its checkpoints."""
+    the new run neither overwrites its results nor resumes from or mixes with its checkpoints. A dry run only
+    says it would."""
     try:
         previous = read_results(output_dir / RESULTS_FILE)
     except (OSError, ValueError):
@@ -77,6 +78,9 @@ def completed_results(output_dir: Path, config: dict) -> dict | None:
     if previous.get("status") != "completed":
         return None
     if run_identity(previous.get("config", {})) != run_identity(config):
+        if dry_run:
+            print(f"[dry-run] would move aside a completed run of another config: {output_dir}")
+            return None
         moved = move_aside(output_dir)
         log.warning("%s held a completed run of another config: moved its results and checkpoints to %s",
                     output_dir, moved)
@@ -112,7 +116,7 @@ def train(cfg: DictConfig) -> dict:
     claimed from the node's pool (hydra/launcher=gpus), or in one process per device (DDP)."""
     label = prepare(cfg)
     output_dir = Path(cfg.paths.output_dir)
-    previous = completed_results(output_dir, OmegaConf.to_container(cfg, resolve=True))
+    previous = completed_results(output_dir, OmegaConf.to_container(cfg, resolve=True), cfg.get("dry_run", False))
     if previous is not None and cfg.get("skip_completed", True):
         log.info("skipping %s: it already completed with this config (skip_completed=false reruns it)", output_dir)
         print(f"{'[dry-run] ' if cfg.get('dry_run') else ''}skip (completed): {output_dir}")
