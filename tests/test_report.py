@@ -343,3 +343,17 @@ def test_cpu_cifar_ablation_gets_its_own_section_with_its_regime(tmp_path):
     assert "| dropout | 2 |" in section
     assert "Regime: cifar10, 4,000 train examples, no augmentation, model cnn, 30 epochs. The baseline" in section
     assert (out / "figures" / "curves_image_small.png").stat().st_size > 1000
+
+
+def test_corrupt_results_are_named_and_skipped(tmp_path, capsys):
+    broken = tmp_path / "sweep" / "reg=l1,seed=0"
+    broken.mkdir(parents=True)
+    (broken / "results.json").write_text('{"status": "compl')  # cut short
+    assert report_main([str(tmp_path / "sweep")]) == 1
+    err = capsys.readouterr().err
+    assert f"warning: skipping {broken}/results.json: not valid JSON" in err
+    assert "error: no readable results.json under" in err and "not a choice" not in err
+    write_run(tmp_path / "sweep", "reg=none,seed=0", "none", 0, 0.9)  # one good run beside it: the report goes on
+    assert report_main([str(tmp_path / "sweep"), "--out", str(tmp_path / "out")]) == 0
+    captured = capsys.readouterr()
+    assert "| none | 1 |" in captured.out and f"skipping {broken}/results.json" in captured.err

@@ -84,6 +84,13 @@ def main(argv=None) -> int:
     if not records:
         print(f"error: no results.json under {' '.join(map(str, args.paths))}", file=sys.stderr)
         return 1
+    unreadable = [r for r in records if r.get("status") == "unreadable"]
+    for record in unreadable:
+        print(f"warning: skipping {record['run_dir']}/results.json: {record['error']}", file=sys.stderr)
+    if len(unreadable) == len(records):
+        print(f"error: no readable results.json under {' '.join(map(str, args.paths))} ({len(unreadable)} "
+              "unreadable, listed above)", file=sys.stderr)
+        return 1
     runs = runs_frame(records)
     if args.by not in runs:
         choices = [c for c in CHOICES if c in runs]

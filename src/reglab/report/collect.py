@@ -39,8 +39,12 @@ def load_results(paths) -> list[dict]:
     for file in find_results(paths):
         try:
             record = json.loads(file.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            record = {"status": "unreadable", "error": str(err)}
+        except OSError as err:
+            record = {"status": "unreadable", "error": f"cannot read: {err.strerror or err}"}
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            record = {"status": "unreadable", "error": f"not valid JSON ({err})"}
+        if not isinstance(record, dict):
+            record = {"status": "unreadable", "error": f"not a results record (a JSON {type(record).__name__})"}
         record["run_dir"] = str(file.parent)
         records.append(record)
     return records
