@@ -58,3 +58,38 @@ def test_a_diverging_job_does_not_stop_the_sweep(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     statuses = sorted(json.loads(p.read_text())["status"] for p in sweep.rglob("results.json"))
     assert statuses == ["completed", "diverged"]
+
+
+@pytest.mark.parametrize("mode", ["run", "multirun"])
+def test_an_output_folder_that_cannot_be_written_is_one_line(tmp_path, mode):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    key = "hydra.run.dir" if mode == "run" else "hydra.sweep.dir"
+    args = (["-m", "reg=none,l1"] if mode == "multirun" else []) + ["data=digits", f"{key}={blocker}/out"]
+    done = run_cli(*args)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"error: {key}='{blocker}/out': {blocker} is a file, not a folder (the run's "
+                                   "logs, checkpoints and results.json are written there)")
+
+
+def test_a_folder_without_write_permission_is_named_before_hydra_writes(tmp_path, monkeypatch, capsys):
+    import os
+
+    from omegaconf import OmegaConf
+
+    from reglab.hydra_callbacks import OutputWritable
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access  # root may write anywhere, so the permission answer is what the test sets
+    monkeypatch.setattr(os, "access", lambda path, mode: False if str(path) == str(locked) else real_access(path, mode))
+    config = OmegaConf.create({"hydra": {"run": {"dir": str(locked / "run")}, "sweep": {"dir": str(locked)}}})
+    for start, key in ((OutputWritable().on_run_start, "hydra.run.dir"),
+                       (OutputWritable().on_multirun_start, "hydra.sweep.dir")):
+        with pytest.raises(SystemExit) as stopped:
+            start(config)
+        assert stopped.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {key}=") and f"{locked}, which is not writable by this user" in err \
+            or f"{key}='{locked}': is not writable by this user" in err
+    assert not (locked / "run").exists()
