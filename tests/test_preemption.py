@@ -5,6 +5,7 @@ command resumes and ends with the numbers of a run that was never interrupted.""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -65,3 +66,43 @@ def test_a_signal_checkpoints_at_a_step_marks_the_run_interrupted_and_the_rerun_
 
     logged = pd.read_csv(run_dir / "csv" / "metrics.csv")
     assert logged.dropna(subset=["val/acc"])["epoch"].astype(int).tolist() == list(range(8))
+
+
+def submitit_job_pid(sweep) -> int | None:
+    """The process submitit's local controller runs the job in (python -m submitit.core._submit <sweep>/...)."""
+    from pathlib import Path
+
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"submitit.core._submit" in args and any(str(sweep).encode() in a for a in args):
+            return int(cmdline.parent.name)
+    return None
+
+
+def test_submitit_preemption_checkpoints_requeues_and_resumes_exactly(tmp_path, uninterrupted):
+    """hydra/launcher=submitit_local runs a job the way hydra/launcher=slurm does on a node, with submitit's
+    preemption handling: SIGUSR2 (submitit's preemption signal), a requeue, the same job started again."""
+    sweep = tmp_path / "sweep"
+    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "-m", "hydra/launcher=submitit_local",
+                                "hydra.launcher.timeout_min=10", *RUN, f"hydra.sweep.dir={sweep}"],
+                               env=subprocess_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
+    deadline = time.monotonic() + 240
+    while not list(sweep.glob("*/checkpoints/last.ckpt")):  # the end of epoch 0
+        assert process.poll() is None and time.monotonic() < deadline, "the sweep ended before its job was signalled"
+        time.sleep(0.01)
+    pid = submitit_job_pid(sweep)
+    assert pid is not None
+    os.kill(pid, signal.SIGUSR2)
+    stderr = process.communicate(timeout=240)[1]
+    assert process.returncode == 0, stderr[-3000:]
+
+    job_log = next(sweep.glob(".submitit/*/*_0_log.err")).read_text()
+    assert "stopped by SIGUSR2" in job_log and "handing SIGUSR2 on to the scheduler's handler" in job_log
+    results = json.loads(next(sweep.glob("*/results.json")).read_text())
+    assert results["status"] == "completed" and results["resumed_from"].endswith("last.ckpt")
+    for key in ("test/acc", "test/loss", "val/loss", "weights/l1", "weights/l2"):
+        assert results["metrics"][key] == uninterrupted["metrics"][key], key  # to the last digit

@@ -169,14 +169,20 @@ class CSVHistory(pl.Callback):
 
 
 class GracefulStop(pl.Callback):
-    """SIGINT (Ctrl+C) and SIGUSR1 (what SLURM sends before a preemption, with --signal) stop training the way
-    Lightning stops it for SIGTERM: at the next step boundary, after which LatestCheckpoint writes last.ckpt and
-    the run ends ``interrupted`` with exit code 128 + the signal. A second Ctrl+C interrupts at once."""
+    """SIGINT (Ctrl+C), SIGUSR1 (what SLURM sends before a preemption, with --signal) and SIGUSR2 (submitit's
+    preemption signal under hydra/launcher=slurm) stop training the way Lightning stops it for SIGTERM: at the
+    next step boundary, after which LatestCheckpoint writes last.ckpt and the run ends ``interrupted`` with exit
+    code 128 + the signal. A second Ctrl+C interrupts at once.
 
-    SIGNALS = ("SIGINT", "SIGUSR1")
+    A preemption signal that someone else was waiting for (submitit, which then requeues the job) is handed on
+    to them once the state is saved (``pass_on``), so the requeued job resumes from this very step."""
+
+    SIGNALS = ("SIGINT", "SIGUSR1", "SIGUSR2")
+    PREEMPTION = ("SIGUSR1", "SIGUSR2")
 
     def __init__(self):
         self.received: str | None = None
+        self.pass_on = None
         self._previous: dict = {}
 
     def on_fit_start(self, trainer, pl_module):
@@ -189,6 +195,9 @@ class GracefulStop(pl.Callback):
 
             def stop(signum, frame, name=name, number=number):
                 self.received = name
+                previous = self._previous.get(number)
+                if name in self.PREEMPTION and callable(previous):
+                    self.pass_on = previous
                 signal.signal(number, self._previous.get(number, signal.SIG_DFL))  # a second signal is immediate
                 os.kill(os.getpid(), signal.SIGTERM)  # Lightning's own SIGTERM path: stop at the next step
 

@@ -18,9 +18,12 @@ class Interrupted(BaseException):
     """Training stopped on a signal (``signal_name``) with its state checkpointed: the run is ``interrupted`` and
     re-running the same command resumes it. Not an error of the user's: the CLI exits with 128 + the signal."""
 
-    def __init__(self, signal_name: str):
+    def __init__(self, signal_name: str, pass_on=None):
         super().__init__(f"stopped by {signal_name}; last.ckpt holds the state at that step")
         self.signal_name = signal_name
+        # The handler that held the signal before reglab's (submitit's preemption handler: it requeues the job),
+        # called once the run's state is saved.
+        self.pass_on = pass_on
 
     @property
     def exit_code(self) -> int:

@@ -161,7 +161,7 @@ def fit_and_test(cfg: DictConfig, parts: RunParts, record: RunRecord, resume_fro
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
     except SIGTERMException:
         stop = next(c for c in parts.callbacks if isinstance(c, GracefulStop))
-        raise Interrupted(stop.signal_name()) from None
+        raise Interrupted(stop.signal_name(), stop.pass_on) from None
     if trainer.world_size > 1:
         penalty = sum(float(t) for t in module.penalty_terms().values())
         record.distributed = {

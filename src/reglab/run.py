@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import sys
 import tempfile
@@ -44,6 +45,10 @@ def main(cfg: DictConfig) -> float | None:
     try:
         results = train(cfg)
     except Interrupted as stop:
+        if stop.pass_on is not None:  # submitit's preemption handler: it requeues the job, which then resumes
+            print(f"interrupted: {stop}; handing {stop.signal_name} on to the scheduler's handler (requeue)",
+                  file=sys.stderr)
+            stop.pass_on(int(getattr(signal, stop.signal_name)), None)
         print(f"interrupted: {stop}; re-run the same command to resume", file=sys.stderr)
         sys.exit(stop.exit_code)  # non-zero, so a scheduler (and Hydra) sees the job did not finish
     except ReglabError as err:
