@@ -106,3 +106,61 @@ def test_submitit_preemption_checkpoints_requeues_and_resumes_exactly(tmp_path, 
     assert results["status"] == "completed" and results["resumed_from"].endswith("last.ckpt")
     for key in ("test/acc", "test/loss", "val/loss", "weights/l1", "weights/l2"):
         assert results["metrics"][key] == uninterrupted["metrics"][key], key  # to the last digit
+
+
+DDP_RUN = [*RUN, "trainer=ddp_cpu"]  # two gloo ranks, spawned by reglab
+
+
+def child_pids(pid: int) -> list[int]:
+    from pathlib import Path
+
+    children = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+        except OSError:
+            continue
+        if int(fields.get("PPid", "0").strip()) == pid:
+            children.append(int(status.parent.name))
+    return sorted(children)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_ddp(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("straight_ddp")
+    done = run_cli(*DDP_RUN, f"hydra.run.dir={run_dir}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads((run_dir / "results.json").read_text())
+
+
+@pytest.mark.parametrize("target", ["launcher", "one_rank"])
+def test_ddp_ranks_stop_together_at_a_step_and_resume_exactly(tmp_path, uninterrupted_ddp, target):
+    """SIGTERM to the launching process (forwarded to the ranks) or to one rank alone (as when a node is
+    preempted): every rank stops after the same step, one checkpoint is written, and the re-run ends with the
+    numbers of the uninterrupted DDP run, RNG streams of every rank included."""
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *DDP_RUN, f"hydra.run.dir={run_dir}"],
+                               env=subprocess_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 240
+    while not checkpoint.is_file():
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended before it could be signalled"
+        time.sleep(0.01)
+    ranks = child_pids(process.pid)
+    assert len(ranks) >= 2
+    os.kill(process.pid if target == "launcher" else ranks[-1], signal.SIGTERM)
+    stderr = process.communicate(timeout=120)[1]
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    assert "interrupted: stopped by SIGTERM" in stderr
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "interrupted"
+    step = torch.load(checkpoint, weights_only=True)["global_step"]
+    assert STEPS_PER_EPOCH <= step < 8 * STEPS_PER_EPOCH
+
+    resumed = run_cli(*DDP_RUN, f"hydra.run.dir={run_dir}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "completed" and results["resumed_from"].endswith("last.ckpt")
+    for key in ("test/acc", "test/loss", "val/loss", "weights/l1", "weights/l2"):
+        assert results["metrics"][key] == uninterrupted_ddp["metrics"][key], key  # to the last digit

@@ -80,10 +80,12 @@ class WeightHistograms(pl.Callback):
 
 class RandomState(pl.Callback):
     """Carries the Python, NumPy and torch (CPU and CUDA) RNG states in every checkpoint and puts them back on
-    resume, so dropout masks and augmentation continue as if the run had never stopped. Stored as plain lists
-    and tensors: the checkpoint still loads with ``weights_only=True``."""
+    resume, so dropout masks and augmentation continue as if the run had never stopped. Under DDP every rank has
+    streams of its own, so the checkpoint holds each rank's (``ranks``, gathered from all of them) and each rank
+    takes back its own. Stored as plain lists and tensors: the checkpoint still loads with ``weights_only=True``."""
 
-    def state_dict(self) -> dict:
+    @staticmethod
+    def local_state() -> dict:
         version, keys, gauss = random.getstate()
         kind, array, pos, has_gauss, cached = np.random.get_state()
         state = {"python": [version, list(keys), gauss], "numpy": [kind, torch.from_numpy(array.copy()), pos,
@@ -93,14 +95,34 @@ class RandomState(pl.Callback):
             state["cuda"] = torch.cuda.get_rng_state_all()
         return state
 
+    def state_dict(self) -> dict:
+        import torch.distributed as dist
+
+        state = self.local_state()
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            plain = {key: value.tolist() if isinstance(value, torch.Tensor) else value for key, value in state.items()}
+            plain["numpy"] = [plain["numpy"][0], plain["numpy"][1].tolist(), *plain["numpy"][2:]]
+            if "cuda" in plain:
+                plain["cuda"] = [t.tolist() for t in plain["cuda"]]
+            gathered = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, plain)  # every rank saves (LatestCheckpoint), so every rank is here
+            state["ranks"] = gathered
+        return state
+
     def load_state_dict(self, state: dict) -> None:
+        import torch.distributed as dist
+
+        ranks = state.get("ranks")
+        if ranks and dist.is_available() and dist.is_initialized() and dist.get_world_size() == len(ranks):
+            state = ranks[dist.get_rank()]
         version, keys, gauss = state["python"]
         random.setstate((version, tuple(keys), gauss))
         kind, array, pos, has_gauss, cached = state["numpy"]
-        np.random.set_state((kind, array.numpy(), pos, has_gauss, cached))
-        torch.set_rng_state(state["torch"])
+        array = array.numpy() if isinstance(array, torch.Tensor) else np.asarray(array, dtype=np.uint32)
+        np.random.set_state((kind, array, pos, has_gauss, cached))
+        torch.set_rng_state(torch.as_tensor(state["torch"], dtype=torch.uint8))
         if "cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"])
+            torch.cuda.set_rng_state_all([torch.as_tensor(t, dtype=torch.uint8) for t in state["cuda"]])
 
 
 class LatestCheckpoint(pl.Callback):
@@ -175,7 +197,12 @@ class GracefulStop(pl.Callback):
     code 128 + the signal. A second Ctrl+C interrupts at once.
 
     A preemption signal that someone else was waiting for (submitit, which then requeues the job) is handed on
-    to them once the state is saved (``pass_on``), so the requeued job resumes from this very step."""
+    to them once the state is saved (``pass_on``), so the requeued job resumes from this very step.
+
+    Under DDP the ranks must stop at the same step, whichever of them got the signal and whenever: a signal
+    (SIGTERM too) only sets a flag, and at the end of every step the ranks agree on it (a max over ranks), so all
+    of them stop after that step together and write one checkpoint. Lightning's own SIGTERM path lets rank 0 stop
+    a step before the others, which leaves them waiting in different collectives."""
 
     SIGNALS = ("SIGINT", "SIGUSR1", "SIGUSR2")
     PREEMPTION = ("SIGUSR1", "SIGUSR2")
@@ -183,25 +210,49 @@ class GracefulStop(pl.Callback):
     def __init__(self):
         self.received: str | None = None
         self.pass_on = None
+        self.requested = False  # DDP: a signal arrived here; acted on at the end of the step, by every rank
+        self.distributed = False
         self._previous: dict = {}
 
     def on_fit_start(self, trainer, pl_module):
+        self.distributed = trainer.world_size > 1
+        self.install(self.SIGNALS)
+
+    def on_train_start(self, trainer, pl_module):
+        if self.distributed:  # now, after Lightning set its SIGTERM handler, which would stop this rank alone
+            self.install(("SIGTERM",))
+
+    def install(self, names) -> None:
         if threading.current_thread() is not threading.main_thread():
             return  # signal handlers can only be set from the main thread
-        for name in self.SIGNALS:
+        for name in names:
             number = getattr(signal, name, None)
-            if number is None or (name == "SIGUSR1" and signal.getsignal(number) not in (signal.SIG_DFL, None)):
-                continue  # Lightning's SLURM requeue handler owns SIGUSR1 when it set one
+            if number is None:
+                continue
 
             def stop(signum, frame, name=name, number=number):
-                self.received = name
+                self.received = self.received or name
                 previous = self._previous.get(number)
                 if name in self.PREEMPTION and callable(previous):
                     self.pass_on = previous
+                if self.distributed:
+                    self.requested = True
+                    return
                 signal.signal(number, self._previous.get(number, signal.SIG_DFL))  # a second signal is immediate
                 os.kill(os.getpid(), signal.SIGTERM)  # Lightning's own SIGTERM path: stop at the next step
 
             self._previous[number] = signal.signal(number, stop)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if not self.distributed:
+            return
+        import torch.distributed as dist
+
+        flag = torch.tensor([1.0 if self.requested else 0.0], device=pl_module.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if flag.item() > 0:
+            self.received = self.received or "SIGTERM"
+            raise SIGTERMException()  # on every rank at this same step: LatestCheckpoint saves it
 
     def restore(self) -> None:
         for number, handler in self._previous.items():

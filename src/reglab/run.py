@@ -170,15 +170,18 @@ def train_spawned(cfg: DictConfig, label: RunLabel, nprocs: int) -> dict:
     spawn = distributed.uses_gpu(cfg.trainer) or cfg.trainer.get("strategy") == "ddp_spawn"
     with tempfile.TemporaryDirectory(prefix="reglab-ranks-") as error_dir:
         try:
-            spawn_ranks(OmegaConf.to_container(cfg, resolve=True), label, nprocs, Path(error_dir),
-                        start_method="spawn" if spawn else "fork")
+            received = spawn_ranks(OmegaConf.to_container(cfg, resolve=True), label, nprocs, Path(error_dir),
+                                   start_method="spawn" if spawn else "fork")
         except Exception as err:
             reported = rank_error(Path(error_dir)) or err
             path = output_dir / RESULTS_FILE
             if not path.exists() or path.stat().st_mtime < started:  # no rank 0 left to say so
                 RunRecord.failed(cfg, label, reported, started).write()
             raise reported from None
-    return read_results(output_dir / RESULTS_FILE)
+    results = read_results(output_dir / RESULTS_FILE)
+    if results.get("status") == "interrupted":  # the ranks stopped together and saved; say so as a run does
+        raise Interrupted(received.name or "SIGTERM", received.pass_on)
+    return results
 
 
 def free_port() -> int:
@@ -187,14 +190,52 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def spawn_ranks(config: dict, label: RunLabel, nprocs: int, error_dir: Path, start_method: str = "spawn") -> None:
+def spawn_ranks(config: dict, label: RunLabel, nprocs: int, error_dir: Path,
+                start_method: str = "spawn") -> "ForwardedSignals":
     """Run the job on ``config`` (resolved, plain) in ``nprocs`` processes and wait; any rank failing stops the
     others and raises here. ``fork`` skips re-importing the stack in every rank (seconds on CPU); CUDA cannot be
     used in a forked child, so GPU jobs always spawn."""
     import torch.multiprocessing as mp
 
-    mp.start_processes(_rank_main, args=(config, label, nprocs, free_port(), str(error_dir)), nprocs=nprocs,
-                       join=True, start_method=start_method)
+    context = mp.start_processes(_rank_main, args=(config, label, nprocs, free_port(), str(error_dir)),
+                                 nprocs=nprocs, join=False, start_method=start_method)
+    with ForwardedSignals(context.processes) as received:
+        while not context.join():
+            pass
+    return received
+
+
+class ForwardedSignals:
+    """While the ranks run, a stop signal that reaches this (parent) process is passed to each of them, which
+    stop together at the next step (callbacks.GracefulStop); the parent waits for them. A second Ctrl+C kills
+    them at once. Records the first signal and, for a preemption signal someone else was waiting for
+    (submitit), their handler (``pass_on``), to be called once the ranks have saved."""
+
+    SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2")
+
+    def __init__(self, processes):
+        self.processes, self.name, self.pass_on, self._previous = processes, None, None, {}
+
+    def forward(self, signum, frame) -> None:
+        name = signal.Signals(signum).name
+        hard = name == "SIGINT" and self.name == "SIGINT"
+        self.name = self.name or name
+        previous = self._previous.get(signum)
+        if name in ("SIGUSR1", "SIGUSR2") and callable(previous):
+            self.pass_on = previous
+        for process in self.processes:
+            if process.is_alive():
+                os.kill(process.pid, signal.SIGKILL if hard else signum)
+
+    def __enter__(self) -> "ForwardedSignals":
+        for name in self.SIGNALS:
+            number = getattr(signal, name)
+            self._previous[number] = signal.signal(number, self.forward)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
 
 
 def _rank_main(local_rank: int, config: dict, label: RunLabel, nprocs: int, port: int, error_dir: str) -> None:
@@ -208,6 +249,8 @@ def _rank_main(local_rank: int, config: dict, label: RunLabel, nprocs: int, port
     config["trainer"]["strategy"] = "ddp"  # the processes exist now: Lightning must not start more
     try:
         run_job(OmegaConf.create(config), label)
+    except Interrupted:
+        return  # every rank saved at the same step; rank 0's results.json says interrupted, the parent reports it
     except ReglabError as err:
         (Path(error_dir) / f"rank{local_rank}").write_text(f"{type(err).__name__}\n{err}")
         raise
