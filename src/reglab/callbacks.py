@@ -3,6 +3,7 @@ checkpoint a killed run resumes from, and the RNG states that make the resumed r
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import signal
@@ -19,6 +20,8 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from reglab import profiling
 from reglab.results import to_float
+
+log = logging.getLogger(__name__)
 
 
 class EpochHistory(pl.Callback):
@@ -56,6 +59,21 @@ class EpochHistory(pl.Callback):
                "val_time_s": self._val_time}
         row.update({k: to_float(v) for k, v in trainer.callback_metrics.items()})
         self.rows.append(row)
+
+
+class EpochLine(pl.Callback):
+    """One console line per epoch when there is no live progress bar (output to a pipe or a file): a sign of life
+    with the numbers that matter. Reads the row EpochHistory has just added."""
+
+    def __init__(self, history: EpochHistory):
+        self.history = history
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if not trainer.is_global_zero or not self.history.rows:
+            return
+        row = self.history.rows[-1]
+        numbers = "  ".join(f"{k} {row[k]:.4f}" for k in ("train/loss", "val/loss", "val/acc") if k in row)
+        log.info("epoch %d/%d  %s  (%.1f s)", row["epoch"] + 1, trainer.max_epochs, numbers, row["epoch_time_s"])
 
 
 class WeightHistograms(pl.Callback):

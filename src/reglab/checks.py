@@ -27,7 +27,7 @@ def target_class(cfg, key: str):
 # Top-level keys conf/train.yaml declares (an experiment file may declare more, e.g. lam).
 TOP_LEVEL_KEYS = ("data", "model", "reg", "optim", "trainer", "logger", "callbacks", "paths", "seed", "study",
                   "test_ckpt", "small_weight_eps", "tags", "skip_completed", "dry_run", "resume",
-                  "checkpoint_every_n_steps", "optimized_metric", "mc_samples", "compile")
+                  "checkpoint_every_n_steps", "optimized_metric", "mc_samples", "compile", "verbose")
 
 
 def check_command_line_keys() -> None:
@@ -43,8 +43,9 @@ def check_command_line_keys() -> None:
                               f"{sorted(TOP_LEVEL_KEYS)}, and a study file may declare more")
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Cheap checks that need no data and no model."""
+def check_values(cfg: DictConfig) -> None:
+    """The config's values, before Lightning is imported (a second or two, not ten): top-level keys, the seed,
+    the epoch budget, the optimizer, the batch split."""
     check_command_line_keys()
     seed = cfg.get("seed")
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2 ** 32:
@@ -61,6 +62,10 @@ def check_config(cfg: DictConfig) -> None:
     if launcher_choice() == "gpus" and processes > 1:
         raise ConfigError(f"trainer.devices={cfg.trainer.devices}: hydra/launcher=gpus runs one single-GPU job "
                           "per GPU; use trainer=gpu with it, or trainer=ddp without it")
+
+
+def check_targets(cfg: DictConfig) -> None:
+    """Every ``_target_`` importable (this imports Lightning), and the model's input what the data gives."""
     for key, entry in (cfg.get("logger") or {}).items():
         if entry is not None and "_target_" in entry:
             target_class(entry, f"logger.{key}")
@@ -69,15 +74,50 @@ def check_config(cfg: DictConfig) -> None:
     check_model_class(model_class)
     if data_class.input_kind != model_class.input_kind:
         names = RunLabel.of(cfg).choices
+        fitting = models_taking(data_class.input_kind)
         raise ConfigError(f"model={names['model']} takes {model_class.input_kind} input but data={names['data']} "
-                          f"gives {data_class.input_kind} input")
+                          f"gives {data_class.input_kind} input; models that take it: {fitting}")
+
+
+def models_taking(input_kind: str) -> list[str]:
+    """The model choices (conf/model/*.yaml) whose class takes ``input_kind`` input."""
+    from omegaconf import OmegaConf
+
+    fitting = []
+    for path in sorted(config_dir().glob("model/*.yaml")):
+        try:
+            if import_target(str(OmegaConf.load(path).get("_target_"))).input_kind == input_kind:
+                fitting.append(path.stem)
+        except Exception:
+            continue
+    return fitting
+
+
+def config_dir():
+    """The primary config folder Hydra composed from (conf/), or the repository's."""
+    from pathlib import Path
+
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        for source in HydraConfig.get().runtime.config_sources:
+            if source.provider == "main" and source.path.startswith("file://"):
+                return Path(source.path[len("file://"):])
+    return Path(__file__).resolve().parents[2] / "conf"
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Cheap checks that need no data and no model."""
+    check_values(cfg)
+    check_targets(cfg)
 
 
 def validate(cfg: DictConfig):
     """Everything that can be checked without data or a model: the config, the regularizers' values and the
     datamodule's arguments (paths, sizes). Returns the regularizers and the (not yet loaded) datamodule."""
-    check_config(cfg)
+    check_values(cfg)
     regularizers = build_regularizers(cfg.reg)
     if any(getattr(r, "needs_decoupled_optimizer", False) for r in regularizers):
         check_decoupled_decay(cfg.optim)
+    check_targets(cfg)
     return regularizers, instantiate(cfg.data, "data", seed=int(cfg.seed))

@@ -25,6 +25,8 @@ STRATEGIES = ("auto",) + DDP_STRATEGIES
 def launched_externally() -> bool:
     """Whether the rank processes exist already: torchrun (Lightning's torchelastic detection), or a SLURM step
     with several tasks (Lightning's SLURM detection; a one-task allocation spawns its own ranks)."""
+    if not {"RANK", "LOCAL_RANK", "SLURM_NTASKS"} & set(os.environ):
+        return False  # answered without importing Lightning (seconds): neither detection can say yes
     from lightning_fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 
     if TorchElasticEnvironment.detect() or "LOCAL_RANK" in os.environ:
@@ -35,12 +37,13 @@ def launched_externally() -> bool:
 def global_rank() -> int:
     """This process's rank, valid before any Trainer exists: set by torchrun or reglab's own spawn (RANK), else
     by SLURM (Lightning's SLURMEnvironment reads SLURM_PROCID), else 0."""
-    from lightning_fabric.plugins.environments import SLURMEnvironment
-
     if "RANK" in os.environ:
         return int(os.environ["RANK"])
-    if SLURMEnvironment.detect():
-        return SLURMEnvironment().global_rank()
+    if "SLURM_NTASKS" in os.environ:  # only then can Lightning's detection say yes (importing it takes seconds)
+        from lightning_fabric.plugins.environments import SLURMEnvironment
+
+        if SLURMEnvironment.detect():
+            return SLURMEnvironment().global_rank()
     return int(os.environ.get("LOCAL_RANK", 0))
 
 

@@ -17,8 +17,10 @@ from dataclasses import dataclass
 
 SCHEMA_VERSION = 2  # of results.json; 2: Hydra's own choices, overrides and condition_id
 
-LAUNCH_KEYS = ("paths", "dry_run", "skip_completed", "resume", "checkpoint_every_n_steps", "optimized_metric")
-TRAINER_LAUNCH_KEYS = ("devices", "strategy", "num_nodes")  # the global batch fixes the science, not these
+LAUNCH_KEYS = ("paths", "dry_run", "skip_completed", "resume", "checkpoint_every_n_steps", "optimized_metric",
+               "verbose")
+# the global batch fixes the science, not these; the progress bar is only what the console shows
+TRAINER_LAUNCH_KEYS = ("devices", "strategy", "num_nodes", "enable_progress_bar")
 # Dotted keys (and everything under them) that never tell two conditions apart.
 NOT_CONDITION = ("seed", "study", "tags", "logger", "mc_samples", "compile", "data.num_workers",
                  "data.device_resident", "data.eval_batch_size", "trainer.accelerator",

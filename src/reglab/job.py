@@ -18,8 +18,8 @@ import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
-from reglab import distributed, profiling
-from reglab.callbacks import (CSVHistory, EpochHistory, GracefulStop, LatestCheckpoint, RandomState,
+from reglab import console, distributed, profiling
+from reglab.callbacks import (CSVHistory, EpochHistory, EpochLine, GracefulStop, LatestCheckpoint, RandomState,
                               WeightHistograms)
 from reglab.errors import ConfigError, Interrupted, instantiate
 from reglab.identity import RunLabel, run_identity
@@ -115,7 +115,17 @@ def build_run(cfg: DictConfig, record: RunRecord, rank: int = 0, resume_from: Pa
     run = RunContext(output_dir, label, int(cfg.seed), list(cfg.tags), record.run_fields(), cfg.get("study"),
                      rank_zero=rank == 0, resuming=resume_from is not None)
     loggers = build_loggers(cfg.logger, run)
-    trainer = instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers)
+    # null: a live bar on a terminal, one line per epoch otherwise (reglab.console)
+    progress_bar = cfg.trainer.get("enable_progress_bar")
+    progress_bar = console.is_terminal() if progress_bar is None else bool(progress_bar)
+    if progress_bar and console.is_terminal():
+        from pytorch_lightning.callbacks import RichProgressBar
+
+        callbacks.append(RichProgressBar())
+    elif not progress_bar:
+        callbacks.append(EpochLine(history))
+    trainer = instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers,
+                          enable_progress_bar=progress_bar)
     profiling.mark("trainer_built")
     return RunParts(module, datamodule, trainer, history, callbacks)
 
@@ -130,6 +140,8 @@ def run_job(cfg: DictConfig, label: RunLabel | None = None, prebuilt: tuple | No
     rank = distributed.global_rank()
     output_dir = Path(cfg.paths.output_dir)
     profiling.start_job()
+    if rank == 0:
+        log.info(console.header(record.choices, int(cfg.seed), output_dir))
     try:
         resume_from = resume_checkpoint(cfg, output_dir, record.config)
         if resume_from is not None:
@@ -140,18 +152,18 @@ def run_job(cfg: DictConfig, label: RunLabel | None = None, prebuilt: tuple | No
         if int(cfg.get("mc_samples", 0)) > 0 and rank == 0:
             add_mc_evaluation(record, parts.module.model, parts.datamodule, int(cfg.mc_samples), int(cfg.seed),
                               parts.module.device, output_dir)
-        metrics = record.metrics
-        log.info("test/acc=%.4f val/acc=%.4f gen_gap=%.4f (%s)", metrics.get("test/acc", float("nan")),
-                 metrics.get("val/acc", float("nan")), metrics.get("gen_gap", float("nan")), output_dir)
         return record.to_dict()
     except BaseException as err:
         record.fail(err)
         raise
     finally:
         record.wall_time_s = time.time() - record.started_at
-        finish_wandb(exit_code=0 if record.status == "completed" else 1, summary=record.metrics)
+        wandb_dir = finish_wandb(exit_code=0 if record.status == "completed" else 1, summary=record.metrics)
         if rank == 0:
             record.write()
+            if record.status == "completed":
+                for line in console.closing_block(record, output_dir, wandb_dir, in_sweep=console.is_multirun()):
+                    log.info(line)
         distributed.teardown()
 
 

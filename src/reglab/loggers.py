@@ -157,9 +157,12 @@ def wandb_logger(run: RunContext, project: str = "reglab", entity: str | None = 
     run_id, previous_pid = wandb_run_id(Path(run.output_dir), run.resuming)
 
     def make(offline: bool) -> WandbLogger:
-        return WandbLogger(project=project, entity=entity, group=label.wandb_group(run.study),
-                           name=label.wandb_name(run.seed), tags=run_tags, save_dir=str(run.output_dir),
-                           offline=offline, config=run.config, job_type="train", id=run_id, resume="allow")
+        logger = WandbLogger(project=project, entity=entity, group=label.wandb_group(run.study),
+                             name=label.wandb_name(run.seed), tags=run_tags, save_dir=str(run.output_dir),
+                             offline=offline, config=run.config, job_type="train", id=run_id, resume="allow")
+        # Lightning always passes anonymous=None, which W&B 0.31 answers with a deprecation warning every run.
+        logger._wandb_init.pop("anonymous", None)
+        return logger
 
     logger = make(offline=(mode == "offline"))
     if run.resuming:
@@ -227,15 +230,20 @@ def wandb_run_id(output_dir: Path, resuming: bool) -> tuple[str, int | None]:
     return run_id, previous.get("pid") if previous else None
 
 
-def finish_wandb(exit_code: int = 0, summary: dict | None = None) -> None:
+def finish_wandb(exit_code: int = 0, summary: dict | None = None) -> Path | None:
     """Close the W&B run, so the next job of a multirun starts its own; ``summary``: the final metrics, as
-    results.json has them (W&B's own summary would hold only the last value logged of each)."""
+    results.json has them (W&B's own summary would hold only the last value logged of each). Returns the run's
+    folder when it was an offline run (what ``wandb sync`` uploads), else None."""
     import sys
 
-    if "wandb" in sys.modules:
-        import wandb
+    if "wandb" not in sys.modules:
+        return None
+    import wandb
 
-        if wandb.run is not None:
-            if summary:
-                wandb.run.summary.update({k: v for k, v in summary.items() if isinstance(v, (int, float))})
-            wandb.finish(exit_code=exit_code)
+    if wandb.run is None:
+        return None
+    offline_dir = Path(wandb.run.dir).parent if wandb.run.offline else None
+    if summary:
+        wandb.run.summary.update({k: v for k, v in summary.items() if isinstance(v, (int, float))})
+    wandb.finish(exit_code=exit_code)
+    return offline_dir

@@ -4,7 +4,9 @@
       -> how to launch: in this process | on a claimed GPU (hydra/launcher=gpus) | one spawned rank per device
       -> reglab.job.run_job
 
-It knows nothing of Lightning; the job (reglab.job) does the training and never imports this module."""
+It knows nothing of Lightning, and imports it (through reglab.job) only once the config's values are checked,
+so a bad value is reported in about two seconds; the job (reglab.job) does the training and never imports this
+module."""
 
 from __future__ import annotations
 
@@ -24,12 +26,11 @@ profiling.mark("imports_started")
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from reglab import distributed, errors
+from reglab import console, distributed, errors
 from reglab.checks import validate
 from reglab.errors import Interrupted, ReglabError
 from reglab.gpu_slots import claim_slot, launcher_choice, launcher_jobs
 from reglab.identity import RunLabel, run_identity
-from reglab.job import run_job
 from reglab.regularizers import drop_unselected
 from reglab.results import RESULTS_FILE, RunRecord, read_results
 
@@ -42,6 +43,7 @@ def main(cfg: DictConfig) -> float | None:
     """The CLI job: a user error is one line and exit code 2. In a multirun, a failed job is recorded in its
     results.json (status failed, with the error) and the sweep goes on with the other jobs; it returns NaN,
     which an Optuna sweep counts as a failed trial. Otherwise it returns ``optimized_metric`` to the sweeper."""
+    console.configure(cfg.get("verbose", False))
     try:
         results = train(cfg)
     except Interrupted as stop:
@@ -53,22 +55,15 @@ def main(cfg: DictConfig) -> float | None:
         sys.exit(stop.exit_code)  # non-zero, so a scheduler (and Hydra) sees the job did not finish
     except ReglabError as err:
         print(f"error: {err}", file=sys.stderr)
-        if is_multirun():
+        if console.is_multirun():
             return float("nan")
         sys.exit(2)
     except Exception:
-        if is_multirun():
+        if console.is_multirun():
             log.exception("job failed; the sweep goes on (its results.json says status: failed)")
             return float("nan")
         raise
     return results.get("metrics", {}).get(cfg.get("optimized_metric", "val/acc"))
-
-
-def is_multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def completed_results(output_dir: Path, config: dict, dry_run: bool = False) -> dict | None:
@@ -141,6 +136,8 @@ def train(cfg: DictConfig) -> dict:
     processes = distributed.processes_per_job(cfg.trainer)
     if processes > 1 and not distributed.launched_externally():
         return train_spawned(cfg, label, processes)
+    from reglab.job import run_job
+
     return run_job(cfg, label, prebuilt)
 
 
@@ -153,6 +150,8 @@ def train_on_claimed_gpu(cfg: DictConfig, label: RunLabel, prebuilt: tuple) -> d
         log.info("claimed GPU slot %d of %d", slot, n_slots)
         if gpu:
             cfg.trainer.devices = [slot]
+        from reglab.job import run_job
+
         return run_job(cfg, label, prebuilt, device_slot=slot)
 
 
@@ -248,6 +247,8 @@ def _rank_main(local_rank: int, config: dict, label: RunLabel, nprocs: int, port
         logging.getLogger().setLevel(logging.WARNING)
     config["trainer"]["strategy"] = "ddp"  # the processes exist now: Lightning must not start more
     try:
+        from reglab.job import run_job
+
         run_job(OmegaConf.create(config), label)
     except Interrupted:
         return  # every rank saved at the same step; rank 0's results.json says interrupted, the parent reports it

@@ -287,7 +287,8 @@ class ImageDataModule(ImageTensorDataModule):
         if not hub_reachable():
             raise DataUnavailableError(
                 f"{self.hub_name} is not cached under {self.cache_dir} and the Hugging Face hub is unreachable. "
-                f"Give a local copy with data.path=DIR ({or_list(self.layouts)}), or run once online.")
+                f"Give a local copy with data.path=DIR ({or_list(self.layouts)}), or run once online. To try reglab "
+                "without a download: data=digits (scikit-learn's bundled digits).")
         return load_hub(self.hub_name, self.hub_config, self.cache_dir, self.image_mode, self.num_classes)
 
     def load_decoded(self) -> dict:

@@ -30,7 +30,13 @@ def goal(text: str) -> tuple[str, str]:
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="reglab-report", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="reglab-report", description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  reglab-report logs/multiruns/ablation_digits                 the table (mean ± std over seeds), figures\n"
+               "  reglab-report logs/multiruns/l1_sweep --by reg.l1.strength   rows by a swept value\n"
+               "  reglab-report logs/multiruns --paper                         report.md/.tex, a section per study")
     parser.add_argument("paths", nargs="+", type=Path, help="run or multirun folders (searched recursively)")
     parser.add_argument("--by", default="reg", help="row variable: a choice (reg, data, model, optim) or a config "
                                                     "path such as reg.l1.strength (default: reg)")

@@ -1,0 +1,161 @@
+"""What a person sees on the terminal. Quiet by default: a header line, a live progress bar on a terminal (one
+line per epoch in a pipe), and a closing block with the key metrics, where the results are and what to run
+next; a sweep ends with a summary. Everything else still goes to each run's ``train.log``, and ``verbose=true``
+puts it all back on the console (Lightning's info lines, W&B's banners, every warning).
+
+Noise is removed by exact message, not by silencing a library: a new warning still shows."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+
+VERBOSE = False  # set from the config's ``verbose`` by reglab.run before anything is logged
+
+# Warnings known to be harmless here, each with why.
+HARMLESS_WARNINGS = (
+    # Lightning 2.6 calling a torch API deprecated in 2.13; nothing a user can change.
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    # Small data sets: reglab logs epoch-level metrics, so a logging interval longer than an epoch loses nothing.
+    r"The number of training batches \(\d+\) is smaller than the logging interval",
+    # A resumed run writes into its own checkpoint folder on purpose.
+    r"Checkpoint directory .* exists and is not empty",
+    # reglab's CSV logger keeps the file across resumes itself (loggers.CSVHistoryLogger).
+    r"Experiment logs directory .* exists and is not empty",
+)
+
+
+def configure(verbose: bool) -> None:
+    """Called once per job before training: the console policy for this process."""
+    global VERBOSE
+    VERBOSE = bool(verbose)
+    if VERBOSE:
+        return
+    for pattern in HARMLESS_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    os.environ.setdefault("WANDB_SILENT", "true")  # W&B's banners; its offline path is in the closing block
+
+
+class QuietConsole(logging.Filter):
+    """The console handler's filter (conf/hydra/default.yaml): reglab's own lines, and warnings or errors from
+    anyone. The file handler (train.log) has no filter."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if VERBOSE or record.levelno >= logging.WARNING:
+            return True
+        return record.name.startswith("reglab")  # Lightning's info lines (GPU available, tips) stay in train.log
+
+
+class ConsoleFormatter(logging.Formatter):
+    """Plain messages for reglab's lines; a level prefix for warnings and errors; the full format when verbose."""
+
+    FULL = logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        if VERBOSE:
+            return self.FULL.format(record)
+        message = super().format(record)
+        return message if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {message}"
+
+
+def is_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def fmt(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+MAIN_GROUPS = ("data", "model", "reg", "optim")
+
+
+def header(choices: dict, seed: int, output_dir: Path) -> str:
+    """The run's folder and what it runs: the four main choices, and any other group not at its default."""
+    picked = [f"{k}={choices[k]}" for k in MAIN_GROUPS if choices.get(k) is not None]
+    picked += [f"{k}={v}" for k, v in choices.items()
+               if k not in MAIN_GROUPS and v not in (None, "default") and not k.startswith("hydra")]
+    return f"reglab: {' '.join(picked)} seed={seed} -> {output_dir}"
+
+
+def test_split_note(test_split: str | None) -> str:
+    if test_split == "validation":
+        return "this data has no labelled test split, so test/* is measured on the validation split (= val/*)"
+    if test_split and test_split != "test":
+        return f"test/* is measured on the {test_split} split"
+    return "test/* is measured on the held-out test split"
+
+
+def closing_block(record, output_dir: Path, wandb_dir: Path | None, in_sweep: bool) -> list[str]:
+    """The lines a finished run ends with. In a sweep, one line per job (the sweep's summary says the rest)."""
+    metrics = record.metrics
+    keys = [k for k in ("test/acc", "val/acc", "gen_gap", "mc/ece") if k in metrics]
+    numbers = " ".join(f"{k}={fmt(metrics[k])}" for k in keys)
+    took = f"{record.wall_time_s:.1f} s" if record.wall_time_s else ""
+    if in_sweep:
+        return [f"done ({took}): {numbers}"]
+    lines = [f"done in {took}: {numbers}", f"  {test_split_note(record.test_split)}",
+             f"  results: {output_dir / 'results.json'}"]
+    if wandb_dir is not None:
+        lines.append(f"  W&B (offline): {wandb_dir}  (to upload: wandb sync {wandb_dir})")
+    lines.append(f"  next: reglab-report {output_dir}   |   python train.py -m reg=none,l1,l2 seed=0,1,2 "
+                 "(an ablation)")
+    return lines
+
+
+class SweepSummary(Callback):
+    """Hydra callback: after a multirun, how many jobs finished, failed (with their one-line errors) or were
+    skipped as already complete, where the sweep is, and the report command for it."""
+
+    def __init__(self):
+        self.started = time.time()
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        self.started = time.time()
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        if config.get("dry_run", False):
+            return
+        sweep = Path(str(config.hydra.sweep.dir))
+        print("\n".join(sweep_summary(sweep, self.started)), flush=True)
+
+
+def sweep_summary(sweep: Path, started: float) -> list[str]:
+    import json
+
+    done, skipped, failed, unfinished = [], [], [], []
+    for job in sorted(p for p in sweep.iterdir() if p.is_dir() and (p / ".hydra").is_dir()) if sweep.is_dir() else []:
+        results = job / "results.json"
+        try:
+            record = json.loads(results.read_text())
+        except (OSError, ValueError):
+            unfinished.append(job.name)
+            continue
+        status = record.get("status")
+        if status == "completed":
+            (done if results.stat().st_mtime >= started else skipped).append(job.name)
+        elif status == "interrupted":
+            unfinished.append(job.name)
+        else:
+            error = str(record.get("error") or status).splitlines()[0]
+            failed.append(f"{job.name}: {re.sub(r'^[A-Za-z]+Error: ', '', error)}")
+    total = len(done) + len(skipped) + len(failed) + len(unfinished)
+    lines = [f"sweep: {total} jobs: {len(done)} done, {len(failed)} failed, {len(skipped)} skipped (already "
+             f"complete), {len(unfinished)} unfinished -> {sweep}"]
+    lines += [f"  failed {line}" for line in failed]
+    lines += [f"  unfinished {name} (re-run the same command to resume it)" for name in unfinished]
+    lines.append(f"next: reglab-report {sweep}")
+    return lines

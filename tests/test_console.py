@@ -1,0 +1,64 @@
+"""What a person sees (issue 18): a quiet console by default, captured in a pipe as a newcomer's first commands
+print it. The W&B banners are silenced by reglab itself: the test removes the suite's WANDB_SILENT."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, subprocess_environment
+
+pytestmark = pytest.mark.slow
+
+NOISE = ("wandb:", "Tip:", "litlogger", "LeafSpec", "smaller than the logging interval", "GPU available",
+         "TPU available", "weights_only", "Seed set to", "`Trainer.fit` stopped", "anonymous setting")
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in subprocess_environment().items() if k != "WANDB_SILENT"}
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_a_first_run_prints_a_header_one_line_per_epoch_and_a_closing_block(tmp_path):
+    done = run("data=digits", "reg=elasticnet", "trainer.max_epochs=1", f"hydra.run.dir={tmp_path}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = (done.stdout + done.stderr).splitlines()
+    assert len(lines) < 15, "\n".join(lines)
+    assert not [line for line in lines if any(noise in line for noise in NOISE)], "\n".join(lines)
+    text = "\n".join(lines)
+    assert f"reglab: data=digits model=cnn_small reg=elasticnet optim=adamw seed=0 -> {tmp_path}" in text
+    assert "epoch 1/1  train/loss" in text and "val/acc" in text
+    assert "done in" in text and "test/acc=" in text
+    assert "test/* is measured on the held-out test split" in text
+    assert f"results: {tmp_path / 'results.json'}" in text
+    assert f"W&B (offline): {tmp_path / 'wandb'}" in text and "wandb sync" in text  # once, in the closing block
+    assert text.count("wandb sync") == 1 and f"next: reglab-report {tmp_path}" in text
+    assert "Seed set to 0" in (tmp_path / "train.log").read_text()  # the file keeps what the console leaves out
+
+
+def test_verbose_puts_every_library_line_back(tmp_path):
+    done = run("data=digits", "trainer.max_epochs=1", "logger=csv", "verbose=true", f"hydra.run.dir={tmp_path}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "GPU available" in done.stdout + done.stderr
+
+
+def test_a_sweep_ends_with_a_summary_of_done_failed_and_skipped_jobs(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", "data=digits", "reg=none,l1", "++reg.l1.strength=-1", "trainer.max_epochs=1", "logger=csv",
+            f"hydra.sweep.dir={sweep}"]
+    done = run(*args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = (done.stdout + done.stderr).splitlines()
+    assert len(lines) < 20, "\n".join(lines)
+    assert not [line for line in lines if any(noise in line for noise in NOISE)], "\n".join(lines)
+    text = "\n".join(lines)
+    assert f"sweep: 2 jobs: 1 done, 1 failed, 0 skipped (already complete), 0 unfinished -> {sweep}" in text
+    failed = [line for line in lines if line.startswith("  failed ")]
+    assert len(failed) == 1 and "reg=l1" in failed[0]
+    assert failed[0].endswith(": reg.l1.strength=-1: must be a number >= 0")
+    assert f"next: reglab-report {sweep}" in text
+    again = run(*args)
+    assert "sweep: 2 jobs: 0 done, 1 failed, 1 skipped (already complete)" in again.stdout + again.stderr
