@@ -8,6 +8,8 @@
   (c) the time from `python train.py` to the first training step, phase by phase, with a cold and a warm
       data cache (separate processes)
   (d) peak memory: a reglab run against the raw loop (separate processes; on a GPU also in process)
+  (f) time to error: `python train.py` with a bad value (reg.l1.strength=-1), an unknown choice (reg=l3) and a
+      data/model mismatch, wall seconds until it exits with its one-line error (median of --error-repeats)
   (e) MC dropout inference against training, the same model with dropout on: image-samples per second of
       reglab.evaluation.mc_probabilities (--mc-samples passes over an eval batch) over training images per second
       of the raw loop;  mc_throughput_ratio (target >= 2: no backward, no autograd state, large batches)
@@ -292,6 +294,32 @@ def first_step_runs(base: list[str], scratch: Path, data_path: str) -> dict:
                                                 "cpu_peak_rss_ratio": reglab_peak / raw_peak["cpu_peak_rss_mb"]}}
 
 
+ERROR_CASES = {  # name: (train.py arguments, what the one-line error must say)
+    "bad value": (["data=digits", "reg=l1", "reg.l1.strength=-1"], "reg.l1.strength=-1"),
+    "unknown choice": (["reg=l3"], "reg=l3: unknown choice"),
+    "data/model mismatch": (["data=digits", "model=transformer"], "takes tokens input"),
+}
+
+
+def time_to_error(repeats: int) -> dict:
+    """(f): each bad command in a fresh process, as a user types it; the median wall time to its error."""
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    timings = {}
+    with tempfile.TemporaryDirectory(prefix="reglab-bench-errors-") as tmp:
+        for name, (arguments, expected) in ERROR_CASES.items():
+            seconds = []
+            for _ in range(repeats):
+                started = time.perf_counter()
+                command = [sys.executable, str(ROOT / "train.py"), *arguments, f"hydra.run.dir={tmp}/run"]
+                done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+                seconds.append(time.perf_counter() - started)
+                if done.returncode != 2 or expected not in done.stderr:
+                    raise SystemExit(f"error: train.py {' '.join(arguments)}: expected exit 2 and {expected!r}, got "
+                                     f"{done.returncode}:\n{done.stderr[-2000:]}")
+            timings[name] = statistics.median(seconds)
+    return {"time_to_error_s": timings}
+
+
 def raw_child(base: list[str]) -> None:
     """The raw loop alone in a fresh process, for its peak memory (printed as JSON on the last line)."""
     from reglab.profiling import peak_rss_mb
@@ -309,16 +337,19 @@ def raw_child(base: list[str]) -> None:
 def print_table(bench: dict) -> None:
     print(f"\nreglab benchmark on {bench['device_name']} ({bench['date']})")
     print(f"{'measure':42s} {'value':>10s}  target")
-    print(f"{'(a) framework_throughput_ratio':42s} {bench['framework_throughput_ratio']:10.3f}  >= 0.95")
-    for name, ratio in bench["penalty_time_ratio"].items():
-        print(f"{'(b) penalty_time_ratio ' + name:42s} {ratio:10.3f}  <= 1.03")
-    print(f"{'    ms/step raw loop':42s} {bench['raw_ms_per_step']:10.1f}")
-    for name, ms in bench["ms_per_step"].items():
-        print(f"{'    ms/step reglab ' + name:42s} {ms:10.1f}")
+    if "framework_throughput_ratio" in bench:
+        print(f"{'(a) framework_throughput_ratio':42s} {bench['framework_throughput_ratio']:10.3f}  >= 0.95")
+        for name, ratio in bench["penalty_time_ratio"].items():
+            print(f"{'(b) penalty_time_ratio ' + name:42s} {ratio:10.3f}  <= 1.03")
+        print(f"{'    ms/step raw loop':42s} {bench['raw_ms_per_step']:10.1f}")
+        for name, ms in bench["ms_per_step"].items():
+            print(f"{'    ms/step reglab ' + name:42s} {ms:10.1f}")
     if "mc_throughput_ratio" in bench:
         print(f"{'(e) mc_throughput_ratio':42s} {bench['mc_throughput_ratio']:10.2f}  >= 2")
         print(f"{'    MC image-samples/s':42s} {bench['mc_image_samples_per_s']:10.0f}")
         print(f"{'    training images/s (raw loop)':42s} {bench['train_images_per_s']:10.0f}")
+    for name, seconds in bench.get("time_to_error_s", {}).items():
+        print(f"{'(f) time to error, ' + name + ' (s)':42s} {seconds:10.2f}  <= 2 (values)")
     if "first_step" not in bench:
         return
     for run, record in bench["first_step"].items():
@@ -345,8 +376,10 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps before them")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("bench.json"))
-    parser.add_argument("--skip-startup", action="store_true", help="only (a), (b) and (e): no (c) and (d) runs")
+    parser.add_argument("--skip-startup", action="store_true", help="only (a), (b) and (e): no (c), (d), (f)")
+    parser.add_argument("--startup-only", action="store_true", help="only (c), (d) and (f): start-up, memory, errors")
     parser.add_argument("--mc-samples", type=int, default=30, help="(e): MC dropout passes per eval batch")
+    parser.add_argument("--error-repeats", type=int, default=3, help="(f): runs of each bad command (median)")
     parser.add_argument("--raw-child", help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", help="train.py overrides (after --), e.g. experiment=cifar_fast")
     args = parser.parse_args(argv)
@@ -386,10 +419,12 @@ def main(argv=None) -> int:
                  f"CPU ({os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads)",
                  "overrides": base, "batch_size": batch, "steps": args.steps, "warmup": args.warmup,
                  "rounds": args.rounds, "data": args.data or "random CIFAR-shaped uint8 images"}
-        bench.update(throughput_rounds(base + ["paths.output_dir=."], scratch, args))
-        bench.update(mc_throughput(base + ["paths.output_dir=."], args))
+        if not args.startup_only:
+            bench.update(throughput_rounds(base + ["paths.output_dir=."], scratch, args))
+            bench.update(mc_throughput(base + ["paths.output_dir=."], args))
         if not args.skip_startup:
             bench.update(first_step_runs(base, scratch, data_path))
+            bench.update(time_to_error(args.error_repeats))
     print_table(bench)
     from reglab.atomic import atomic_write
 

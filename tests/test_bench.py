@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 def test_bench_writes_every_figure(tmp_path):
     out = tmp_path / "bench.json"
-    done = run_cli("--rounds", "1", "--steps", "3", "--warmup", "1", "--out", str(out), "--",
+    done = run_cli("--rounds", "1", "--steps", "3", "--warmup", "1", "--error-repeats", "1", "--out", str(out), "--",
                    "model.widths=[8]", "model.fc_hidden=8", "data.batch_size=32", "logger=csv",
                    script="scripts/bench.py", timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -32,3 +32,6 @@ def test_bench_writes_every_figure(tmp_path):
     assert bench["mc_image_samples_per_s"] > 0 and bench["train_images_per_s"] > 0
     memory = bench["peak_memory"]
     assert memory["raw_loop"]["cpu_peak_rss_mb"] > 50 and memory["reglab"]["cpu_peak_rss_mb"] > 50
+    assert set(bench["time_to_error_s"]) == {"bad value", "unknown choice", "data/model mismatch"}
+    assert all(0 < seconds < 60 for seconds in bench["time_to_error_s"].values())
+    assert "(f) time to error, bad value" in done.stdout

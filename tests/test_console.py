@@ -34,7 +34,7 @@ def test_a_first_run_prints_a_header_one_line_per_epoch_and_a_closing_block(tmp_
     assert "done in" in text and "test/acc=" in text
     assert "test/* is measured on the held-out test split" in text
     assert f"results: {tmp_path / 'results.json'}" in text
-    assert f"W&B (offline): {tmp_path / 'wandb'}" in text and "wandb sync" in text  # once, in the closing block
+    assert f"W&B run logged offline; to upload it: wandb sync {tmp_path / 'wandb'}/offline-run-" in text
     assert text.count("wandb sync") == 1 and f"next: reglab-report {tmp_path}" in text
     assert "Seed set to 0" in (tmp_path / "train.log").read_text()  # the file keeps what the console leaves out
 

@@ -62,18 +62,26 @@ class EpochHistory(pl.Callback):
 
 
 class EpochLine(pl.Callback):
-    """One console line per epoch when there is no live progress bar (output to a pipe or a file): a sign of life
-    with the numbers that matter. Reads the row EpochHistory has just added."""
+    """A console line per epoch when there is no live progress bar (output to a pipe or a file): a sign of life
+    with the numbers that matter. Epochs of a fraction of a second would flood the console, so after the first
+    one a line is printed only when ``every_s`` seconds have passed since the last, and for the last epoch.
+    Reads the row EpochHistory has just added."""
 
-    def __init__(self, history: EpochHistory):
-        self.history = history
+    def __init__(self, history: EpochHistory, every_s: float = 10.0):
+        self.history, self.every_s, self._last = history, every_s, None
 
     def on_train_epoch_end(self, trainer, pl_module):
         if not trainer.is_global_zero or not self.history.rows:
             return
-        row = self.history.rows[-1]
+        now, row = time.monotonic(), self.history.rows[-1]
+        total = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None
+        last_epoch = total is not None and row["epoch"] + 1 >= total
+        if self._last is not None and now - self._last < self.every_s and not last_epoch:
+            return
+        self._last = now
         numbers = "  ".join(f"{k} {row[k]:.4f}" for k in ("train/loss", "val/loss", "val/acc") if k in row)
-        log.info("epoch %d/%d  %s  (%.1f s)", row["epoch"] + 1, trainer.max_epochs, numbers, row["epoch_time_s"])
+        epoch = f"{row['epoch'] + 1}/{total}" if total else str(row["epoch"] + 1)
+        log.info("epoch %s  %s  (%.1f s)", epoch, numbers, row["epoch_time_s"])
 
 
 class WeightHistograms(pl.Callback):

@@ -83,12 +83,20 @@ def fmt(value) -> str:
 MAIN_GROUPS = ("data", "model", "reg", "optim")
 
 
+def shown(path) -> str:
+    """A path as a user would type it: relative to the working directory when it is under it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def header(choices: dict, seed: int, output_dir: Path) -> str:
     """The run's folder and what it runs: the four main choices, and any other group not at its default."""
     picked = [f"{k}={choices[k]}" for k in MAIN_GROUPS if choices.get(k) is not None]
     picked += [f"{k}={v}" for k, v in choices.items()
                if k not in MAIN_GROUPS and v not in (None, "default") and not k.startswith("hydra")]
-    return f"reglab: {' '.join(picked)} seed={seed} -> {output_dir}"
+    return f"reglab: {' '.join(picked)} seed={seed} -> {shown(output_dir)}"
 
 
 def test_split_note(test_split: str | None) -> str:
@@ -108,11 +116,11 @@ def closing_block(record, output_dir: Path, wandb_dir: Path | None, in_sweep: bo
     if in_sweep:
         return [f"done ({took}): {numbers}"]
     lines = [f"done in {took}: {numbers}", f"  {test_split_note(record.test_split)}",
-             f"  results: {output_dir / 'results.json'}"]
+             f"  results: {shown(output_dir / 'results.json')}"]
     if wandb_dir is not None:
-        lines.append(f"  W&B (offline): {wandb_dir}  (to upload: wandb sync {wandb_dir})")
-    lines.append(f"  next: reglab-report {output_dir}   |   python train.py -m reg=none,l1,l2 seed=0,1,2 "
-                 "(an ablation)")
+        lines.append(f"  W&B run logged offline; to upload it: wandb sync {shown(wandb_dir)}")
+    lines.append(f"  next: reglab-report {shown(output_dir)}   (or an ablation: python train.py -m "
+                 "reg=none,l1,l2 seed=0,1,2)")
     return lines
 
 
@@ -154,8 +162,8 @@ def sweep_summary(sweep: Path, started: float) -> list[str]:
             failed.append(f"{job.name}: {re.sub(r'^[A-Za-z]+Error: ', '', error)}")
     total = len(done) + len(skipped) + len(failed) + len(unfinished)
     lines = [f"sweep: {total} jobs: {len(done)} done, {len(failed)} failed, {len(skipped)} skipped (already "
-             f"complete), {len(unfinished)} unfinished -> {sweep}"]
+             f"complete), {len(unfinished)} unfinished -> {shown(sweep)}"]
     lines += [f"  failed {line}" for line in failed]
     lines += [f"  unfinished {name} (re-run the same command to resume it)" for name in unfinished]
-    lines.append(f"next: reglab-report {sweep}")
+    lines.append(f"next: reglab-report {shown(sweep)}")
     return lines

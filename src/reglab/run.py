@@ -107,7 +107,8 @@ def prepare(cfg: DictConfig) -> RunLabel:
     through here."""
     unselected = drop_unselected(cfg.reg)
     if unselected:
-        log.info("ignoring settings of regularizers this run does not select: %s", ", ".join(unselected))
+        # debug: a study sets every regularizer it sweeps, so each of its jobs ignores most of them
+        log.debug("ignoring settings of regularizers this run does not select: %s", ", ".join(unselected))
     return RunLabel.of(cfg)
 
 

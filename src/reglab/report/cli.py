@@ -5,7 +5,7 @@
 Writes table.md, table.tex (booktabs), table.csv and figures/ (PNG + PDF) into --out (default:
 <first RUN_DIR>/report) and prints the Markdown table. A row is one condition: runs that differ in anything but
 the seed are never pooled; where --by would pool them, the row is split and its label names what differs.
---paper also writes report.md and report.tex with one section per study it finds (see README). --wandb logs the
+--paper also writes report.md and report.tex with one section per study it finds (see docs/studies.md). --wandb logs the
 tables and figures to a W&B run of job_type=report (offline unless an API key is configured)."""
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ def parse_args(argv):
         prog="reglab-report", description=__doc__.splitlines()[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
-               "  reglab-report logs/multiruns/ablation_digits                 the table (mean ± std over seeds), figures\n"
-               "  reglab-report logs/multiruns/l1_sweep --by reg.l1.strength   rows by a swept value\n"
-               "  reglab-report logs/multiruns --paper                         report.md/.tex, a section per study")
+               "  reglab-report logs/multiruns/ablation_digits                the table (mean ± std), figures\n"
+               "  reglab-report logs/multiruns/l1_sweep --by reg.l1.strength  rows by a swept value\n"
+               "  reglab-report logs/multiruns --paper                        report.md/.tex, a section per study")
     parser.add_argument("paths", nargs="+", type=Path, help="run or multirun folders (searched recursively)")
     parser.add_argument("--by", default="reg", help="row variable: a choice (reg, data, model, optim) or a config "
                                                     "path such as reg.l1.strength (default: reg)")
