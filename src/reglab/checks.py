@@ -13,6 +13,7 @@ from reglab.gpu_slots import launcher_choice
 from reglab.identity import RunLabel
 from reglab.optim import check_decoupled_decay, check_optim_config
 from reglab.regularizers import build_regularizers
+from reglab.values import check_early
 
 
 def target_class(cfg, key: str):
@@ -24,38 +25,10 @@ def target_class(cfg, key: str):
         raise ConfigError(f"{key}._target_={target!r}: cannot import it ({type(err).__name__})") from None
 
 
-# Top-level keys conf/train.yaml declares (an experiment file may declare more, e.g. lam).
-TOP_LEVEL_KEYS = ("data", "model", "reg", "optim", "trainer", "logger", "callbacks", "paths", "seed", "study",
-                  "test_ckpt", "small_weight_eps", "tags", "skip_completed", "dry_run", "resume",
-                  "checkpoint_every_n_steps", "optimized_metric", "mc_samples", "compile", "verbose")
-
-
-def check_command_line_keys() -> None:
-    """A top-level key added on the command line (``+seeed=3``) that no config declares is a typo, not a setting."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return
-    for override in HydraConfig.get().overrides.task:
-        key = override.split("=", 1)[0]
-        if key.startswith("+") and "." not in key and key.lstrip("+") not in TOP_LEVEL_KEYS:
-            raise ConfigError(f"{key.lstrip('+')}: not a config key (a typo?); top-level keys are "
-                              f"{sorted(TOP_LEVEL_KEYS)}, and a study file may declare more")
-
-
 def check_values(cfg: DictConfig) -> None:
-    """The config's values, before Lightning is imported (a second or two, not ten): top-level keys, the seed,
-    the epoch budget, the optimizer, the batch split."""
-    check_command_line_keys()
-    seed = cfg.get("seed")
-    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2 ** 32:
-        raise ConfigError(f"seed={seed!r}: must be an integer in [0, 2**32)")
-    epochs, steps = int(cfg.trainer.get("max_epochs", 1)), int(cfg.trainer.get("max_steps", -1) or -1)
-    if epochs < 1 and not (epochs == -1 and steps > 0):
-        raise ConfigError(f"trainer.max_epochs={cfg.trainer.max_epochs}: must be >= 1 (or -1 with "
-                          "trainer.max_steps > 0: a step budget)")
-    if cfg.test_ckpt not in ("last", "best"):
-        raise ConfigError(f"test_ckpt={cfg.test_ckpt!r}: allowed ['last', 'best']")
+    """The config's values, before Lightning is imported: reglab.values' early pass, then the optimizer and the
+    batch split (these import torch)."""
+    check_early(cfg)
     check_optim_config(cfg.optim)
     processes = distributed.processes_per_job(cfg.trainer)
     check_divisible(int(cfg.data.get("batch_size", 1)), processes * int(cfg.trainer.get("num_nodes", 1)))

@@ -23,16 +23,15 @@ from reglab import profiling
 
 profiling.mark("imports_started")
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from reglab import console, distributed, errors
-from reglab.checks import validate
 from reglab.errors import Interrupted, ReglabError
 from reglab.gpu_slots import claim_slot, launcher_choice, launcher_jobs
 from reglab.identity import RunLabel, run_identity
 from reglab.regularizers import drop_unselected
 from reglab.results import RESULTS_FILE, RunRecord, read_results
+from reglab.values import check_early
 
 profiling.mark("imports_done")
 
@@ -124,6 +123,9 @@ def train(cfg: DictConfig) -> dict:
         return previous
     started = time.time()
     try:
+        check_early(cfg)  # about a second after the command: nothing heavy is imported yet
+        from reglab.checks import validate
+
         prebuilt = validate(cfg)
     except ReglabError as err:
         if not cfg.get("dry_run", False) and distributed.global_rank() == 0:
@@ -146,6 +148,8 @@ def train_on_claimed_gpu(cfg: DictConfig, label: RunLabel, prebuilt: tuple) -> d
     """One of N parallel jobs on a node: hold a GPU of its own for the whole run. Without a GPU (tests,
     a CPU node) the slots stand for CPU workers and the job trains on the CPU."""
     gpu = distributed.uses_gpu(cfg.trainer)
+    import torch
+
     n_slots = torch.cuda.device_count() if gpu else launcher_jobs()
     with claim_slot(n_slots, cfg.paths.gpu_lock_dir) as slot:
         log.info("claimed GPU slot %d of %d", slot, n_slots)

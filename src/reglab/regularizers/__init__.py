@@ -1,8 +1,15 @@
 """Regularizer plugins: one class per file, one yaml per class under conf/reg/."""
 
-from reglab.regularizers.base import Regularizer, is_selected, select_parameters
-
 __all__ = ["Regularizer", "is_selected", "select_parameters", "build_regularizers", "drop_unselected"]
+
+
+def __getattr__(name: str):
+    # The base classes import torch; the launcher uses drop_unselected before torch is imported (reglab.values).
+    if name in ("Regularizer", "is_selected", "select_parameters"):
+        from reglab.regularizers import base
+
+        return getattr(base, name)
+    raise AttributeError(name)
 
 
 def drop_unselected(reg_cfg) -> list[str]:
@@ -19,7 +26,7 @@ def drop_unselected(reg_cfg) -> list[str]:
     return dropped
 
 
-def build_regularizers(reg_cfg) -> list[Regularizer]:
+def build_regularizers(reg_cfg) -> list:
     """Instantiate every entry of ``cfg.reg`` (a mapping name -> config with ``_target_``)."""
     from reglab.errors import ConfigError, instantiate
 

@@ -25,7 +25,8 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
-from reglab.errors import ConfigError, is_number
+from reglab.errors import ConfigError
+from reglab.values import non_negative
 
 
 def is_selected(name: str, param: torch.Tensor, include: Sequence[str] = (), exclude: Sequence[str] = (),
@@ -57,8 +58,7 @@ def select_parameters(model: nn.Module, include: Sequence[str] = (), exclude: Se
 
 
 def check_non_negative(owner: str, key: str, value: float | None) -> None:
-    if value is not None and not (is_number(value) and value >= 0):  # also rejects NaN and strings
-        raise ConfigError(f"reg.{owner}.{key}={value!r}: must be a number >= 0")
+    non_negative(f"reg.{owner}.{key}", value)
 
 
 WARMUPS = ("constant", "linear")

@@ -1,10 +1,12 @@
-from reglab.errors import ConfigError, is_number
+from reglab.errors import ConfigError
+from reglab.values import dropout_rate
 from reglab.regularizers.base import Regularizer
 
 
 def _check_rate(key: str, p) -> float:
-    if not is_number(p) or not 0.0 <= float(p) < 1.0:
-        raise ConfigError(f"reg.dropout.{key}={p!r}: a dropout rate must be in [0, 1)")
+    if p is None:
+        raise ConfigError(f"reg.dropout.{key}=None: a dropout rate must be in [0, 1)")
+    dropout_rate(f"reg.dropout.{key}", p)
     return float(p)
 
 
