@@ -16,6 +16,14 @@ NOISE = ("wandb:", "Tip:", "litlogger", "LeafSpec", "smaller than the logging in
          "TPU available", "weights_only", "Seed set to", "`Trainer.fit` stopped", "anonymous setting")
 
 
+def quiet_lines(done: subprocess.CompletedProcess, budget: int) -> list[str]:
+    """The console, checked for the line budget and for every known noise line."""
+    lines = (done.stdout + done.stderr).splitlines()
+    assert len(lines) < budget, "\n".join(lines)
+    assert not [line for line in lines if any(noise in line for noise in NOISE)], "\n".join(lines)
+    return lines
+
+
 def run(*args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in subprocess_environment().items() if k != "WANDB_SILENT"}
     return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=env, capture_output=True,
@@ -25,9 +33,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
 def test_a_first_run_prints_a_header_one_line_per_epoch_and_a_closing_block(tmp_path):
     done = run("data=digits", "reg=elasticnet", "trainer.max_epochs=1", f"hydra.run.dir={tmp_path}")
     assert done.returncode == 0, done.stderr[-3000:]
-    lines = (done.stdout + done.stderr).splitlines()
-    assert len(lines) < 15, "\n".join(lines)
-    assert not [line for line in lines if any(noise in line for noise in NOISE)], "\n".join(lines)
+    lines = quiet_lines(done, budget=15)
     text = "\n".join(lines)
     assert f"reglab: data=digits model=cnn_small reg=elasticnet optim=adamw seed=0 -> {tmp_path}" in text
     assert "epoch 1/1  train/loss" in text and "val/acc" in text
@@ -51,9 +57,7 @@ def test_a_sweep_ends_with_a_summary_of_done_failed_and_skipped_jobs(tmp_path):
             f"hydra.sweep.dir={sweep}"]
     done = run(*args)
     assert done.returncode == 0, done.stderr[-3000:]
-    lines = (done.stdout + done.stderr).splitlines()
-    assert len(lines) < 20, "\n".join(lines)
-    assert not [line for line in lines if any(noise in line for noise in NOISE)], "\n".join(lines)
+    lines = quiet_lines(done, budget=20)
     text = "\n".join(lines)
     assert f"sweep: 2 jobs: 1 done, 1 failed, 0 skipped (already complete), 0 unfinished -> {sweep}" in text
     failed = [line for line in lines if line.startswith("  failed ")]
@@ -62,3 +66,20 @@ def test_a_sweep_ends_with_a_summary_of_done_failed_and_skipped_jobs(tmp_path):
     assert f"next: reglab-report {sweep}" in text
     again = run(*args)
     assert "sweep: 2 jobs: 0 done, 1 failed, 1 skipped (already complete)" in again.stdout + again.stderr
+
+
+def test_help_shows_examples_groups_and_eval_keys():
+    train_help = run("--help")
+    assert train_help.returncode == 0
+    assert "== Examples ==" in train_help.stdout and "python train.py data=digits reg=elasticnet" in train_help.stdout
+    assert "reg: activity, dropconnect, dropout" in train_help.stdout and "--cfg job" in train_help.stdout
+    assert "_target_" not in train_help.stdout  # no config dump
+    eval_help = subprocess.run([sys.executable, str(ROOT / "eval.py"), "--help"], cwd=ROOT, capture_output=True,
+                               text=True, env=subprocess_environment(), timeout=120)
+    assert "mc_samples" in eval_help.stdout and "ckpt" in eval_help.stdout and "reg: " not in eval_help.stdout
+
+
+def test_digits_pairs_with_the_small_cnn_unless_a_model_is_named(make_config):
+    assert make_config("data=digits", fast=False).model.fc_hidden == 128  # cnn_small
+    assert make_config("data=digits", "model=cnn", fast=False).model.fc_hidden == 256
+    assert make_config(fast=False).model.fc_hidden == 256  # CIFAR-10 keeps the CNN

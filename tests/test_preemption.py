@@ -24,6 +24,29 @@ RUN = ["data=digits", "model=cnn_small", "model.widths=[8,16]", "model.fc_hidden
 STEPS_PER_EPOCH = 17
 
 
+def start_until_checkpoint(args: list[str], run_dir):
+    """``train.py args`` in a subprocess, returned once last.ckpt exists (the end of epoch 0)."""
+    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args, f"hydra.run.dir={run_dir}"],
+                               env=subprocess_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 240
+    while not checkpoint.is_file():
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended before it could be signalled"
+        time.sleep(0.01)
+    return process, checkpoint
+
+
+def assert_resumes_exactly(args: list[str], run_dir, expected: dict) -> None:
+    """Re-running the command completes from last.ckpt with the uninterrupted run's final numbers."""
+    resumed = run_cli(*args, f"hydra.run.dir={run_dir}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "completed" and results["resumed_from"].endswith("last.ckpt")
+    for key in ("test/acc", "test/loss", "val/loss", "weights/l1", "weights/l2"):
+        assert results["metrics"][key] == expected["metrics"][key], key  # to the last digit
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("straight")
@@ -36,14 +59,7 @@ def uninterrupted(tmp_path_factory):
 def test_a_signal_checkpoints_at_a_step_marks_the_run_interrupted_and_the_rerun_resumes_exactly(
         tmp_path, uninterrupted, signum):
     run_dir = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *RUN, f"hydra.run.dir={run_dir}"],
-                               env=subprocess_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True)
-    checkpoint = run_dir / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 240
-    while not checkpoint.is_file():  # the end of epoch 0
-        assert process.poll() is None and time.monotonic() < deadline, "the run ended before it could be signalled"
-        time.sleep(0.01)
+    process, checkpoint = start_until_checkpoint(RUN, run_dir)
     sent = time.time()
     process.send_signal(signum)
     stderr = process.communicate(timeout=120)[1]
@@ -55,12 +71,7 @@ def test_a_signal_checkpoints_at_a_step_marks_the_run_interrupted_and_the_rerun_
     assert checkpoint.stat().st_mtime >= sent - 0.01  # written at the signal (a step boundary), not before
     assert STEPS_PER_EPOCH <= step < 8 * STEPS_PER_EPOCH
 
-    resumed = run_cli(*RUN, f"hydra.run.dir={run_dir}")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    results = json.loads((run_dir / "results.json").read_text())
-    assert results["status"] == "completed" and results["resumed_from"].endswith("last.ckpt")
-    for key in ("test/acc", "test/loss", "val/loss", "weights/l1", "weights/l2"):
-        assert results["metrics"][key] == uninterrupted["metrics"][key], key  # to the last digit
+    assert_resumes_exactly(RUN, run_dir, uninterrupted)
     # every epoch once in the CSV log, across the stop and the resume
     import pandas as pd
 
@@ -139,14 +150,7 @@ def test_ddp_ranks_stop_together_at_a_step_and_resume_exactly(tmp_path, uninterr
     preempted): every rank stops after the same step, one checkpoint is written, and the re-run ends with the
     numbers of the uninterrupted DDP run, RNG streams of every rank included."""
     run_dir = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *DDP_RUN, f"hydra.run.dir={run_dir}"],
-                               env=subprocess_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True)
-    checkpoint = run_dir / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 240
-    while not checkpoint.is_file():
-        assert process.poll() is None and time.monotonic() < deadline, "the run ended before it could be signalled"
-        time.sleep(0.01)
+    process, checkpoint = start_until_checkpoint(DDP_RUN, run_dir)
     ranks = child_pids(process.pid)
     assert len(ranks) >= 2
     os.kill(process.pid if target == "launcher" else ranks[-1], signal.SIGTERM)
@@ -158,9 +162,4 @@ def test_ddp_ranks_stop_together_at_a_step_and_resume_exactly(tmp_path, uninterr
     step = torch.load(checkpoint, weights_only=True)["global_step"]
     assert STEPS_PER_EPOCH <= step < 8 * STEPS_PER_EPOCH
 
-    resumed = run_cli(*DDP_RUN, f"hydra.run.dir={run_dir}")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    results = json.loads((run_dir / "results.json").read_text())
-    assert results["status"] == "completed" and results["resumed_from"].endswith("last.ckpt")
-    for key in ("test/acc", "test/loss", "val/loss", "weights/l1", "weights/l2"):
-        assert results["metrics"][key] == uninterrupted_ddp["metrics"][key], key  # to the last digit
+    assert_resumes_exactly(DDP_RUN, run_dir, uninterrupted_ddp)

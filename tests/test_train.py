@@ -40,7 +40,7 @@ def test_digits_run_writes_complete_results(make_config):
     assert REQUIRED_KEYS <= set(results)
     assert results["status"] == "completed" and returned["status"] == "completed"
     assert {k: results["choices"][k] for k in ("data", "model", "reg", "optim")} == {
-        "data": "digits", "model": "cnn", "reg": "l1+dropout", "optim": "adamw"}
+        "data": "digits", "model": "cnn_small", "reg": "l1+dropout", "optim": "adamw"}
     assert results["overrides"] == [o for o in cfg_overrides(results) if not o.startswith("logger")]
     assert results["schema_version"] == 2 and len(results["condition_id"]) == 10
     assert set(FINAL_METRICS) <= set(results["metrics"])
