@@ -4,9 +4,9 @@
       -> how to launch: in this process | on a claimed GPU (hydra/launcher=gpus) | one spawned rank per device
       -> reglab.job.run_job
 
-It knows nothing of Lightning, and imports it (through reglab.job) only once the config's values are checked,
-so a bad value is reported in about two seconds; the job (reglab.job) does the training and never imports this
-module."""
+It knows nothing of Lightning, and imports torch and Lightning only once the config's values are checked
+(reglab.values), so a bad value is reported within a second; the job (reglab.job) does the training and never
+imports this module."""
 
 from __future__ import annotations
 
