@@ -32,7 +32,7 @@ def main() -> None:
     from reglab.atomic import atomic_write
     from reglab.data.bag_of_words import BagOfWordsDataModule
 
-    settings = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "data" / "sst2_bow.yaml"))
+    settings = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "data" / "sst2_bow.yaml").data)
     del settings["_target_"]
     data = BagOfWordsDataModule(**(settings | {"path": args.data, "cache_dir": args.cache_dir}))
     data.setup()

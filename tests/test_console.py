@@ -79,7 +79,10 @@ def test_help_shows_examples_groups_and_eval_keys():
     assert "mc_samples" in eval_help.stdout and "ckpt" in eval_help.stdout and "reg: " not in eval_help.stdout
 
 
-def test_digits_pairs_with_the_small_cnn_unless_a_model_is_named(make_config):
+def test_each_data_set_pairs_with_a_model_that_fits_unless_one_is_named(make_config):
     assert make_config("data=digits", fast=False).model.fc_hidden == 128  # cnn_small
     assert make_config("data=digits", "model=cnn", fast=False).model.fc_hidden == 256
     assert make_config(fast=False).model.fc_hidden == 256  # CIFAR-10 keeps the CNN
+    for data, model in (("sst2", "TransformerClassifier"), ("text_tsv", "TransformerClassifier"),
+                        ("sst2_bow", "LinearClassifier"), ("sparse_logistic", "LinearClassifier")):
+        assert make_config(f"data={data}", fast=False).model._target_.endswith(model), data

@@ -123,7 +123,7 @@ def bow(path, tmp_path, **kwargs):
     from conftest import CONF
     from reglab.data.bag_of_words import BagOfWordsDataModule
 
-    settings = OmegaConf.to_container(OmegaConf.load(CONF / "data" / "sst2_bow.yaml"))
+    settings = OmegaConf.to_container(OmegaConf.load(CONF / "data" / "sst2_bow.yaml").data)
     del settings["_target_"], settings["cache_dir"]
     return BagOfWordsDataModule(**(settings | {"path": str(path), "cache_dir": str(tmp_path / "cache"),
                                                "val_size": 100, "min_df": 1} | kwargs))

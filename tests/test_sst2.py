@@ -69,7 +69,7 @@ def sst2_parquet(tmp_path_factory):
 
 def SST2DataModule(**kwargs) -> TextClassificationDataModule:
     """What data=sst2 builds: conf/data/sst2.yaml's settings, with ``kwargs`` on top."""
-    settings = OmegaConf.to_container(OmegaConf.load(CONF / "data" / "sst2.yaml"))
+    settings = OmegaConf.to_container(OmegaConf.load(CONF / "data" / "sst2.yaml").data)
     del settings["_target_"], settings["cache_dir"]  # cache_dir: ${paths.cache_dir}, resolved by a run
     return TextClassificationDataModule(**(settings | kwargs))
 

@@ -53,7 +53,7 @@ def topics_tsv(tmp_path_factory):
 
 def text_tsv(path, tmp_path, **kwargs) -> TextClassificationDataModule:
     """What data=text_tsv builds: conf/data/text_tsv.yaml's settings, with ``kwargs`` on top."""
-    settings = OmegaConf.to_container(OmegaConf.load(CONF / "data" / "text_tsv.yaml"))
+    settings = OmegaConf.to_container(OmegaConf.load(CONF / "data" / "text_tsv.yaml").data)
     del settings["_target_"], settings["cache_dir"]  # cache_dir: ${paths.cache_dir}, resolved by a run
     return TextClassificationDataModule(**(settings | {"path": None if path is None else str(path),
                                                        "cache_dir": str(tmp_path / "cache"), "vocab_size": 200,
