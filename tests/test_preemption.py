@@ -47,12 +47,15 @@ def assert_resumes_exactly(args: list[str], run_dir, expected: dict) -> None:
         assert results["metrics"][key] == expected["metrics"][key], key  # to the last digit
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("straight")
-    done = run_cli(*RUN, f"hydra.run.dir={run_dir}")
+def run_to_completion(args: list[str], run_dir) -> dict:
+    done = run_cli(*args, f"hydra.run.dir={run_dir}")
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads((run_dir / "results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    return run_to_completion(RUN, tmp_path_factory.mktemp("straight"))
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1])
@@ -138,10 +141,7 @@ def child_pids(pid: int) -> list[int]:
 
 @pytest.fixture(scope="module")
 def uninterrupted_ddp(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("straight_ddp")
-    done = run_cli(*DDP_RUN, f"hydra.run.dir={run_dir}")
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads((run_dir / "results.json").read_text())
+    return run_to_completion(DDP_RUN, tmp_path_factory.mktemp("straight_ddp"))
 
 
 @pytest.mark.parametrize("target", ["launcher", "one_rank"])
