@@ -19,6 +19,7 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from reglab import profiling
+from reglab.errors import preemption_handler
 from reglab.results import to_float
 
 log = logging.getLogger(__name__)
@@ -231,7 +232,6 @@ class GracefulStop(pl.Callback):
     a step before the others, which leaves them waiting in different collectives."""
 
     SIGNALS = ("SIGINT", "SIGUSR1", "SIGUSR2")
-    PREEMPTION = ("SIGUSR1", "SIGUSR2")
 
     def __init__(self):
         self.received: str | None = None
@@ -258,9 +258,7 @@ class GracefulStop(pl.Callback):
 
             def stop(signum, frame, name=name, number=number):
                 self.received = self.received or name
-                previous = self._previous.get(number)
-                if name in self.PREEMPTION and callable(previous):
-                    self.pass_on = previous
+                self.pass_on = preemption_handler(name, self._previous.get(number)) or self.pass_on
                 if self.distributed:
                     self.requested = True
                     return

@@ -142,13 +142,13 @@ class SweepSummary(Callback):
 
 
 def sweep_summary(sweep: Path, started: float) -> list[str]:
-    import json
+    from reglab.results import read_results
 
     done, skipped, failed, unfinished = [], [], [], []
     for job in sorted(p for p in sweep.iterdir() if p.is_dir() and (p / ".hydra").is_dir()) if sweep.is_dir() else []:
         results = job / "results.json"
         try:
-            record = json.loads(results.read_text())
+            record = read_results(results)
         except (OSError, ValueError):
             unfinished.append(job.name)
             continue

@@ -14,6 +14,12 @@ class DivergedError(ReglabError, FloatingPointError):
     """The loss or a penalty became NaN/inf: the run stops at that step (results.json: status diverged)."""
 
 
+def preemption_handler(signal_name: str, previous):
+    """The handler that held a preemption signal (SIGUSR1, SIGUSR2) before reglab's, when it is one to hand the
+    signal on to once the state is saved (submitit's: it requeues the job); else None."""
+    return previous if signal_name in ("SIGUSR1", "SIGUSR2") and callable(previous) else None
+
+
 class Interrupted(BaseException):
     """Training stopped on a signal (``signal_name``) with its state checkpointed: the run is ``interrupted`` and
     re-running the same command resumes it. Not an error of the user's: the CLI exits with 128 + the signal."""

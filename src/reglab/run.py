@@ -224,9 +224,7 @@ class ForwardedSignals:
         name = signal.Signals(signum).name
         hard = name == "SIGINT" and self.name == "SIGINT"
         self.name = self.name or name
-        previous = self._previous.get(signum)
-        if name in ("SIGUSR1", "SIGUSR2") and callable(previous):
-            self.pass_on = previous
+        self.pass_on = errors.preemption_handler(name, self._previous.get(signum)) or self.pass_on
         for process in self.processes:
             if process.is_alive():
                 os.kill(process.pid, signal.SIGKILL if hard else signum)

@@ -1,5 +1,6 @@
 from reglab.errors import ConfigError
 from reglab.regularizers.base import Regularizer, check_non_negative, weighted_l1_l2
+from reglab.values import fraction
 
 
 class ElasticNet(Regularizer):
@@ -21,8 +22,7 @@ class ElasticNet(Regularizer):
             if strength is None or alpha is None:
                 raise ConfigError("reg.elasticnet: give strength and alpha, or l1_strength and l2_strength")
             check_non_negative(self.name, "strength", strength)
-            if not 0.0 <= alpha <= 1.0:
-                raise ConfigError(f"reg.elasticnet.alpha={alpha!r}: must be in [0, 1]")
+            fraction("reg.elasticnet.alpha", alpha)
             l1_strength, l2_strength = strength * alpha, strength * (1.0 - alpha)
         super().__init__(**selection)
         self.l1_strength = float(l1_strength)

@@ -1,5 +1,5 @@
-from reglab.errors import ConfigError
 from reglab.regularizers.base import Regularizer
+from reglab.values import below_one
 
 
 class LabelSmoothing(Regularizer):
@@ -11,8 +11,7 @@ class LabelSmoothing(Regularizer):
     supports_warmup = False
 
     def __init__(self, smoothing: float = 0.1):
-        if not 0.0 <= smoothing < 1.0:
-            raise ConfigError(f"reg.label_smoothing.smoothing={smoothing!r}: must be in [0, 1)")
+        below_one("reg.label_smoothing.smoothing", smoothing)
         super().__init__()
         self.label_smoothing = float(smoothing)
 

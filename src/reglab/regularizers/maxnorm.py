@@ -2,6 +2,7 @@ import torch
 
 from reglab.errors import ConfigError
 from reglab.regularizers.base import Regularizer
+from reglab.values import positive
 
 
 class MaxNorm(Regularizer):
@@ -13,8 +14,9 @@ class MaxNorm(Regularizer):
     supports_warmup = False
 
     def __init__(self, max_norm: float = 3.0, **selection):
-        if not max_norm > 0:
-            raise ConfigError(f"reg.maxnorm.max_norm={max_norm!r}: must be > 0")
+        if max_norm is None:
+            raise ConfigError("reg.maxnorm.max_norm=None: must be a number > 0")
+        positive("reg.maxnorm.max_norm", max_norm)
         super().__init__(**selection)
         self.max_norm = float(max_norm)
 
