@@ -75,12 +75,11 @@ def shape_text(shape) -> str:
     return "x".join(str(int(n)) for n in shape)
 
 
-def decode_images(encoded: list, where: str, mode: str = "RGB", locate: Locate | None = None) -> torch.Tensor:
+def decode_images(encoded: list, where: str, mode: str, locate: Locate) -> torch.Tensor:
     """PNG/JPEG bytes or paths -> (N, C, H, W) uint8 in ``mode``. Runs once per source; the result is cached.
     Every image must have the first one's size: the first that does not is named (its file, or its row)."""
     from PIL import Image
 
-    locate = locate or (lambda row: f"{where} row {row}")
     arrays = []
     for i, item in enumerate(encoded):
         source = item.get("path") if item.get("bytes") is None else io.BytesIO(item["bytes"])
@@ -136,7 +135,7 @@ def check_decoded(decoded: dict, num_classes: int | None, source: str) -> None:
                 f"{reference} split's are {shape_text(shapes[reference])}; every split must have one image size")
 
 
-def dataset_to_tensors(dataset, where: str, mode: str, locate: Locate | None = None
+def dataset_to_tensors(dataset, where: str, mode: str, locate: Locate
                        ) -> tuple[torch.Tensor, torch.Tensor, list[str] | None]:
     """A `datasets.Dataset` in the hub's schema (img/image + label) -> uint8 images, labels, class names (None
     when the labels are plain integers)."""
@@ -157,7 +156,7 @@ def dataset_to_tensors(dataset, where: str, mode: str, locate: Locate | None = N
     label_array = table.column(label_column).combine_chunks()
     if label_array.null_count:
         row = label_array.is_null().to_pylist().index(True)
-        raise DataUnavailableError(f"{(locate or (lambda r: f'{where} row {r}'))(row)}: label is missing")
+        raise DataUnavailableError(f"{locate(row)}: label is missing")
     labels = torch.from_numpy(label_array.to_numpy(zero_copy_only=False).astype(np.int64))
     return decode_images(encoded, where, mode, locate), labels, getattr(feature, "names", None)
 
