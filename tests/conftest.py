@@ -109,6 +109,20 @@ def compose_config(tmp_path: Path, overrides: list[str]):
     return cfg
 
 
+def data_settings(name: str, *overrides: str, model: str | None = None) -> dict:
+    """What ``data=<name>`` (with ``model``, else the model it picks) hands its datamodule, as a run composes it:
+    interpolations resolved, without ``_target_`` and ``cache_dir``."""
+    import tempfile
+
+    from omegaconf import OmegaConf
+
+    cfg = compose_config(Path(tempfile.gettempdir()), [f"data={name}", *([f"model={model}"] if model else []),
+                                                       *overrides])
+    settings = OmegaConf.to_container(cfg.data, resolve=True)
+    del settings["_target_"], settings["cache_dir"]
+    return settings
+
+
 def subprocess_environment() -> dict:
     """Offline, and without this pytest process's W&B service: in-process tests start one and export
     WANDB_SERVICE, and a child that joined it would share its runs (a killed child's run would stay open)."""

@@ -66,7 +66,7 @@ def test_no_optimizer_carries_weight_decay(tmp_path):
     ("reg=l3", "reg=l3: unknown choice; allowed ['activity', 'd"),
     ("reg=[l1,nope]", "reg=nope: unknown choice"),
     ("model=resnet", "model=resnet: unknown choice; allowed ['cnn', 'cnn_small', 'hf_encoder', "),
-    ("optim=lion", "optim=lion: unknown choice; allowed ['adam', 'adamw', 'sgd']"),
+    ("optim=lion", "optim=lion: unknown choice; allowed ['adadelta', 'adam', 'adamw', 'lbfgs', 'sgd']"),
 ])
 def test_unknown_group_choice_is_one_line_before_anything_loads(tmp_path, override, message):
     import time

@@ -83,6 +83,12 @@ def test_each_data_set_pairs_with_a_model_that_fits_unless_one_is_named(make_con
     assert make_config("data=digits", fast=False).model.fc_hidden == 128  # cnn_small
     assert make_config("data=digits", "model=cnn", fast=False).model.fc_hidden == 256
     assert make_config(fast=False).model.fc_hidden == 256  # CIFAR-10 keeps the CNN
-    for data, model in (("sst2", "TransformerClassifier"), ("text_tsv", "TransformerClassifier"),
+    for data, model in (("sst2", "TextCNN"), ("text", "TextCNN"), ("text_tsv", "TextCNN"),
                         ("sst2_bow", "LinearClassifier"), ("sparse_logistic", "LinearClassifier")):
         assert make_config(f"data={data}", fast=False).model._target_.endswith(model), data
+    # the tokens follow the model: Kim's words for text_cnn, WordPiece for the Transformer; text_bow brings L-BFGS
+    assert make_config("data=sst2", fast=False).data.tokenizer == "words"
+    assert make_config("data=sst2", "model=transformer", fast=False).data.tokenizer == "wordpiece"
+    bow = make_config("data=text_bow", fast=False)
+    assert bow.model._target_.endswith("LinearClassifier") and bow.optim._target_ == "torch.optim.LBFGS"
+    assert bow.data.batch_size == "full"

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from conftest import run_cli
+from conftest import data_settings, run_cli
 from reglab.data.sparse_logistic import SparseLogisticDataModule
 from reglab.errors import ConfigError
 from reglab.models.linear import LinearClassifier
@@ -123,8 +123,7 @@ def bow(path, tmp_path, **kwargs):
     from conftest import CONF
     from reglab.data.bag_of_words import BagOfWordsDataModule
 
-    settings = OmegaConf.to_container(OmegaConf.load(CONF / "data" / "sst2_bow.yaml").data)
-    del settings["_target_"], settings["cache_dir"]
+    settings = data_settings("sst2_bow")
     return BagOfWordsDataModule(**(settings | {"path": str(path), "cache_dir": str(tmp_path / "cache"),
                                                "val_size": 100, "min_df": 1} | kwargs))
 
@@ -158,7 +157,7 @@ def test_bag_of_words_stays_sparse_and_fits_its_vocabulary_on_train_only(sentime
 
 @pytest.mark.slow
 def test_prox_l1_on_bag_of_words_lists_its_sentiment_words_by_name(sentiment_tsv, tmp_path):
-    done = run_cli("data=sst2_bow", f"data.path={sentiment_tsv}", "data.val_size=100", "model=linear",
+    done = run_cli("data=sst2_bow", f"data.path={sentiment_tsv}", "data.val_size=100", "model=linear", "optim=adamw",
                    "reg=prox_l1", "reg.prox_l1.strength=3e-3", "optim.lr=0.05", "trainer.max_epochs=15",
                    "data.batch_size=32", "logger=csv", f"paths.cache_dir={tmp_path / 'cache'}",
                    f"hydra.run.dir={tmp_path / 'run'}")

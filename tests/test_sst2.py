@@ -10,7 +10,7 @@ import torch
 
 from omegaconf import OmegaConf
 
-from conftest import CONF, ROOT
+from conftest import CONF, ROOT, data_settings
 from reglab.data import tokenizer as tokenizer_module
 from reglab.data.batching import TrainBatches
 from reglab.data.text import TextClassificationDataModule
@@ -68,9 +68,8 @@ def sst2_parquet(tmp_path_factory):
 
 
 def SST2DataModule(**kwargs) -> TextClassificationDataModule:
-    """What data=sst2 builds: conf/data/sst2.yaml's settings, with ``kwargs`` on top."""
-    settings = OmegaConf.to_container(OmegaConf.load(CONF / "data" / "sst2.yaml").data)
-    del settings["_target_"], settings["cache_dir"]  # cache_dir: ${paths.cache_dir}, resolved by a run
+    """What data=sst2 builds with the Transformer (WordPiece tokens), with ``kwargs`` on top."""
+    settings = data_settings("sst2", model="transformer")
     return TextClassificationDataModule(**(settings | kwargs))
 
 
@@ -102,7 +101,7 @@ def test_parquet_with_labelled_test(sst2_parquet, tmp_path):
 
 @pytest.mark.parametrize("bad_row,line,message", [
     ("a fine film\t2", 4, "label '2' is not 0 or 1"),
-    ("a fine film\t", 3, "is not 0 or 1"),
+    ("a fine film\t", 3, "no label"),
     ("\t1", 5, "empty sentence"),
 ])
 def test_bad_rows_name_file_and_line(tmp_path, bad_row, line, message):
@@ -121,7 +120,8 @@ def test_missing_files_and_paths(tmp_path):
         SST2DataModule(path=str(tmp_path / "nope"))
     (tmp_path / "only").mkdir()
     write_tsv(tmp_path / "only" / "train.tsv", synthetic_rows(4, 0))
-    with pytest.raises(DataUnavailableError, match="dev/validation"):
+    # no dev file: validation is carved from train, and 5,000 of 4 rows cannot be
+    with pytest.raises(ConfigError, match=r"data.val_size=5000: must leave training examples; the train split has 4"):
         datamodule(tmp_path / "only", tmp_path).setup()
 
 

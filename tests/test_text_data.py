@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import CONF, FAST, run_cli
+from conftest import CONF, FAST, data_settings, run_cli
 from reglab.data.batching import TrainBatches
 from reglab.data.text import TextClassificationDataModule
 from reglab.errors import ConfigError, DataUnavailableError
@@ -52,9 +52,8 @@ def topics_tsv(tmp_path_factory):
 
 
 def text_tsv(path, tmp_path, **kwargs) -> TextClassificationDataModule:
-    """What data=text_tsv builds: conf/data/text_tsv.yaml's settings, with ``kwargs`` on top."""
-    settings = OmegaConf.to_container(OmegaConf.load(CONF / "data" / "text_tsv.yaml").data)
-    del settings["_target_"], settings["cache_dir"]  # cache_dir: ${paths.cache_dir}, resolved by a run
+    """What data=text_tsv builds with the Transformer (WordPiece tokens), with ``kwargs`` on top."""
+    settings = data_settings("text_tsv", model="transformer")
     return TextClassificationDataModule(**(settings | {"path": None if path is None else str(path),
                                                        "cache_dir": str(tmp_path / "cache"), "vocab_size": 200,
                                                        "batch_size": 16, "max_length": 32} | kwargs))

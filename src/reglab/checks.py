@@ -31,7 +31,8 @@ def check_values(cfg: DictConfig) -> None:
     check_early(cfg)
     check_optim_config(cfg.optim)
     processes = distributed.processes_per_job(cfg.trainer)
-    check_divisible(int(cfg.data.get("batch_size", 1)), processes * int(cfg.trainer.get("num_nodes", 1)))
+    if cfg.data.get("batch_size", 1) != "full":
+        check_divisible(int(cfg.data.get("batch_size", 1)), processes * int(cfg.trainer.get("num_nodes", 1)))
     if launcher_choice() == "gpus" and processes > 1:
         raise ConfigError(f"trainer.devices={cfg.trainer.devices}: hydra/launcher=gpus runs one single-GPU job "
                           "per GPU; use trainer=gpu with it, or trainer=ddp without it")

@@ -17,10 +17,14 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
+from reglab.fit import NOT_MEANINGFUL, underfit_reason
+
 VERBOSE = False  # set from the config's ``verbose`` by reglab.run before anything is logged
 
 # Warnings known to be harmless here, each with why.
 HARMLESS_WARNINGS = (
+    # torch's notice that sparse invariant checks are off: bag-of-words batches are built valid (coalesced).
+    r"Sparse invariant checks are implicitly disabled",
     # Lightning 2.6 calling a torch API deprecated in 2.13; nothing a user can change.
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
     # Small data sets: reglab logs epoch-level metrics, so a logging interval longer than an epoch loses nothing.
@@ -102,6 +106,8 @@ def header(choices: dict, seed: int, output_dir: Path) -> str:
 def test_split_note(test_split: str | None) -> str:
     if test_split == "validation":
         return "this data has no labelled test split, so test/* is measured on the validation split (= val/*)"
+    if test_split and test_split.startswith("fold"):
+        return f"test/* is measured on the held-out {test_split}"
     if test_split and test_split != "test":
         return f"test/* is measured on the {test_split} split"
     return "test/* is measured on the held-out test split"
@@ -113,10 +119,14 @@ def closing_block(record, output_dir: Path, wandb_dir: Path | None, in_sweep: bo
     keys = [k for k in ("test/acc", "val/acc", "gen_gap", "mc/ece") if k in metrics]
     numbers = " ".join(f"{k}={fmt(metrics[k])}" for k in keys)
     took = f"{record.wall_time_s:.1f} s" if record.wall_time_s else ""
+    underfit = underfit_reason(metrics, record.history)
     if in_sweep:
-        return [f"done ({took}): {numbers}"]
-    lines = [f"done in {took}: {numbers}", f"  {test_split_note(record.test_split)}",
-             f"  results: {shown(output_dir / 'results.json')}"]
+        return [f"done ({took}): {numbers}" + (f"  UNDERFITS: {underfit}" if underfit else "")]
+    lines = [f"done in {took}: {numbers}", f"  {test_split_note(record.test_split)}"]
+    if underfit:
+        lines.append(f"  this run underfits: {underfit}; {NOT_MEANINGFUL} (train longer, raise optim.lr, or "
+                     "use a larger model)")
+    lines.append(f"  results: {shown(output_dir / 'results.json')}")
     if wandb_dir is not None:
         lines.append(f"  W&B run logged offline; to upload it: wandb sync {shown(wandb_dir)}")
     lines.append(f"  next: reglab-report {shown(output_dir)}   (or an ablation: python train.py -m "
@@ -144,7 +154,7 @@ class SweepSummary(Callback):
 def sweep_summary(sweep: Path, started: float) -> list[str]:
     from reglab.results import read_results
 
-    done, skipped, failed, unfinished = [], [], [], []
+    done, skipped, failed, unfinished, underfit = [], [], [], [], []
     for job in sorted(p for p in sweep.iterdir() if p.is_dir() and (p / ".hydra").is_dir()) if sweep.is_dir() else []:
         results = job / "results.json"
         try:
@@ -155,6 +165,8 @@ def sweep_summary(sweep: Path, started: float) -> list[str]:
         status = record.get("status")
         if status == "completed":
             (done if results.stat().st_mtime >= started else skipped).append(job.name)
+            if reason := underfit_reason(record.get("metrics"), record.get("history")):
+                underfit.append(f"{job.name}: {reason}")
         elif status == "interrupted":
             unfinished.append(job.name)
         else:
@@ -165,5 +177,9 @@ def sweep_summary(sweep: Path, started: float) -> list[str]:
              f"complete), {len(unfinished)} unfinished -> {shown(sweep)}"]
     lines += [f"  failed {line}" for line in failed]
     lines += [f"  unfinished {name} (re-run the same command to resume it)" for name in unfinished]
+    lines += [f"  underfits {line}" for line in underfit]
+    if underfit:
+        lines.append(f"  {len(underfit)} of {len(done) + len(skipped)} completed jobs underfit; {NOT_MEANINGFUL} "
+                     "(train longer, raise optim.lr, or use a larger model)")
     lines.append(f"next: reglab-report {shown(sweep)}")
     return lines

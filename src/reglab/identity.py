@@ -22,7 +22,8 @@ LAUNCH_KEYS = ("paths", "dry_run", "skip_completed", "resume", "checkpoint_every
 # the global batch fixes the science, not these; the progress bar is only what the console shows
 TRAINER_LAUNCH_KEYS = ("devices", "strategy", "num_nodes", "enable_progress_bar")
 # Dotted keys (and everything under them) that never tell two conditions apart.
-NOT_CONDITION = ("seed", "study", "tags", "logger", "mc_samples", "compile", "data.num_workers",
+# A cross-validation fold (data.fold) is a replicate, as a seed is: runs of every fold pool into one condition.
+NOT_CONDITION = ("seed", "data.fold", "study", "tags", "logger", "mc_samples", "compile", "data.num_workers",
                  "data.device_resident", "data.eval_batch_size", "trainer.accelerator",
                  "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
                  "trainer.default_root_dir", *LAUNCH_KEYS, *(f"trainer.{k}" for k in TRAINER_LAUNCH_KEYS))

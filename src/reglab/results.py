@@ -71,7 +71,7 @@ class RunRecord:
     choices: dict  # Hydra's own group choices (model=cnn_small stays cnn_small)
     overrides: list
     seed: int
-    condition_id: str  # equal for the seeds of one condition (reglab.identity)
+    condition_id: str  # equal for the seeds (and cross-validation folds) of one condition (reglab.identity)
     config: dict  # the resolved config
     output_dir: str
     started_at: float
@@ -79,6 +79,7 @@ class RunRecord:
     git_commit: str | None = None
     versions: dict | None = None
     torch_threads: int | None = None
+    fold: int | None = None  # data.fold: the cross-validation fold tested on (a replicate, as the seed is)
     device_slot: int | None = None  # hydra/launcher=gpus: the GPU (or CPU worker) slot this job held
     resumed_from: str | None = None
     error: str | None = None
@@ -108,6 +109,7 @@ class RunRecord:
         config = OmegaConf.to_container(cfg, resolve=True)
         return cls(status=status, study=cfg.get("study"), choices=label.choices, overrides=list(label.overrides),
                    seed=int(cfg.seed), condition_id=condition_id(config), config=config,
+                   fold=(config.get("data") or {}).get("fold"),
                    output_dir=str(cfg.paths.output_dir), started_at=time.time() if started is None else started)
 
     @classmethod

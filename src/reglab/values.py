@@ -84,6 +84,7 @@ def check_early(cfg: DictConfig) -> None:
             dropout_rate(f"reg.{name}.rates.{site}", rate)
     positive("optim.lr", (cfg.get("optim") or {}).get("lr"))
     batch_size = (cfg.get("data") or {}).get("batch_size")
-    if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool)
-                                   or batch_size < 1):
-        raise ConfigError(f"data.batch_size={batch_size!r}: must be > 0")
+    if batch_size is not None and batch_size != "full" and (not isinstance(batch_size, int)
+                                                            or isinstance(batch_size, bool) or batch_size < 1):
+        raise ConfigError(f"data.batch_size={batch_size!r}: must be > 0, or 'full' (the whole training split: "
+                          "full-batch optimizers such as optim=lbfgs)")

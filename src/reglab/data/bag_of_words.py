@@ -54,16 +54,13 @@ class BagOfWordsDataModule(TextClassificationDataModule):
     input_kind = "features"
 
     def __init__(self, weighting: str = "tfidf", min_df: int = 2, max_features: int | None = None,
-                 ngram_max: int = 1, carve_val: bool = False, val_size: int = 5000, val_seed: int = 0, **text):
+                 ngram_max: int = 1, **text):
         super().__init__(**text)
         if weighting not in WEIGHTINGS:
             raise ConfigError(f"data.weighting={weighting!r}: allowed {list(WEIGHTINGS)}")
-        if not isinstance(carve_val, bool):
-            raise ConfigError(f"data.carve_val={carve_val!r}: must be true or false")
         self.weighting, self.min_df, self.ngram_max = weighting, check_int("min_df", min_df), check_int(
             "ngram_max", ngram_max)
         self.max_features = None if max_features is None else check_int("max_features", max_features)
-        self.carve_val, self.val_size, self.val_seed = carve_val, check_int("val_size", val_size), int(val_seed)
         self.feature_names: list[str] | None = None
 
     def vectorizer_settings(self) -> dict:
@@ -74,7 +71,7 @@ class BagOfWordsDataModule(TextClassificationDataModule):
         """Fitted on ``texts`` once per (data, carve, settings), pickled under the cache dir, written atomically."""
         from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 
-        key = json.dumps([fingerprint, self.carve_val, self.val_size, self.val_seed, self.vectorizer_settings()])
+        key = json.dumps([fingerprint, self.split_key(), self.vectorizer_settings()])
         path = self.cache_dir / "vectorizers" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.pkl"
         if path.is_file():
             try:
@@ -94,20 +91,8 @@ class BagOfWordsDataModule(TextClassificationDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits is not None:
             return
-        text, fingerprint = self.read_text()
-        train_texts, train_labels = text["train"]
-        test = text.get("test") if text.get("test", (None, None))[1] is not None else None
-        if self.carve_val:
-            if not 0 < self.val_size < len(train_labels):
-                raise ConfigError(f"data.val_size={self.val_size}: must be between 1 and {len(train_labels) - 1}")
-            order = torch.randperm(len(train_labels), generator=torch.Generator().manual_seed(self.val_seed))
-            val_index, train_index = order[:self.val_size].tolist(), order[self.val_size:].tolist()
-            val = ([train_texts[i] for i in val_index], [train_labels[i] for i in val_index])
-            train = ([train_texts[i] for i in train_index], [train_labels[i] for i in train_index])
-            test, self._test_split = (test, "test") if test else (text["validation"], "validation (held out)")
-        else:
-            train, val = (train_texts, train_labels), text["validation"]
-            test, self._test_split = (test, "test") if test else (val, "validation")
+        text, fingerprint = self.split_text()
+        train, val, test = text["train"], text["validation"], text["test"]
         vectorizer = self.load_vectorizer(train[0], fingerprint)
         self.feature_names = [str(name) for name in vectorizer.get_feature_names_out()]
 

@@ -60,7 +60,8 @@ class ClassificationDataModule(pl.LightningDataModule):
         self.train_size, self.subset_seed = train_size, check_subset_seed(subset_seed)
         # One key switches augmentation off in every study, also where a data set has none to switch off.
         self.augment = bool(augment)
-        self.batch_size = check_int("batch_size", batch_size)
+        # "full": one batch of the whole training split per step (full-batch methods: optim=lbfgs)
+        self.batch_size = None if batch_size == "full" else check_int("batch_size", batch_size)
         self.eval_batch_size = check_int("eval_batch_size", eval_batch_size)
         self.num_workers = check_int("num_workers", num_workers, minimum=0)
         self.train_eval_size = check_int("train_eval_size", train_eval_size)
@@ -103,7 +104,9 @@ class ClassificationDataModule(pl.LightningDataModule):
 
     # -- loaders -----------------------------------------------------------------------------------------------
     def train_sampler(self, rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu") -> TrainBatches:
-        return TrainBatches(len(self.batch_dataset("train")), self.batch_size, self.seed, rank, world_size,
+        n_train = len(self.batch_dataset("train"))
+        batch_size = self.batch_size or -(-n_train // world_size) * world_size  # full: one step per epoch
+        return TrainBatches(n_train, batch_size, self.seed, rank, world_size,
                             lengths=self.train_lengths(), device=device)
 
     def eval_sampler(self, dataset: Dataset, device: torch.device | str = "cpu") -> EvalBatches:

@@ -4,11 +4,12 @@ subset, and the class-stratified training subset behind ``data.train_size``."""
 from __future__ import annotations
 
 import os
+import re
 
 from reglab.network import reachable
 
 SPLIT_ALIASES = {"train": "train", "validation": "validation", "valid": "validation", "val": "validation",
-                 "dev": "validation", "test": "test"}
+                 "dev": "validation", "test": "test", "training": "train", "testing": "test"}
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
@@ -19,9 +20,9 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def split_of(name: str) -> str | None:
-    """'train-00000-of-00001.parquet' -> 'train'; 'val.parquet' -> 'validation'; 'dev.tsv' -> 'validation'."""
-    stem = name.split(".")[0].lower()
-    for token in (stem, stem.split("-")[0], stem.split("_")[0]):
+    """The split a file name names anywhere in it, between separators: 'train-00000-of-00001.parquet' -> 'train';
+    'qc.train.all' and 'train.txt' -> 'train'; 'reviews-dev.jsonl' -> 'validation'; 'rt-polarity.all' -> None."""
+    for token in re.split(r"[^a-z0-9]+", name.lower()):
         if token in SPLIT_ALIASES:
             return SPLIT_ALIASES[token]
     return None
@@ -43,7 +44,7 @@ def check_subset_seed(value) -> int:
     return value
 
 
-def subset_count(train_size, n_train: int | None = None) -> int | None:
+def subset_count(train_size, n_train: int | None = None, key: str = "data.train_size") -> int | None:
     """``data.train_size`` as a count of training examples: None (all), a count >= 1, or a fraction in (0, 1].
     Without ``n_train`` (before any data is read) only the form is checked."""
     from reglab.errors import ConfigError
@@ -52,13 +53,13 @@ def subset_count(train_size, n_train: int | None = None) -> int | None:
         return None
     allowed = "allowed: null (all), a count >= 1, or a fraction in (0, 1]"
     if isinstance(train_size, bool) or not isinstance(train_size, (int, float)):
-        raise ConfigError(f"data.train_size={train_size!r}: {allowed}")
+        raise ConfigError(f"{key}={train_size!r}: {allowed}")
     if isinstance(train_size, float) and not (train_size > 1 and train_size.is_integer()):
         if not 0 < train_size <= 1:
-            raise ConfigError(f"data.train_size={train_size!r}: {allowed}")
+            raise ConfigError(f"{key}={train_size!r}: {allowed}")
         return None if n_train is None else max(1, round(train_size * n_train))
     if train_size < 1 or (n_train is not None and train_size > n_train):
-        raise ConfigError(f"data.train_size={train_size!r}: {allowed}"
+        raise ConfigError(f"{key}={train_size!r}: {allowed}"
                           + (f"; the train split has {n_train}" if n_train is not None else ""))
     return int(train_size)
 

@@ -18,23 +18,27 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
 
 from reglab.data.base import ClassificationDataModule, check_data_path, check_int, or_list
-from reglab.data.sources import SPLIT_ALIASES, hub_reachable, split_of, train_eval_index, training_subset
+from reglab.data.sources import (SPLIT_ALIASES, hub_reachable, split_of, stratified_subset, subset_count,
+                                  train_eval_index, training_subset)
+from reglab.data.text_layouts import Columns, TextFile, label_name, layout_of
 from reglab.data.tokenizer import load_tokenizer
 from reglab.errors import ConfigError, DataUnavailableError
 
 log = logging.getLogger(__name__)
 
-TEXT_SUFFIXES = (".tsv", ".parquet")
 NO_LABEL = ("-1", "")  # a split whose every label is one of these is unlabelled
 TEXT_SPLITS = {"train": "train", "val": "validation", "test": "test"}
+UNSPLIT = "all"  # the pool of files whose names carry no split: cross-validation folds are cut from it
+# Files that sit beside data and are never data (a saved data set's own json files included).
+NOT_DATA_SUFFIXES = (".md", ".rst", ".py", ".sh", ".json", ".yaml", ".yml", ".pdf", ".html", ".zip", ".gz", ".tgz",
+                     ".tar", ".bz2", ".xz", ".arrow", ".pkl", ".pt", ".ckpt", ".lock", ".log")
+NOT_DATA_NAMES = ("readme", "license", "licence", "changelog", "citation", "notice", "makefile")
 
 
 class TokenBatchDataset(Dataset):
@@ -55,16 +59,6 @@ class TokenBatchDataset(Dataset):
 
     def subset(self, index: torch.Tensor) -> "TokenBatchDataset":
         return TokenBatchDataset(self.ids[index], self.lengths[index], self.labels[index])
-
-
-def label_name(value) -> str:
-    """A label as the label set holds it: 1, 1.0, '1' and ' 1 ' are all '1'; names stay as written."""
-    text = str(value).strip()
-    try:
-        number = float(text)
-    except ValueError:
-        return text
-    return str(int(number)) if number.is_integer() else text
 
 
 def sorted_labels(names) -> list[str]:
@@ -89,15 +83,40 @@ def configured_labels(labels) -> list[str] | None:
     return names
 
 
-@dataclass
-class TextFile:
-    """The rows of one file (or hub split) as read: texts and label names ('' where it has no label column),
-    and where they came from, for errors that name a file and line."""
+def pick(texts: list[str], labels: list[int], index: list[int]) -> tuple[list[str], list[int]]:
+    return [texts[i] for i in index], [labels[i] for i in index]
 
-    where: str
-    first_line: int  # the line (or row number) of the first row
-    texts: list
-    labels: list[str]
+
+def check_val_size(value) -> int | float:
+    """``data.val_size``: a count >= 1 or a fraction in (0, 1); checked against the split once it is read."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            0 < value < 1 or (value >= 1 and float(value).is_integer())):
+        raise ConfigError(f"data.val_size={value!r}: allowed a count >= 1 or a fraction in (0, 1)")
+    return value
+
+
+def check_folds(cv_folds, fold) -> tuple[int | None, int | None]:
+    """``data.cv_folds`` (null, or k >= 2) and ``data.fold`` (0 .. k-1, only with cv_folds)."""
+    if cv_folds is None:
+        if fold is not None:
+            raise ConfigError(f"data.fold={fold!r}: needs data.cv_folds (k-fold cross-validation), e.g. "
+                              "data.cv_folds=10")
+        return None, None
+    folds = check_int("cv_folds", cv_folds, minimum=2)
+    if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < folds:
+        raise ConfigError(f"data.fold={fold!r}: must be an integer in 0..{folds - 1} (data.cv_folds={folds})")
+    return folds, fold
+
+
+def stratified_folds(labels: list[int], k: int, seed: int) -> torch.Tensor:
+    """Each example's fold in 0..k-1: every class spread evenly over the folds (sizes within one of each other),
+    fixed by ``seed`` alone, so every condition and seed of a study sees the same folds."""
+    labels = torch.as_tensor(labels)
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(int(seed)))
+    grouped = order[torch.argsort(labels[order], stable=True)]  # class by class, shuffled within each
+    folds = torch.empty(len(labels), dtype=torch.long)
+    folds[grouped] = torch.arange(len(labels)) % k
+    return folds
 
 
 def is_labelled(files: list[TextFile]) -> bool:
@@ -111,23 +130,33 @@ class TextClassificationDataModule(ClassificationDataModule):
                  text_column: str = "text", label_column: str = "label", labels: list | None = None,
                  num_classes: int | None = None, cache_dir: str = ".cache", tokenizer: str = "wordpiece",
                  vocab_size: int = 8000, lowercase: bool = True, max_length: int = 64, batch_size: int = 64,
-                 eval_batch_size: int = 256, sort_by_length: bool = True, **shared):
+                 eval_batch_size: int = 256, sort_by_length: bool = True, val_size: int | float = 0.1,
+                 val_seed: int = 0, carve_val: bool = False, cv_folds: int | None = None, fold: int | None = None,
+                 **shared):
         super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, **shared)
         check_data_path(path)
         if path is None and not hub_name:
-            raise ConfigError("data.path=None: required, a folder of train.tsv and dev.tsv or validation.tsv "
-                              "(optional test.tsv), or parquet files named by split; or give data.hub_name")
+            raise ConfigError("data.path=None: required, a folder of text files named by split (train, dev or "
+                              "validation, test; any layout: TSV/CSV with a header, 'label text' lines, fastText, "
+                              "JSON lines, parquet), or one unsplit file with data.cv_folds; or give data.hub_name")
         self.max_length, self.vocab_size = check_int("max_length", max_length), check_int("vocab_size", vocab_size)
         self.path = Path(path) if path is not None else None
         self.hub_name, self.hub_config, self.cache_dir = hub_name, hub_config, Path(cache_dir)
-        self.text_column, self.label_column = str(text_column), str(label_column)
+        self.columns = Columns(str(text_column), str(label_column))
+        self.text_column, self.label_column = self.columns.text, self.columns.label
         self.labels = configured_labels(labels)
         self.num_classes = None if num_classes is None else check_int("num_classes", num_classes, minimum=2)
         if self.labels is not None and self.num_classes is not None and len(self.labels) != self.num_classes:
             raise ConfigError(f"data.num_classes={self.num_classes}: data.labels lists {len(self.labels)} labels "
                               f"{self.labels}")
         self.tokenizer_name, self.lowercase, self.sort_by_length = tokenizer, bool(lowercase), bool(sort_by_length)
+        self.val_size, self.val_seed = check_val_size(val_size), check_int("val_seed", val_seed, minimum=0)
+        if not isinstance(carve_val, bool):
+            raise ConfigError(f"data.carve_val={carve_val!r}: must be true or false")
+        self.carve_val = carve_val
+        self.cv_folds, self.fold = check_folds(cv_folds, fold)
         self.class_names: list[str] | None = None  # the label set in class order, once read
+        self.split_notes: list[str] = []  # how the splits were made, for the log and results.json
 
     @property
     def source(self) -> str:
@@ -138,26 +167,17 @@ class TextClassificationDataModule(ClassificationDataModule):
 
     # -- reading ------------------------------------------------------------------------------------------------
     def read_file(self, path: Path) -> TextFile:
-        """One TSV or parquet file. TSVs are read with quoting off: SST-2 sentences contain `"`."""
-        from datasets import load_dataset
+        """One file in whatever layout it has (reglab.data.text_layouts)."""
+        try:
+            file = layout_of(path, self.columns).read(path, self.columns)
+        except OSError as err:
+            raise DataUnavailableError(f"{path}: cannot read: {err.strerror or err}") from None
+        if not file.texts:
+            raise DataUnavailableError(f"{path}: holds no examples")
+        return file
 
-        # A throwaway Hugging Face cache: the texts are taken out at once, and a local file needs no cache (nor a
-        # writable cache_dir) to be read.
-        with tempfile.TemporaryDirectory(prefix="reglab-hf-") as hf_cache:
-            try:
-                if path.suffix == ".tsv":
-                    # quoting=3 (QUOTE_NONE): otherwise a `"` silently merges rows
-                    data = load_dataset("csv", data_files=str(path), delimiter="\t", quoting=3, split="train",
-                                        keep_default_na=False, na_filter=False, cache_dir=hf_cache)
-                    first_line = 2  # after the header
-                else:
-                    data = load_dataset("parquet", data_files=str(path), split="train", cache_dir=hf_cache)
-                    first_line = 1
-            except Exception as err:
-                raise DataUnavailableError(f"{path}: cannot read: {err}") from None
-            return self.text_file(data, str(path), first_line)
-
-    def text_file(self, data, where: str, first_line: int) -> TextFile:
+    def text_file(self, data, where: str) -> TextFile:
+        """A hub (or saved) split as read."""
         if self.text_column not in data.column_names:
             raise DataUnavailableError(f"{where}: expected a {self.text_column!r} column (data.text_column), "
                                        f"found {data.column_names}")
@@ -166,32 +186,74 @@ class TextClassificationDataModule(ClassificationDataModule):
             raise DataUnavailableError(f"{where}: split is empty")
         has_labels = self.label_column in data.column_names
         labels = [label_name(label) for label in data[self.label_column]] if has_labels else [""] * len(texts)
-        return TextFile(where, first_line, texts, labels)
+        return TextFile(where, texts, labels, list(range(1, len(texts) + 1)))
+
+    def data_files(self) -> dict[str, list[Path]]:
+        """split -> its files under data.path. A file's split is a split name anywhere in its name
+        (``qc.train.all``, ``reviews-test.jsonl``); files with no split name form one unsplit pool. One folder
+        holds one layout."""
+        found: dict[str, list[Path]] = {}
+        layouts: dict[str, Path] = {}
+        for path in sorted(self.path.rglob("*")):
+            relative = path.relative_to(self.path)
+            if (not path.is_file() or any(part.startswith(".") for part in relative.parts)
+                    or path.suffix.lower() in NOT_DATA_SUFFIXES
+                    or path.name.lower().split(".")[0] in NOT_DATA_NAMES):
+                continue
+            layout = layout_of(path, self.columns).name
+            layouts.setdefault(layout, path)
+            if len(layouts) > 1:
+                (first, first_path), (other, other_path) = list(layouts.items())[:2]
+                raise DataUnavailableError(f"{other_path}: layout {other}, but {first_path} is {first}; one folder "
+                                           "holds one layout (move the other files out)")
+            found.setdefault(split_of(path.name) or UNSPLIT, []).append(path)
+        if not found:
+            raise DataUnavailableError(f"{self.source}: no data files (any of: TSV/CSV with a header, "
+                                       "'label text' lines, fastText, JSON lines, parquet)")
+        if UNSPLIT in found and len(found) > 1:
+            raise DataUnavailableError(f"{found[UNSPLIT][0]}: no split name (train, dev/val/validation, test) in "
+                                       f"its file name, beside files that have one ({found[next(s for s in found if s != UNSPLIT)][0].name}); "
+                                       "rename it or move it out")
+        return found
 
     def read_files(self) -> tuple[dict[str, list[TextFile]], str]:
         """split -> its files as read, and a fingerprint of the source for the tokenizer cache."""
+        if self.path is not None and (self.path / "dataset_dict.json").is_file():
+            return self.read_saved(self.path)
         if self.path is not None:
-            found: dict[str, list[Path]] = {}
-            for path in sorted(self.path.rglob("*")):
-                if path.suffix in TEXT_SUFFIXES and (split := split_of(path.name)) is not None:
-                    found.setdefault(split, []).append(path)
-            if "train" not in found or "validation" not in found:
-                raise DataUnavailableError(f"{self.source}: need train and dev/validation files (.tsv or .parquet), "
-                                           f"found {sorted(found) or 'none'}")
-            stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in found["train"]]
+            found = self.data_files()
+            stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for paths in found.values() for p in paths]
             fingerprint = hashlib.sha1(json.dumps([stats, self.text_column]).encode()).hexdigest()[:16]
             return {split: [self.read_file(p) for p in paths] for split, paths in found.items()}, fingerprint
+        if Path(self.hub_name).is_dir():
+            return self.read_saved(Path(self.hub_name))
         if not hub_reachable():
             raise DataUnavailableError(
                 f"{self.source}: the Hugging Face hub is unreachable. Give a local folder with data.path=DIR "
-                f"(train.tsv and dev.tsv, header '{self.text_column}<TAB>{self.label_column}'), or parquet files "
-                "named by split.")
+                "(files named by split, e.g. train.tsv and dev.tsv with a header line), or a data set saved with "
+                "datasets' save_to_disk (data.path=DIR)")
         from datasets import load_dataset
 
         loaded = load_dataset(self.hub_name, self.hub_config, cache_dir=str(self.cache_dir / "hf"))
-        files = {SPLIT_ALIASES.get(name, name): [self.text_file(data, f"{self.source} ({name})", 1)]
-                 for name, data in loaded.items()}
-        return files, f"hub-{self.source}-{self.text_column}"
+        return self.hub_splits(loaded), f"hub-{self.source}-{self.text_column}"
+
+    def hub_splits(self, loaded) -> dict[str, list[TextFile]]:
+        return {SPLIT_ALIASES.get(name, name): [self.text_file(data, f"{self.source} ({name})")]
+                for name, data in loaded.items()}
+
+    def read_saved(self, folder: Path) -> tuple[dict[str, list[TextFile]], str]:
+        """A DatasetDict written by ``datasets``' ``save_to_disk`` (what a hub data set becomes offline)."""
+        from datasets import DatasetDict, load_from_disk
+
+        try:
+            loaded = load_from_disk(str(folder))
+        except Exception as err:
+            raise DataUnavailableError(f"{folder}: cannot load as a saved data set: {err}") from None
+        if not isinstance(loaded, DatasetDict):
+            loaded = DatasetDict({UNSPLIT: loaded})
+        state = sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file())
+        fingerprint = hashlib.sha1(json.dumps([state, self.text_column]).encode()).hexdigest()[:16]
+        return self.hub_splits(loaded), fingerprint
 
     def label_set(self, train: list[TextFile]) -> list[str]:
         """The classes in order: ``data.labels``, or those of the training split; checked against num_classes."""
@@ -209,8 +271,10 @@ class TextClassificationDataModule(ClassificationDataModule):
         allowed = or_list(classes)
         texts, labels = [], []
         for file in files:
-            for i, (text, label) in enumerate(zip(file.texts, file.labels)):
-                line = file.first_line + i
+            for line, text, label in zip(file.lines, file.texts, file.labels):
+                if label == "":
+                    raise DataUnavailableError(f"{file.where}:{line}: no label ({self.label_column!r}, "
+                                               "data.label_column)")
                 if label not in classes:
                     raise DataUnavailableError(f"{file.where}:{line}: label {label!r} is not {allowed}")
                 if text is None or not str(text).strip():
@@ -221,15 +285,16 @@ class TextClassificationDataModule(ClassificationDataModule):
 
     def read_text(self) -> tuple[dict[str, tuple[list[str], list[int] | None]], str]:
         """split -> (texts, class indices, or None for an unlabelled split), and the source's fingerprint.
-        Fixes ``class_names``, the label set in class order."""
+        Fixes ``class_names``, the label set in class order, from the training split (or the unsplit pool)."""
         files, fingerprint = self.read_files()
-        for split in ("train", "validation"):
-            if split not in files:
-                raise DataUnavailableError(f"{self.source}: no {split} split (found {sorted(files)})")
-            if not is_labelled(files[split]):
-                raise DataUnavailableError(f"{files[split][0].where}: the {split} split has no labels (column "
-                                           f"{self.label_column!r}, data.label_column, missing or all -1/empty)")
-        self.class_names = self.label_set(files["train"])
+        train = "train" if "train" in files else UNSPLIT
+        if train not in files:
+            raise DataUnavailableError(f"{self.source}: no train split (found {sorted(files)}): name the training "
+                                       "file by its split (train.tsv, qc.train.all, ...)")
+        if not is_labelled(files[train]):
+            raise DataUnavailableError(f"{files[train][0].where}: the training data has no labels (column "
+                                       f"{self.label_column!r}, data.label_column, missing or all -1/empty)")
+        self.class_names = self.label_set(files[train])
         classes = {name: index for index, name in enumerate(self.class_names)}
         text = {}
         for split, split_files in files.items():
@@ -238,6 +303,57 @@ class TextClassificationDataModule(ClassificationDataModule):
             else:
                 text[split] = ([str(t) for file in split_files for t in file.texts], None)
         return text, fingerprint
+
+    def split_text(self) -> tuple[dict[str, tuple[list[str], list[int]]], str]:
+        """train, validation and test as (texts, class indices), and the source's fingerprint.
+
+        - Data without splits (files whose names carry none): fold ``data.fold`` of ``data.cv_folds``
+          class-stratified folds is the test split, the other folds train (``data.val_seed`` fixes the folds).
+        - No labelled validation split, or ``data.carve_val``: validation is ``data.val_size`` training examples,
+          class-stratified and fixed by ``data.val_seed``; with ``carve_val``, the source's validation split then
+          serves as the test split when there is no labelled test split.
+        - No labelled test split: the run tests on validation, and says so (``test_split``)."""
+        text, fingerprint = self.read_text()
+        test = text.get("test")
+        if test is not None and test[1] is None:
+            log.warning("%s: the test split has no labels (as GLUE's test): testing on validation", self.source)
+            test = None
+        val = text.get("validation") if (text.get("validation") or (None, None))[1] is not None else None
+        self._test_split = "test"
+        if UNSPLIT in text:
+            if self.cv_folds is None:
+                raise ConfigError(f"data.cv_folds=None: {self.source} has no split names in its file names (train, "
+                                  "dev, test), so it needs k-fold cross-validation: data.cv_folds=10 data.fold=0 "
+                                  "(sweep data.fold=0,1,...,9 as seeds are swept)")
+            texts, labels = text[UNSPLIT]
+            folds = stratified_folds(labels, self.cv_folds, self.val_seed)
+            test = pick(texts, labels, (folds == self.fold).nonzero().flatten().tolist())
+            train = pick(texts, labels, (folds != self.fold).nonzero().flatten().tolist())
+            self._test_split = f"fold {self.fold} of {self.cv_folds} (cross-validation)"
+        else:
+            if self.cv_folds is not None:
+                raise ConfigError(f"data.cv_folds={self.cv_folds}: {self.source} already has splits "
+                                  f"({', '.join(sorted(text))}); cross-validation is for data shipped unsplit "
+                                  "(set data.cv_folds=null)")
+            train = text["train"]
+        if val is None or self.carve_val or UNSPLIT in text:
+            if test is None and val is not None:
+                test, self._test_split = val, "validation (held out)"
+            train, val = self.carve(*train)
+        if test is None:
+            test, self._test_split = val, "validation"
+        return {"train": train, "validation": val, "test": test}, fingerprint
+
+    def carve(self, texts: list[str], labels: list[int]) -> tuple[tuple, tuple]:
+        """(train, validation): ``data.val_size`` examples of train, class-stratified, fixed by ``data.val_seed``."""
+        size = max(1, round(self.val_size * len(labels))) if self.val_size < 1 else int(self.val_size)
+        if size >= len(labels):
+            raise ConfigError(f"data.val_size={self.val_size!r}: must leave training examples; the train split "
+                              f"has {len(labels)}")
+        val_index = stratified_subset(labels, size, self.val_seed)
+        keep = torch.ones(len(labels), dtype=torch.bool)
+        keep[val_index] = False
+        return pick(texts, labels, keep.nonzero().flatten().tolist()), pick(texts, labels, val_index.tolist())
 
     # -- tokens -------------------------------------------------------------------------------------------------
     def encode(self, tokenizer, texts: list[str], labels: list[int]) -> TokenBatchDataset:
@@ -251,19 +367,19 @@ class TextClassificationDataModule(ClassificationDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits is not None:
             return
-        text, fingerprint = self.read_text()
+        text, fingerprint = self.split_text()
         self.tokenizer = load_tokenizer(self.tokenizer_name, text["train"][0], self.cache_dir, fingerprint,
-                                        self.vocab_size, self.lowercase)
-        test = text.get("test")
-        if test is not None and test[1] is None:
-            log.warning("%s: the test split has no labels (as GLUE's test): testing on validation", self.source)
-            test = None
-        self._test_split = "test" if test is not None else "validation"
+                                        self.vocab_size, self.lowercase, self.split_key())
         splits = {"train": self.encode(self.tokenizer, *text["train"]),
                   "validation": self.encode(self.tokenizer, *text["validation"])}
-        splits["test"] = self.encode(self.tokenizer, *test) if test else splits["validation"]
-        # The tokenizer above was fitted on the whole train split's text (no labels); the subset is of examples.
+        splits["test"] = (splits["validation"] if text["test"] is text["validation"] else
+                          self.encode(self.tokenizer, *text["test"]))
+        # The tokenizer above was fitted on the training examples' text (no labels); the subset is of examples.
         self.keep_splits(splits)
+
+    def split_key(self) -> str:
+        """What decides which examples train (the vocabulary is fitted on them): part of every cache key."""
+        return json.dumps([self.carve_val, self.val_size, self.val_seed, self.cv_folds, self.fold])
 
     def keep_splits(self, splits: dict) -> None:
         """The encoded splits, with ``data.train_size``'s training subset and the fixed train-eval subset."""

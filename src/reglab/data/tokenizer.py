@@ -1,5 +1,9 @@
-"""Tokenizers: a WordPiece trained on the training split (offline, seconds, cached), or any pretrained
-tokenizer by name or path."""
+"""Tokenizers: a WordPiece or a word vocabulary trained on the training split (offline, seconds, cached), or any
+pretrained tokenizer by name or path.
+
+``words`` is Kim (2014)'s tokenization: text cleaned of everything but letters, digits and a few punctuation marks,
+contractions split off (``don't`` -> ``do n't``), punctuation spaced out, then split on whitespace; the vocabulary
+is the training split's words (the ``vocab_size`` most frequent), the rest map to [UNK]. No [CLS]/[SEP]."""
 
 from __future__ import annotations
 
@@ -32,29 +36,54 @@ def train_wordpiece(sentences: list[str], vocab_size: int, lowercase: bool):
                                    cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
 
 
-def wordpiece_cache_dir(cache_root: Path, fingerprint: str, vocab_size: int, lowercase: bool) -> Path:
-    key = hashlib.sha1(f"{fingerprint}:{vocab_size}:{lowercase}".encode()).hexdigest()[:16]
-    return cache_root / "tokenizers" / f"wordpiece-{vocab_size}-{key}"
+# Kim's clean-up, as normalizer rules: keep letters, digits and ( ) , ! ? ' `; split off contractions; space out
+# punctuation.
+WORD_RULES = ([(r"[^\w(),!?'`]|_", " ")]
+              + [(rf"{suffix}\b", f" {suffix}") for suffix in ("'s", "'ve", "n't", "'re", "'d", "'ll", "'m")]
+              + [(rf"\{mark}", f" {mark} ") for mark in ",!()?"])
+
+
+def train_words(sentences: list[str], vocab_size: int, lowercase: bool):
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    rules = [normalizers.NFKC()] + ([normalizers.Lowercase()] if lowercase else [])
+    tokenizer.normalizer = normalizers.Sequence(rules + [normalizers.Replace(Regex(p), r) for p, r in WORD_RULES])
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS[:2], show_progress=False)
+    tokenizer.train_from_iterator(sentences, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]")
+
+
+TRAINED = ("wordpiece", "words")  # tokenizers fitted on the training split: train_<name>
+
+
+def trained_cache_dir(cache_root: Path, spec: str, fingerprint: str, vocab_size: int, lowercase: bool,
+                      split_key: str = "") -> Path:
+    key = hashlib.sha1(f"{fingerprint}:{vocab_size}:{lowercase}:{split_key}".encode()).hexdigest()[:16]
+    return cache_root / "tokenizers" / f"{spec}-{vocab_size}-{key}"
 
 
 def load_tokenizer(spec: str, train_sentences: list[str], cache_root: Path, fingerprint: str, vocab_size: int,
-                   lowercase: bool):
-    """``spec='wordpiece'``: train on the training split once per (data, vocab size, lowercase), cached with
-    ``save_pretrained`` under the cache dir (written to a temp dir and renamed, so never half-written).
-    Anything else: ``AutoTokenizer.from_pretrained(spec)``."""
+                   lowercase: bool, split_key: str = ""):
+    """``spec`` 'wordpiece' or 'words': trained on the training examples once per (data, split, vocab size,
+    lowercase), cached with ``save_pretrained`` under the cache dir (written to a temp dir and renamed, so never
+    half-written). Anything else: ``AutoTokenizer.from_pretrained(spec)``."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-    if spec != "wordpiece":
+    if spec not in TRAINED:
         try:
             return AutoTokenizer.from_pretrained(spec)
         except Exception as err:
             raise DataUnavailableError(f"data.tokenizer={spec!r}: cannot load ({type(err).__name__}); give a local "
-                                       "path, or use data.tokenizer=wordpiece to train one offline") from None
-    target = wordpiece_cache_dir(cache_root, fingerprint, vocab_size, lowercase)
+                                       "path, or use data.tokenizer=wordpiece or words to train one offline") from None
+    target = trained_cache_dir(cache_root, spec, fingerprint, vocab_size, lowercase, split_key)
     if (target / "tokenizer.json").is_file():
         return PreTrainedTokenizerFast.from_pretrained(str(target))
     check_writable_dir(target.parent, "paths.cache_dir", "the trained tokenizer is cached there")
-    tokenizer = train_wordpiece(train_sentences, vocab_size, lowercase)
+    train = train_wordpiece if spec == "wordpiece" else train_words
+    tokenizer = train(train_sentences, vocab_size, lowercase)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:

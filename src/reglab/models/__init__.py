@@ -7,6 +7,8 @@ def build_model(model_cfg, datamodule):
     from reglab.contracts import check_model
     from reglab.errors import instantiate
 
+    if "tokens" in model_cfg:  # what tokens a text model is built for: read by the data config, not an argument
+        model_cfg = {key: value for key, value in model_cfg.items() if key != "tokens"}
     model = instantiate(model_cfg, "model", **datamodule.model_kwargs)
     check_model(model)
     return model

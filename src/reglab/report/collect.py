@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from reglab.fit import underfit_reason
 from reglab.identity import condition, condition_id, flat_config
 from reglab.results import RESULTS_FILE
 
@@ -66,6 +67,8 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
         keys = condition(config)
         row = {"run_dir": record["run_dir"], "status": record.get("status"), "error": record.get("error"),
                "study": record.get("study"), "seed": record.get("seed"), "started_at": record.get("started_at"),
+               "fold": -1 if (config.get("data") or {}).get("fold") is None else config["data"]["fold"],
+               "underfit": underfit_reason(record.get("metrics"), record.get("history")),
                "condition": condition_id(config, keys), "condition_keys": keys,
                "input_kind": record.get("input_kind") or input_kind_of(config)}
         row.update(flat_config(config))

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from reglab.fit import NOT_MEANINGFUL
 from reglab.identity import under
 
 DEFAULT_METRICS = ("test/acc", "val/acc", "gen_gap", "weights/zero_frac", "weights/small_frac", "weights/l2")
@@ -133,6 +134,7 @@ class Regime:
     gen_gap: Cell | None = None
     overfit_threshold: float = OVERFIT_THRESHOLD
     setting: str = ""  # the baseline's data regime: data, training-set size, augmentation, model, budget
+    underfit: list[str] = field(default_factory=list)  # why the baseline's runs underfit (reglab.fit), if they do
 
     @property
     def overfits(self) -> bool | None:
@@ -154,6 +156,7 @@ class Table:
     goals: dict = field(default_factory=dict)
     overfit_threshold: float = OVERFIT_THRESHOLD
     underfit_threshold: float = UNDERFIT_THRESHOLD
+    replicates: str = "seeds"  # what a row's runs are: seeds, or cross-validation folds (x seeds)
 
     @property
     def n(self) -> dict[str, int]:
@@ -245,14 +248,15 @@ def qualifiers(keys: list[str], entries: list[dict], limit: int | None = MAX_QUA
 
 
 def deduplicate(done: pd.DataFrame, by: str) -> tuple[pd.DataFrame, list[str]]:
-    """One run per (row value, condition, seed): the latest; the others are named in a note."""
+    """One run per (row value, condition, seed, fold): the latest; the others are named in a note."""
     order = done.sort_values("started_at", kind="stable", na_position="first") if "started_at" in done else done
-    key = [by, "condition", "seed"]
+    key = [by, "condition", "seed"] + (["fold"] if "fold" in done else [])
     keep = order.drop_duplicates(key, keep="last")
     notes = []
     for _, dropped in order[~order.index.isin(keep.index)].iterrows():
         kept = keep[(keep[key] == dropped[key]).all(axis=1)].iloc[0]
-        notes.append(f"{dropped['run_dir']} repeats {kept['run_dir']} (same condition, seed {dropped['seed']}): "
+        notes.append(f"{dropped['run_dir']} repeats {kept['run_dir']} (same condition, seed {dropped['seed']}"
+                     + (f", fold {int(dropped['fold'])}" if dropped.get("fold", -1) >= 0 else "") + "): "
                      "counted once")
     return order.loc[order.index.isin(keep.index)], notes  # in the order the runs started: a sweep's order
 
@@ -350,6 +354,8 @@ def summarize(runs: pd.DataFrame, by: str = "reg", metrics=DEFAULT_METRICS, base
     table = Table(by, metrics, rows, cells, None if baseline is None else str(baseline), split_keys=split_keys,
                   split_by=key_names(split_keys, entries), notes=notes, goals=dict(goals or {}),
                   overfit_threshold=overfit_threshold, underfit_threshold=underfit_threshold)
+    if "fold" in done and (done["fold"] >= 0).any():  # -1: not cross-validated
+        table.replicates = "folds" if done["seed"].nunique() == 1 else "folds × seeds"
     full_names = dict(zip((e["context"] for e in entries), qualifiers(split_keys, entries, limit=None)))
     by_dir = done.set_index("run_dir", drop=False) if not done.empty else None
     for context in dict.fromkeys(r.context for r in rows):
@@ -358,6 +364,8 @@ def summarize(runs: pd.DataFrame, by: str = "reg", metrics=DEFAULT_METRICS, base
         base = next((r for r in rows if r.label == regime.baseline), None)
         if base is not None and base.run_dirs and by_dir is not None:
             regime.setting = regime_setting(by_dir.loc[base.run_dirs[0]].to_dict())
+            if "underfit" in by_dir:
+                regime.underfit = [str(r) for r in by_dir.loc[base.run_dirs, "underfit"] if isinstance(r, str)]
         table.regimes.append(regime)
     for metric in table.tested():  # Holm: the family is this column's comparisons, across the whole table
         compared = [cells[(r.label, metric)].comparison for r in rows
@@ -424,9 +432,12 @@ def caption(table: Table) -> list[str]:
     if ns and max(ns) == 1:
         parts = ["One run per row (n = 1): each cell is that run's value; no spread, no tests"]
     else:
-        parts = ["Mean ± sample std over seeds; n: runs (seeds) per row"
+        parts = [f"Mean ± sample std over {table.replicates}; n: runs ({table.replicates}) per row"
+                 + ("; each cross-validation fold is a replicate, as a seed is (the folds' test sets are disjoint "
+                    "parts of one data set)" if "folds" in table.replicates else "")
                  + ("; a row with n = 1 shows its value alone and is not tested" if 1 in ns else "")]
-    parts.append("runs that differ in anything but the seed are never pooled"
+    parts.append(f"runs that differ in anything but the {'seed or fold' if 'folds' in table.replicates else 'seed'} "
+                 "are never pooled"
                  + (f"; rows are split by what differs besides {table.by}: {', '.join(table.split_by)}"
                     if table.split_keys else ""))
     if any(c.best for c in table.cells.values()):
@@ -483,7 +494,10 @@ def regime_lines(table: Table) -> list[str]:
         text += (f" ({table.by}={table.baseline}) reaches train acc. "
                  f"{shown(regime.train_acc.mean, acc)}% with a gen. gap of {shown(regime.gen_gap.mean, gap)} pt "
                  + ("(one run)." if n == 1 else f"(mean of n={n})."))
-        if not regime.overfits:
+        if regime.underfit:
+            shown_runs = "its run" if n == 1 else f"{len(regime.underfit)} of its {n} runs"
+            text += (f" It underfits ({shown_runs}: {regime.underfit[0]}): {NOT_MEANINGFUL}.")
+        elif not regime.overfits:
             text += (f" It does not overfit (gap < {table.overfit_threshold * 100:g} pt): this setting cannot show a "
                      "regularization benefit.")
         lines.append(text)
