@@ -26,15 +26,14 @@ def main() -> None:
     parser.add_argument("--C", type=float, nargs="+", default=[0.03, 0.1, 0.3, 1.0, 3.0, 10.0])
     args = parser.parse_args()
 
-    from omegaconf import OmegaConf
+    from hydra.utils import instantiate
     from sklearn.linear_model import LogisticRegression
 
     from reglab.atomic import atomic_write
-    from reglab.data.bag_of_words import BagOfWordsDataModule
+    from linear_vs_sklearn import compose
 
-    settings = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "data" / "sst2_bow.yaml").data)
-    del settings["_target_"]
-    data = BagOfWordsDataModule(**(settings | {"path": args.data, "cache_dir": args.cache_dir}))
+    cfg = compose(["data=sst2_bow", f"data.path={Path(args.data).resolve()}", f"paths.cache_dir={args.cache_dir}"])
+    data = instantiate(cfg.data, _convert_="all")
     data.setup()
     train, val, test = (data.splits[s] for s in ("train", "validation", "test"))
     n_train, vocabulary = len(train), len(data.feature_names)

@@ -216,3 +216,133 @@ def test_kims_word_tokens_split_off_contractions_and_punctuation(tmp_path):
                       "ok", "?"]
     assert data.tokenizer("unseenword film")["input_ids"] == [data.tokenizer.unk_token_id,
                                                                data.tokenizer.convert_tokens_to_ids("film")]
+
+
+# -- Kim's CNN -------------------------------------------------------------------------------------------------------
+def small_cnn(vocab_size: int = 50, num_classes: int = 3):
+    from reglab.models.text_cnn import TextCNN
+
+    return TextCNN(vocab_size, num_classes, max_length=32, embed_dim=8, windows=[3, 4, 5], feature_maps=4)
+
+
+def test_text_cnn_output_does_not_depend_on_the_padding_its_batch_carries():
+    torch.manual_seed(0)
+    model = small_cnn().eval()
+    short = torch.tensor([[5, 6]])  # shorter than every window
+    alone = model(short, torch.ones_like(short))
+    padded = torch.tensor([[5, 6, 0, 0, 0, 0, 0, 0], [7, 8, 9, 10, 11, 12, 13, 14]])
+    mask = padded != 0
+    assert torch.allclose(model(padded, mask)[0], alone[0], atol=1e-6)
+
+
+def test_text_cnn_under_kims_regularizers(make_config):
+    from reglab.regularizers import build_regularizers
+
+    cfg = make_config("data=text", "reg=dropout_maxnorm", fast=False)
+    assert cfg.model._target_.endswith("TextCNN") and cfg.data.tokenizer == "words"
+    model = small_cnn()
+    regularizers = build_regularizers(cfg.reg)
+    for regularizer in regularizers:
+        regularizer.configure(model)
+    assert model.dropout_sites() == {"penultimate": [model.penultimate_drop]} and model.penultimate_drop.p == 0.5
+    maxnorm = next(r for r in regularizers if r.name == "maxnorm")
+    assert maxnorm.param_names == ["head.weight"] and maxnorm.max_norm == 3.0
+    with torch.no_grad():
+        model.head.weight.mul_(100)
+    maxnorm.after_step(model, lr=1.0)
+    assert model.head.weight.norm(dim=1).max() <= 3.0 + 1e-5  # each class's weight vector, as Kim constrains it
+    assert model.features["convs"][0].weight.norm() > 0  # the trunk is left alone
+
+
+# -- underfitting ----------------------------------------------------------------------------------------------------
+def test_underfitting_is_named_by_train_accuracy_or_a_still_falling_loss():
+    from reglab.fit import underfit_reason
+
+    flat = [{"train/eval_loss": 0.30}, {"train/eval_loss": 0.299}]
+    assert underfit_reason({"train/acc": 0.70}, flat) == "train accuracy 70.0% (< 90%)"
+    assert underfit_reason({"train/acc": 0.95}, flat) is None
+    falling = [{"train/eval_loss": 0.5}, {"train/eval_loss": 0.4}]
+    assert underfit_reason({"train/acc": 0.93}, falling) == "training loss still falling (-20% in the last epoch)"
+    assert underfit_reason({"train/acc": 0.97}, falling) is None  # fitted: the loss may keep falling
+    assert underfit_reason({}, falling) is None
+
+
+
+def test_the_report_pools_folds_as_replicates_and_says_when_the_baseline_underfits(tmp_path):
+    from reglab.report.tables import regime_lines, summarize, to_markdown
+    from test_report import load_runs, write_run
+
+    root = tmp_path / "cv"
+    for fold in range(3):
+        for reg, acc in (("none", 0.70 + fold / 100), ("dropout", 0.72 + fold / 100)):
+            write_run(root, f"reg={reg},data.fold={fold}", reg, 0, acc, metrics={"train/acc": 0.72},
+                      config={"data": {"cv_folds": 3, "fold": fold}, "trainer": {"max_epochs": 2},
+                              **({"reg": {"dropout": {"p": 0.5}}} if reg == "dropout" else {})})
+    table = summarize(load_runs([root]), by="reg", metrics=["test/acc"])
+    assert table.n == {"none": 3, "dropout": 3} and table.replicates == "folds"
+    markdown = to_markdown(table)
+    assert "Mean ± sample std over folds" in markdown and "each cross-validation fold is a replicate" in markdown
+    regime = " ".join(regime_lines(table))
+    assert "It underfits (3 of its 3 runs: train accuracy 72.0% (< 90%)): regularization results on an " \
+           "underfitting baseline are not meaningful." in regime
+
+
+@pytest.mark.slow
+def test_a_cross_validated_text_cnn_sweep_runs_from_one_unsplit_file_and_reports(tmp_path):
+    from conftest import run_cli
+
+    root = tmp_path / "data"
+    root.mkdir()
+    write("label-first", root / "questions.all", rows(120, 0))
+    sweep = tmp_path / "sweep"
+    done = run_cli("-m", "data=text", f"data.path={root}", "data.cv_folds=3", "data.fold=0,1,2", "reg=dropout_maxnorm",
+                   "model.embed_dim=16", "model.feature_maps=8", "trainer.max_epochs=1", "logger=csv", "mc_samples=4",
+                   "callbacks=none", f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={sweep}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "sweep: 3 jobs: 3 done" in done.stdout
+    assert "underfits" in done.stdout and "regularization results on an underfitting baseline" in done.stdout
+    records = [json.loads(p.read_text()) for p in sorted(sweep.rglob("results.json"))]
+    assert sorted(r["fold"] for r in records) == [0, 1, 2]
+    assert {r["test_split"] for r in records} == {f"fold {k} of 3 (cross-validation)" for k in range(3)}
+    assert len({r["condition_id"] for r in records}) == 1  # folds are replicates of one condition
+    assert all(r["split_sizes"]["test"] == 40 for r in records)
+    assert all("mc/acc" in r["metrics"] for r in records)  # MC dropout through the model's named dropout site
+    from reglab.report.cli import main as report_main
+
+    assert report_main([str(sweep), "--out", str(tmp_path / "report")]) == 0
+    table = (tmp_path / "report" / "table.md").read_text()
+    assert "over folds" in table and "| 3 |" in table.replace("  ", " ")
+
+
+@pytest.mark.slow
+def test_text_bow_with_lbfgs_reaches_scikit_learns_logistic_regression(tmp_path):
+    """data=text_bow's defaults (model=linear, full-batch L-BFGS) solve the same L2 logistic regression as
+    scikit-learn: the same training loss and the same validation and test accuracy on a 4-class set."""
+    import numpy as np
+    from hydra.utils import instantiate
+    from sklearn.linear_model import LogisticRegression
+
+    from conftest import compose_config, run_cli
+
+    root = tmp_path / "data"
+    root.mkdir()
+    write("fasttext", root / "topics.train.txt", rows(300, 0))
+    write("fasttext", root / "topics.test.txt", rows(100, 1))
+    lam = 1e-3
+    done = run_cli("data=text_bow", f"data.path={root}", "reg=l2", f"reg.l2.strength={lam}", "trainer.max_epochs=3",
+                   "logger=csv", "callbacks=none", f"paths.cache_dir={tmp_path / 'cache'}",
+                   f"hydra.run.dir={tmp_path / 'run'}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    ours = json.loads((tmp_path / "run" / "results.json").read_text())["metrics"]
+
+    cfg = compose_config(tmp_path, ["data=text_bow", f"data.path={root}"])
+    data = instantiate(cfg.data, _convert_="all")
+    data.setup()
+    train = data.splits["train"]
+    model = LogisticRegression(C=1 / (2 * lam * len(train)), tol=1e-8, max_iter=10_000)
+    model.fit(train.matrix, train.labels.numpy())
+    probabilities = model.predict_proba(train.matrix)[np.arange(len(train)), train.labels.numpy()]
+    assert ours["train/eval_loss"] == pytest.approx(float(-np.log(probabilities).mean()), abs=2e-3)
+    for split, key in (("validation", "val/acc"), ("test", "test/acc")):
+        theirs = float(np.mean(model.predict(data.splits[split].matrix) == data.splits[split].labels.numpy()))
+        assert ours[key] == pytest.approx(theirs, abs=0.011), split

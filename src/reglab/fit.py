@@ -7,9 +7,10 @@ from __future__ import annotations
 # Train accuracy (the fixed train subset, in eval mode) below this: the run has not fitted its training data.
 UNDERFIT_TRAIN_ACC = 0.90
 # The training loss (same subset, eval mode) still fell by more than this fraction over the last epoch, while the
-# train accuracy is short of 99%: training stopped before it converged.
+# train accuracy is short of 95%: training stopped before it converged. (Above 95% the loss of a model that fits
+# keeps falling as it grows confident; Kim's CNN on SST-2 ends at 98% train accuracy with a 14 pt gap.)
 STILL_FALLING = 0.05
-FITTED_TRAIN_ACC = 0.99
+FITTED_TRAIN_ACC = 0.95
 
 
 def underfit_reason(metrics: dict | None, history: list | None) -> str | None:

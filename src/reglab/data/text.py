@@ -1,17 +1,22 @@
-"""Any "text + label" classification data: from the hub (``data.hub_name``, ``hub_config``), or a local folder
-(``data.path``) of TSV files with a header line (train.tsv, dev.tsv or validation.tsv, optional test.tsv) or
-parquet files named by split. Tokenized once, padded per batch.
+"""Any "text + label" classification data: a local folder (``data.path``) of files in any layout
+reglab.data.text_layouts reads (TSV/CSV with a header, label-first lines, fastText, JSON lines, parquet), a folder
+saved by ``datasets``' ``save_to_disk``, or a hub data set (``data.hub_name``, ``hub_config``). Tokenized once,
+padded per batch.
 
-Which columns hold the text and the label (``text_column``, ``label_column``) and what the classes are
-(``labels``, ``num_classes``) come from the config and the data:
-  - ``labels: null``: the labels found in the training split, sorted (numerically when they all look like
+A file's split is a split name anywhere in its file name (sources.split_of); a folder holds one layout. Which
+columns hold the text and the label (``text_column``, ``label_column``) and what the classes are (``labels``,
+``num_classes``) come from the config and the data:
+  - ``labels: null``: the labels found in the training data, sorted (numerically when they all look like
     integers); a list fixes the label set and the class order (its k-th label is class k).
   - ``num_classes: null``: as many as there are labels; a number is checked against them.
-A row whose label is not in the label set fails naming its file and line. ``1``, ``1.0`` and `` 1 `` are one label.
+A row whose label is not in the label set, or that has none, fails naming its file and line. ``1``, ``1.0`` and
+`` 1 `` are one label.
 
-Validation is the dev split. Test is a *labelled* test split when one is given; an unlabelled one (GLUE's
-test: label column missing, or every label -1 or empty) is skipped with a message and the run tests on
-validation, which results.json records."""
+Splits (``split_text``): a labelled dev split is validation, else ``val_size`` training examples carved
+class-stratified; data with no split names is cut into ``cv_folds`` stratified folds and fold ``fold`` is the
+test split. Test is a *labelled* test split when one is given; an unlabelled one (GLUE's test: label column
+missing, or every label -1 or empty) is skipped with a message and the run tests on validation, which
+results.json records."""
 
 from __future__ import annotations
 
@@ -156,7 +161,6 @@ class TextClassificationDataModule(ClassificationDataModule):
         self.carve_val = carve_val
         self.cv_folds, self.fold = check_folds(cv_folds, fold)
         self.class_names: list[str] | None = None  # the label set in class order, once read
-        self.split_notes: list[str] = []  # how the splits were made, for the log and results.json
 
     @property
     def source(self) -> str:
@@ -211,9 +215,10 @@ class TextClassificationDataModule(ClassificationDataModule):
             raise DataUnavailableError(f"{self.source}: no data files (any of: TSV/CSV with a header, "
                                        "'label text' lines, fastText, JSON lines, parquet)")
         if UNSPLIT in found and len(found) > 1:
+            named = next(paths[0].name for split, paths in found.items() if split != UNSPLIT)
             raise DataUnavailableError(f"{found[UNSPLIT][0]}: no split name (train, dev/val/validation, test) in "
-                                       f"its file name, beside files that have one ({found[next(s for s in found if s != UNSPLIT)][0].name}); "
-                                       "rename it or move it out")
+                                       f"its file name, beside files that have one ({named}); rename it or move it "
+                                       "out")
         return found
 
     def read_files(self) -> tuple[dict[str, list[TextFile]], str]:

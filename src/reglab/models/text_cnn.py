@@ -1,5 +1,5 @@
-"""Kim (2014)'s CNN for sentence classification, CNN-rand: randomly initialised word embeddings, one convolution
-layer of several window widths, max-over-time pooling, dropout, a linear classifier.
+"""Kim (2014)'s CNN for sentence classification, CNN-rand: randomly initialised word embeddings (U(-0.25, 0.25), as
+Kim's), one convolution layer of several window widths, max-over-time pooling, dropout, a linear classifier.
 
     tokens (N, L) -> features.embed: Embedding(vocab, 300), pad = 0 vector
                   -> features.convs: for w in (3, 4, 5): Conv1d(300, 100, w, padding w-1) -> ReLU -> max over time
@@ -39,6 +39,9 @@ class TextCNN(nn.Module):
         })
         self.penultimate_drop = nn.Dropout(0.0)
         self.head = nn.Linear(feature_maps * len(windows), num_classes)
+        with torch.no_grad():  # Kim's random vectors: U(-0.25, 0.25), about the spread of pretrained word2vec
+            self.features["embed"].weight.uniform_(-0.25, 0.25)
+            self.features["embed"].weight[pad_id].zero_()
 
     def no_weight_decay(self) -> set[str]:
         # Kim penalizes nothing but the output layer (by max-norm); the embedding table is kept out of penalties
