@@ -66,8 +66,9 @@ def sklearn_fits(data: str, path: str, grid: list[float], extra: list[str]) -> t
         started = time.perf_counter()
         model = LogisticRegression(C=1.0 / (2 * lam * n_train), max_iter=10_000, tol=1e-6)
         model.fit(split["train"].matrix, split["train"].labels.numpy())
-        accuracy = {name: float(np.mean(model.predict(s.matrix) == s.labels.numpy())) for name, s in split.items()}
-        found[lam] = {"train/acc": accuracy["train"], "val/acc": accuracy["validation"], "test/acc": accuracy["test"],
+        scored = {"train_eval": datamodule.train_eval, **split}  # train/acc: the run's fixed train subset, as reglab's
+        accuracy = {name: float(np.mean(model.predict(s.matrix) == s.labels.numpy())) for name, s in scored.items()}
+        found[lam] = {"train/acc": accuracy["train_eval"], "val/acc": accuracy["validation"], "test/acc": accuracy["test"],
                       "seconds": time.perf_counter() - started}
     return found, n_train
 

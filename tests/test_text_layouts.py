@@ -216,6 +216,9 @@ def test_kims_word_tokens_split_off_contractions_and_punctuation(tmp_path):
                       "ok", "?"]
     assert data.tokenizer("unseenword film")["input_ids"] == [data.tokenizer.unk_token_id,
                                                                data.tokenizer.convert_tokens_to_ids("film")]
+    # most frequent first, ties alphabetical: the same ids on every machine, whatever the hash seed
+    vocabulary = sorted(data.tokenizer.get_vocab().items(), key=lambda item: item[1])
+    assert [token for token, _ in vocabulary[:5]] == ["[PAD]", "[UNK]", "'s", "it", "!"]
 
 
 # -- Kim's CNN -------------------------------------------------------------------------------------------------------

@@ -44,15 +44,22 @@ WORD_RULES = ([(r"[^\w(),!?'`]|_", " ")]
 
 
 def train_words(sentences: list[str], vocab_size: int, lowercase: bool):
-    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+    """The ``vocab_size`` most frequent words, ties broken alphabetically: the same vocabulary, and so the same
+    embedding rows, on every machine (the library's trainers break ties in hash order)."""
+    from collections import Counter
+
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    tokenizer = Tokenizer(models.WordLevel(unk_token="[UNK]"))
     rules = [normalizers.NFKC()] + ([normalizers.Lowercase()] if lowercase else [])
-    tokenizer.normalizer = normalizers.Sequence(rules + [normalizers.Replace(Regex(p), r) for p, r in WORD_RULES])
-    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS[:2], show_progress=False)
-    tokenizer.train_from_iterator(sentences, trainer=trainer)
+    normalizer = normalizers.Sequence(rules + [normalizers.Replace(Regex(p), r) for p, r in WORD_RULES])
+    splitter = pre_tokenizers.WhitespaceSplit()
+    counts = Counter(word for sentence in sentences
+                     for word, _ in splitter.pre_tokenize_str(normalizer.normalize_str(sentence)))
+    words = sorted(counts, key=lambda word: (-counts[word], word))[:max(0, vocab_size - 2)]
+    vocabulary = {token: index for index, token in enumerate(SPECIAL_TOKENS[:2] + words)}
+    tokenizer = Tokenizer(models.WordLevel(vocab=vocabulary, unk_token="[UNK]"))
+    tokenizer.normalizer, tokenizer.pre_tokenizer = normalizer, splitter
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]")
 
 
