@@ -8,7 +8,9 @@ both choose their L2 strength on validation accuracy over one grid, and report t
 The reglab side is a real sweep, ``python train.py -m data=<data> reg=l2 reg.l2.strength=<grid>`` with the data
 config's defaults (model=linear, optim=lbfgs, batch full), read back from its results.json files. The sklearn side
 fits the same features (the datamodule's own matrices) with ``LogisticRegression(C)``; sklearn minimises
-``½‖w‖² + C·Σ loss``, reglab ``λ·‖w‖² + mean loss``, so ``C = 1 / (2 λ n_train)``. Prints a table, writes JSON."""
+``½‖w‖² + C·Σ loss``, reglab ``λ·‖W‖² + mean loss`` over one weight row per class. With k > 2 classes both are
+that softmax, so ``C = 1 / (2 λ n_train)``. With two classes sklearn fits one vector w = W₁ - W₂, and at reglab's
+optimum W₁ = -W₂ = w/2, so ``λ‖W‖² = λ‖w‖²/2`` and ``C = 1 / (λ n_train)``. Prints a table, writes JSON."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-GRID = [1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3]
+GRID = [1e-7, 3e-7, 1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
 
 
 def compose(overrides: list[str]):
@@ -51,7 +53,12 @@ def reglab_sweep(data: str, path: str, grid: list[float], extra: list[str], fold
     return found
 
 
-def sklearn_fits(data: str, path: str, grid: list[float], extra: list[str]) -> tuple[dict[float, dict], int]:
+def inverse_strength(lam: float, n_train: int, n_classes: int) -> float:
+    """sklearn's C for reglab's λ on the same problem (see the module docstring)."""
+    return 1.0 / ((1 if n_classes == 2 else 2) * lam * n_train)
+
+
+def sklearn_fits(data: str, path: str, grid: list[float], extra: list[str]) -> tuple[dict[float, dict], int, int]:
     import numpy as np
     from hydra.utils import instantiate
     from sklearn.linear_model import LogisticRegression
@@ -60,17 +67,17 @@ def sklearn_fits(data: str, path: str, grid: list[float], extra: list[str]) -> t
     datamodule = instantiate(cfg.data, _convert_="all")
     datamodule.setup()
     split = {name: datamodule.splits[name] for name in ("train", "validation", "test")}
-    n_train = len(split["train"])
+    n_train, n_classes = len(split["train"]), len(datamodule.class_names)
     found = {}
     for lam in grid:
         started = time.perf_counter()
-        model = LogisticRegression(C=1.0 / (2 * lam * n_train), max_iter=10_000, tol=1e-6)
+        model = LogisticRegression(C=inverse_strength(lam, n_train, n_classes), max_iter=10_000, tol=1e-6)
         model.fit(split["train"].matrix, split["train"].labels.numpy())
         scored = {"train_eval": datamodule.train_eval, **split}  # train/acc: the run's fixed train subset, as reglab's
         accuracy = {name: float(np.mean(model.predict(s.matrix) == s.labels.numpy())) for name, s in scored.items()}
         found[lam] = {"train/acc": accuracy["train_eval"], "val/acc": accuracy["validation"], "test/acc": accuracy["test"],
                       "seconds": time.perf_counter() - started}
-    return found, n_train
+    return found, n_train, n_classes
 
 
 def chosen(results: dict[float, dict]) -> float:
@@ -92,14 +99,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="reglab-linear-") as folder:
         ours = reglab_sweep(args.data, path, args.lam, args.extra, Path(folder))
     ours_seconds = time.perf_counter() - ours_seconds
-    theirs, n_train = sklearn_fits(args.data, path, args.lam, args.extra)
+    theirs, n_train, n_classes = sklearn_fits(args.data, path, args.lam, args.extra)
 
-    print(f"data={args.data} path={args.path} n_train={n_train}  (reglab: model=linear optim=lbfgs reg=l2)")
+    print(f"data={args.data} path={args.path} n_train={n_train} classes={n_classes}  (reglab: model=linear "
+          "optim=lbfgs reg=l2)")
     print(f"{'lambda':>8} {'C':>10} | {'reglab val':>10} {'test':>6} {'train':>6} | {'sklearn val':>11} {'test':>6} "
           f"{'train':>6}")
     for lam in args.lam:
         a, b = ours.get(lam, {}), theirs[lam]
-        print(f"{lam:8.0e} {1 / (2 * lam * n_train):10.3g} | {a.get('val/acc', float('nan')) * 100:10.2f} "
+        print(f"{lam:8.0e} {inverse_strength(lam, n_train, n_classes):10.3g} | {a.get('val/acc', float('nan')) * 100:10.2f} "
               f"{a.get('test/acc', float('nan')) * 100:6.2f} {a.get('train/acc', float('nan')) * 100:6.2f} | "
               f"{b['val/acc'] * 100:11.2f} {b['test/acc'] * 100:6.2f} {b['train/acc'] * 100:6.2f}")
     ours_lam, their_lam = chosen(ours), chosen(theirs)
@@ -107,7 +115,8 @@ def main() -> None:
     print(f"chosen on validation: reglab λ={ours_lam:g} test {ours[ours_lam]['test/acc'] * 100:.2f}%; sklearn "
           f"λ={their_lam:g} test {theirs[their_lam]['test/acc'] * 100:.2f}%; difference {gap:+.2f} pt "
           f"({'within' if abs(gap) <= 1 else 'NOT within'} 1 pt)")
-    report = {"data": args.data, "path": args.path, "extra": args.extra, "n_train": n_train, "grid": args.lam,
+    report = {"data": args.data, "path": args.path, "extra": args.extra, "n_train": n_train,
+              "n_classes": n_classes, "grid": args.lam,
               "reglab": {str(k): v for k, v in ours.items()}, "sklearn": {str(k): v for k, v in theirs.items()},
               "chosen": {"reglab": ours_lam, "sklearn": their_lam}, "test_acc_difference_pt": gap,
               "within_1pt": abs(gap) <= 1, "reglab_sweep_seconds": ours_seconds}
