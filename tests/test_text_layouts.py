@@ -111,6 +111,13 @@ def test_a_latin1_file_is_read(tmp_path):
     data = text_data(root, tmp_path, val_size=6)
     data.setup()
     assert "café" in data.tokenizer.get_vocab()
+    bom = tmp_path / "bom"  # a byte-order mark before the header, as spreadsheet exports write, with CRLF lines
+    bom.mkdir()
+    (bom / "train.tsv").write_bytes(("\ufefftext\tlabel\r\n" + "".join(f"film {i}\t{i % 2}\r\n" for i in range(30)))
+                                    .encode("utf-8"))
+    data = text_data(bom, tmp_path, val_size=6)
+    data.setup()
+    assert data.split_sizes["train"] == 24 and data.class_names == ["0", "1"]
 
 
 BAD_FILES = [
@@ -195,6 +202,8 @@ def test_unsplit_data_needs_folds_and_the_folds_partition_it(tmp_path):
     assert torch.bincount(folds).tolist() == [20] * 5  # every example is tested in exactly one fold
     with pytest.raises(ConfigError, match=r"data.fold=5: must be an integer in 0..4"):
         text_data(root, tmp_path, cv_folds=5, fold=5)
+    with pytest.raises(ConfigError, match=r"data.cv_folds=101: more folds than the 100 examples"):
+        text_data(root, tmp_path, cv_folds=101, fold=0).setup()
     with pytest.raises(ConfigError, match=r"data.fold=2: needs data.cv_folds"):
         text_data(root, tmp_path, fold=2)
     split = tmp_path / "split"

@@ -331,6 +331,9 @@ class TextClassificationDataModule(ClassificationDataModule):
                                   "dev, test), so it needs k-fold cross-validation: data.cv_folds=10 data.fold=0 "
                                   "(sweep data.fold=0,1,...,9 as seeds are swept)")
             texts, labels = text[UNSPLIT]
+            if self.cv_folds > len(labels):
+                raise ConfigError(f"data.cv_folds={self.cv_folds}: more folds than the {len(labels)} examples of "
+                                  f"{self.source}")
             folds = stratified_folds(labels, self.cv_folds, self.val_seed)
             test = pick(texts, labels, (folds == self.fold).nonzero().flatten().tolist())
             train = pick(texts, labels, (folds != self.fold).nonzero().flatten().tolist())

@@ -92,7 +92,7 @@ def first_lines(path: Path) -> list[str]:
         head = handle.read(64 * 1024)
     if b"\0" in head:
         return []
-    text = head.decode("utf-8", errors="replace") if head else ""
+    text = head.decode("utf-8-sig", errors="replace") if head else ""
     lines = [line.rstrip("\r") for line in text.split("\n")[:-1] if line.strip()]  # the last may be cut off
     if not lines and text.strip():
         lines = [text.strip()]
