@@ -44,7 +44,7 @@ def check_subset_seed(value) -> int:
     return value
 
 
-def subset_count(train_size, n_train: int | None = None, key: str = "data.train_size") -> int | None:
+def subset_count(train_size, n_train: int | None = None) -> int | None:
     """``data.train_size`` as a count of training examples: None (all), a count >= 1, or a fraction in (0, 1].
     Without ``n_train`` (before any data is read) only the form is checked."""
     from reglab.errors import ConfigError
@@ -53,13 +53,13 @@ def subset_count(train_size, n_train: int | None = None, key: str = "data.train_
         return None
     allowed = "allowed: null (all), a count >= 1, or a fraction in (0, 1]"
     if isinstance(train_size, bool) or not isinstance(train_size, (int, float)):
-        raise ConfigError(f"{key}={train_size!r}: {allowed}")
+        raise ConfigError(f"data.train_size={train_size!r}: {allowed}")
     if isinstance(train_size, float) and not (train_size > 1 and train_size.is_integer()):
         if not 0 < train_size <= 1:
-            raise ConfigError(f"{key}={train_size!r}: {allowed}")
+            raise ConfigError(f"data.train_size={train_size!r}: {allowed}")
         return None if n_train is None else max(1, round(train_size * n_train))
     if train_size < 1 or (n_train is not None and train_size > n_train):
-        raise ConfigError(f"{key}={train_size!r}: {allowed}"
+        raise ConfigError(f"data.train_size={train_size!r}: {allowed}"
                           + (f"; the train split has {n_train}" if n_train is not None else ""))
     return int(train_size)
 

@@ -29,8 +29,8 @@ import torch
 from torch.utils.data import Dataset
 
 from reglab.data.base import ClassificationDataModule, check_data_path, check_int, or_list
-from reglab.data.sources import (SPLIT_ALIASES, hub_reachable, split_of, stratified_subset, subset_count,
-                                  train_eval_index, training_subset)
+from reglab.data.sources import (SPLIT_ALIASES, hub_reachable, split_of, stratified_subset, train_eval_index,
+                                  training_subset)
 from reglab.data.text_layouts import Columns, TextFile, label_name, layout_of
 from reglab.data.tokenizer import load_tokenizer
 from reglab.errors import ConfigError, DataUnavailableError
