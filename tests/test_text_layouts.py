@@ -125,6 +125,7 @@ BAD_FILES = [
     ("train.all", "0 a good film\n1 a bad film\n0 fine\n1 dull\n1 no good\nthis line has no label\n",
      r"train\.all:6: no label: each line is '<integer label> <text>'"),
     ("train.txt", "__label__1 a good film\n__label__0 a bad film\n" * 3 + "just text\n", r"train\.txt:7: no label"),
+    ("train.txt", "__label__1 a good film\n__label__0 a bad film\n" * 3 + "__label__1\n", r"train\.txt:7: no text"),
     ("train.jsonl", '{"text": "good", "label": 1}\n{"text": "bad", "label": 0}\n{"label": 1}\n',
      r"train\.jsonl:3: no 'text' key"),
     ("train.jsonl", '{"text": "good", "label": 1}\n{"text": "bad", "label": 0}\n{"text": "meh"}\n',
@@ -147,7 +148,7 @@ def test_a_bad_file_is_one_line_naming_the_file_and_line(name, content, message,
     assert "\n" not in str(raised.value)
 
 
-def test_mixed_layouts_and_stray_files_are_refused_naming_them(tmp_path):
+def test_mixed_layouts_are_refused_and_extras_beside_split_files_are_skipped(tmp_path):
     mixed = tmp_path / "mixed"
     mixed.mkdir()
     write("tsv", mixed / "train.tsv", rows(20, 0))
@@ -155,12 +156,51 @@ def test_mixed_layouts_and_stray_files_are_refused_naming_them(tmp_path):
     with pytest.raises(DataUnavailableError, match=r"train\.tsv: layout tsv, but .*dev\.jsonl is jsonl; one folder "
                                                    "holds one layout"):
         text_data(mixed, tmp_path).setup()
-    stray = tmp_path / "stray"
-    stray.mkdir()
-    write("tsv", stray / "train.tsv", rows(20, 0))
-    write("tsv", stray / "extra.tsv", rows(5, 1))
-    with pytest.raises(DataUnavailableError, match=r"extra\.tsv: no split name .* in its file name"):
-        text_data(stray, tmp_path).setup()
+    glue = tmp_path / "SST-2"  # as GLUE's zip ships it: original/ holds the raw treebank files beside the splits
+    (glue / "original").mkdir(parents=True)
+    write("tsv", glue / "train.tsv", rows(20, 0))
+    write("tsv", glue / "dev.tsv", rows(8, 1))
+    (glue / "original" / "SOStr.txt").write_text("a|b|c\n")
+    (glue / "original" / "datasetSentences.txt").write_text("sentence_index\ttext\n1\ta film\n")
+    data = text_data(glue, tmp_path)
+    data.setup()
+    assert data.split_sizes == {"train": 20, "val": 8, "test": 8}
+
+
+def test_split_names_in_folder_names_and_odd_hub_split_names(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    folders = tmp_path / "folders"  # the hub's parquet export: default/train/0000.parquet
+    for split, seed in (("train", 0), ("test", 1)):
+        (folders / "default" / split).mkdir(parents=True)
+        write("parquet", folders / "default" / split / "0000.parquet", rows(20, seed))
+    data = text_data(folders, tmp_path, val_size=4)
+    data.setup()
+    assert data.split_sizes == {"train": 16, "val": 4, "test": 20} and data.test_split == "test"
+    saved = DatasetDict({name: Dataset.from_dict({"text": [t for t, _ in part], "label": [y for _, y in part]})
+                         for name, part in (("Train", rows(20, 0)), ("validation_matched", rows(6, 1)))})
+    saved.save_to_disk(str(tmp_path / "saved"))
+    data = text_data(tmp_path / "saved", tmp_path)
+    data.setup()
+    assert data.split_sizes == {"train": 20, "val": 6, "test": 6}
+    single = tmp_path / "single"  # one saved Dataset, no splits: cross-validation
+    Dataset.from_dict({"text": [t for t, _ in rows(20, 0)], "label": [y for _, y in rows(20, 0)]}).save_to_disk(
+        str(single))
+    data = text_data(single, tmp_path, cv_folds=4, fold=1, val_size=3)
+    data.setup()
+    assert data.split_sizes == {"train": 12, "val": 3, "test": 5}
+
+
+def test_json_lines_named_json_and_texts_with_no_word_left(tmp_path):
+    root = tmp_path / "json"
+    root.mkdir()
+    write("jsonl", root / "train.json", rows(20, 0) + [("--- ***", 1)])
+    write("jsonl", root / "dev.json", rows(6, 1))
+    data = text_data(root, tmp_path)
+    data.setup()
+    assert data.split_sizes["train"] == 21
+    symbols_only = data.splits["train"].lengths[-1]
+    assert symbols_only == 1 and data.splits["train"].ids[-1, 0] == data.tokenizer.unk_token_id
 
 
 def test_validation_is_carved_from_train_class_stratified_and_fixed_by_val_seed(tmp_path):

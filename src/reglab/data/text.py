@@ -29,8 +29,7 @@ import torch
 from torch.utils.data import Dataset
 
 from reglab.data.base import ClassificationDataModule, check_data_path, check_int, or_list
-from reglab.data.sources import (SPLIT_ALIASES, hub_reachable, split_of, stratified_subset, train_eval_index,
-                                  training_subset)
+from reglab.data.sources import hub_reachable, split_of, stratified_subset, train_eval_index, training_subset
 from reglab.data.text_layouts import Columns, TextFile, label_name, layout_of
 from reglab.data.tokenizer import load_tokenizer
 from reglab.errors import ConfigError, DataUnavailableError
@@ -39,11 +38,13 @@ log = logging.getLogger(__name__)
 
 NO_LABEL = ("-1", "")  # a split whose every label is one of these is unlabelled
 TEXT_SPLITS = {"train": "train", "val": "validation", "test": "test"}
-UNSPLIT = "all"  # the pool of files whose names carry no split: cross-validation folds are cut from it
-# Files that sit beside data and are never data (a saved data set's own json files included).
-NOT_DATA_SUFFIXES = (".md", ".rst", ".py", ".sh", ".json", ".yaml", ".yml", ".pdf", ".html", ".zip", ".gz", ".tgz",
-                     ".tar", ".bz2", ".xz", ".arrow", ".pkl", ".pt", ".ckpt", ".lock", ".log")
+UNSPLIT = "(unsplit)"  # the pool of files whose names carry no split: cross-validation folds are cut from it
+# Files that sit beside data and are never data.
+NOT_DATA_SUFFIXES = (".md", ".rst", ".py", ".sh", ".yaml", ".yml", ".pdf", ".html", ".zip", ".gz", ".tgz", ".tar",
+                     ".bz2", ".xz", ".arrow", ".pkl", ".pt", ".ckpt", ".lock", ".log")
 NOT_DATA_NAMES = ("readme", "license", "licence", "changelog", "citation", "notice", "makefile")
+SAVED_MARKERS = ("dataset_dict.json", "state.json")  # a folder written by datasets' save_to_disk
+SAVED_FILES = (*SAVED_MARKERS, "dataset_info.json")
 
 
 class TokenBatchDataset(Dataset):
@@ -194,36 +195,41 @@ class TextClassificationDataModule(ClassificationDataModule):
 
     def data_files(self) -> dict[str, list[Path]]:
         """split -> its files under data.path. A file's split is a split name anywhere in its name
-        (``qc.train.all``, ``reviews-test.jsonl``); files with no split name form one unsplit pool. One folder
-        holds one layout."""
-        found: dict[str, list[Path]] = {}
-        layouts: dict[str, Path] = {}
+        (``qc.train.all``, ``reviews-test.jsonl``), else in the name of a folder it sits in (``train/0000.parquet``).
+        When some files name a split, the others are extras that ship beside the data (GLUE's ``original/``) and are
+        skipped with a log line; when none does, they all form one unsplit pool. One folder holds one layout."""
+        candidates: dict[Path, str | None] = {}
         for path in sorted(self.path.rglob("*")):
             relative = path.relative_to(self.path)
             if (not path.is_file() or any(part.startswith(".") for part in relative.parts)
-                    or path.suffix.lower() in NOT_DATA_SUFFIXES
+                    or path.suffix.lower() in NOT_DATA_SUFFIXES or path.name in SAVED_FILES
                     or path.name.lower().split(".")[0] in NOT_DATA_NAMES):
                 continue
-            layout = layout_of(path, self.columns).name
-            layouts.setdefault(layout, path)
+            candidates[path] = split_of(path.name) or next(
+                (split for part in reversed(relative.parts[:-1]) if (split := split_of(part))), None)
+        if any(split is not None for split in candidates.values()):
+            skipped = [path for path, split in candidates.items() if split is None]
+            if skipped:
+                log.warning("%s: skipped %d file(s) with no split name (train, dev, test), e.g. %s", self.source,
+                            len(skipped), skipped[0].relative_to(self.path))
+            candidates = {path: split for path, split in candidates.items() if split is not None}
+        found: dict[str, list[Path]] = {}
+        layouts: dict[str, Path] = {}
+        for path, split in candidates.items():
+            layouts.setdefault(layout_of(path, self.columns).name, path)
             if len(layouts) > 1:
                 (first, first_path), (other, other_path) = list(layouts.items())[:2]
                 raise DataUnavailableError(f"{other_path}: layout {other}, but {first_path} is {first}; one folder "
                                            "holds one layout (move the other files out)")
-            found.setdefault(split_of(path.name) or UNSPLIT, []).append(path)
+            found.setdefault(split or UNSPLIT, []).append(path)
         if not found:
             raise DataUnavailableError(f"{self.source}: no data files (any of: TSV/CSV with a header, "
                                        "'label text' lines, fastText, JSON lines, parquet)")
-        if UNSPLIT in found and len(found) > 1:
-            named = next(paths[0].name for split, paths in found.items() if split != UNSPLIT)
-            raise DataUnavailableError(f"{found[UNSPLIT][0]}: no split name (train, dev/val/validation, test) in "
-                                       f"its file name, beside files that have one ({named}); rename it or move it "
-                                       "out")
         return found
 
     def read_files(self) -> tuple[dict[str, list[TextFile]], str]:
         """split -> its files as read, and a fingerprint of the source for the tokenizer cache."""
-        if self.path is not None and (self.path / "dataset_dict.json").is_file():
+        if self.path is not None and any((self.path / marker).is_file() for marker in SAVED_MARKERS):
             return self.read_saved(self.path)
         if self.path is not None:
             found = self.data_files()
@@ -243,8 +249,10 @@ class TextClassificationDataModule(ClassificationDataModule):
         return self.hub_splits(loaded), f"hub-{self.source}-{self.text_column}"
 
     def hub_splits(self, loaded) -> dict[str, list[TextFile]]:
-        return {SPLIT_ALIASES.get(name, name): [self.text_file(data, f"{self.source} ({name})")]
-                for name, data in loaded.items()}
+        splits: dict[str, list[TextFile]] = {}
+        for name, data in loaded.items():  # 'Train', 'validation_matched', 'test-2': by the split name in them
+            splits.setdefault(split_of(name) or name, []).append(self.text_file(data, f"{self.source} ({name})"))
+        return splits
 
     def read_saved(self, folder: Path) -> tuple[dict[str, list[TextFile]], str]:
         """A DatasetDict written by ``datasets``' ``save_to_disk`` (what a hub data set becomes offline)."""
@@ -366,6 +374,8 @@ class TextClassificationDataModule(ClassificationDataModule):
     # -- tokens -------------------------------------------------------------------------------------------------
     def encode(self, tokenizer, texts: list[str], labels: list[int]) -> TokenBatchDataset:
         encoded = tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+        # A text with no token left (only symbols Kim's clean-up removes: '---', an emoji) reads as one [UNK].
+        encoded = [ids or [tokenizer.unk_token_id] for ids in encoded]
         lengths = torch.tensor([len(ids) for ids in encoded])
         ids = torch.full((len(encoded), self.max_length), tokenizer.pad_token_id, dtype=torch.long)
         for row, token_ids in enumerate(encoded):
@@ -387,7 +397,8 @@ class TextClassificationDataModule(ClassificationDataModule):
 
     def split_key(self) -> str:
         """What decides which examples train (the vocabulary is fitted on them): part of every cache key."""
-        return json.dumps([self.carve_val, self.val_size, self.val_seed, self.cv_folds, self.fold])
+        return json.dumps([self.label_column, self.labels, self.carve_val, self.val_size, self.val_seed,
+                           self.cv_folds, self.fold])
 
     def keep_splits(self, splits: dict) -> None:
         """The encoded splits, with ``data.train_size``'s training subset and the fixed train-eval subset."""

@@ -27,6 +27,8 @@ class FastText(TextLayout):
                 label, text = match.groups()
             elif match := LABEL_LAST.match(line):
                 text, label = match.groups()
+            elif line.strip().startswith(PREFIX) and len(line.split()) == 1:
+                raise DataUnavailableError(f"{path}:{number}: no text after the label")
             else:
                 raise DataUnavailableError(f"{path}:{number}: no label: a fastText line is '__label__<name> <text>'")
             texts.append(text)

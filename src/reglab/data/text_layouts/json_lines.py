@@ -18,7 +18,7 @@ def parsed(line: str):
 
 class JsonLines(TextLayout):
     name = "jsonl"
-    suffixes = (".jsonl", ".ndjson")
+    suffixes = (".jsonl", ".ndjson", ".json")
 
     def sniff(self, lines: list[str], columns: Columns) -> bool:
         return bool(lines) and all(isinstance(parsed(line), dict) for line in lines[:3])
