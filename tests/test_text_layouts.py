@@ -131,7 +131,8 @@ BAD_FILES = [
     ("train.jsonl", '{"text": "good", "label": 1}\n{"text": "bad", "label": 0}\n{"text": "meh"}\n',
      r"train\.jsonl:3: no label \('label', data.label_column\)"),
     ("train.tsv", "text\tlabel\ngood\t1\nbad\t0\nmeh\n", r"train\.tsv:4: 1 fields, but the header has 2"),
-    ("train.tsv", "sentence\tlabel\ngood\t1\n", r"train\.tsv:1: unknown text layout"),
+    ("train.tsv", "sentence\tlabel\ngood\t1\n", r"train\.tsv:1: expected a 'text' column \(data.text_column\) "
+                                                 r"in the header line, found \['sentence', 'label'\]"),
     ("train.csv", "", r"train\.csv: the file is empty"),
 ]
 
@@ -357,6 +358,9 @@ def test_a_cross_validated_text_cnn_sweep_runs_from_one_unsplit_file_and_reports
     assert sorted(r["fold"] for r in records) == [0, 1, 2]
     assert {r["test_split"] for r in records} == {f"fold {k} of 3 (cross-validation)" for k in range(3)}
     assert len({r["condition_id"] for r in records}) == 1  # folds are replicates of one condition
+    from reglab.identity import RunLabel
+
+    assert RunLabel({"data": "text", "model": "text_cnn", "reg": "none"}).wandb_name(0, 2).endswith("seed=0 fold=2")
     assert all(r["split_sizes"]["test"] == 40 for r in records)
     assert all("mc/acc" in r["metrics"] for r in records)  # MC dropout through the model's named dropout site
     from reglab.report.cli import main as report_main

@@ -112,10 +112,12 @@ class RunLabel:
         swept = self.swept() if study else self.swept(without=("data", "model", "reg"))
         return bounded("/".join(prefix + ([",".join(swept)] if swept else [])), 128)
 
-    def wandb_name(self, seed: int) -> str:
-        """data/model/reg, the swept values and the seed: 'digits/cnn_small/l1 reg.l1.strength=0.001 seed=2'."""
+    def wandb_name(self, seed: int, fold: int | None = None) -> str:
+        """data/model/reg, the swept values, the seed and any cross-validation fold:
+        'digits/cnn_small/l1 reg.l1.strength=0.001 seed=2'."""
         choices = "/".join(str(self.choices.get(k) or "?") for k in ("data", "model", "reg"))
-        return bounded(" ".join([choices, *self.swept(without=("data", "model", "reg")), f"seed={seed}"]), 128)
+        replicate = [f"seed={seed}"] + ([] if fold is None else [f"fold={fold}"])
+        return bounded(" ".join([choices, *self.swept(without=("data", "model", "reg")), *replicate]), 128)
 
 
 def bounded(text: str, limit: int) -> str:

@@ -158,7 +158,7 @@ def wandb_logger(run: RunContext, project: str = "reglab", entity: str | None = 
 
     def make(offline: bool) -> WandbLogger:
         logger = WandbLogger(project=project, entity=entity, group=label.wandb_group(run.study),
-                             name=label.wandb_name(run.seed), tags=run_tags, save_dir=str(run.output_dir),
+                             name=label.wandb_name(run.seed, run.config.get("fold")), tags=run_tags, save_dir=str(run.output_dir),
                              offline=offline, config=run.config, job_type="train", id=run_id, resume="allow")
         # Lightning always passes anonymous=None, which W&B 0.31 answers with a deprecation warning every run.
         logger._wandb_init.pop("anonymous", None)

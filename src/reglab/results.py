@@ -130,7 +130,8 @@ class RunRecord:
 
     def run_fields(self) -> dict:
         """Who the run is and what it ran: what the W&B run's config shows, under results.json's keys."""
-        return {k: getattr(self, k) for k in ("study", "choices", "overrides", "seed", "condition_id", "config")}
+        return {k: getattr(self, k) for k in ("study", "choices", "overrides", "seed", "fold", "condition_id",
+                                              "config")}
 
     def to_dict(self) -> dict:
         values = {"schema_version": self.schema_version} | {f.name: getattr(self, f.name) for f in fields(self)}

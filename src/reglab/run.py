@@ -132,7 +132,7 @@ def train(cfg: DictConfig) -> dict:
             RunRecord.failed(cfg, label, err, started).write()  # the sweep's record of it
         raise
     if cfg.get("dry_run", False):
-        print(f"[dry-run] would run: {label.wandb_name(int(cfg.seed))} -> {output_dir}")
+        print(f"[dry-run] would run: {label.wandb_name(int(cfg.seed), cfg.data.get('fold'))} -> {output_dir}")
         return {"status": "dry_run", "choices": label.choices, "seed": int(cfg.seed), "output_dir": str(output_dir)}
     if launcher_choice() == "gpus":
         return train_on_claimed_gpu(cfg, label, prebuilt)

@@ -116,8 +116,9 @@ def all_layouts() -> list[TextLayout]:
 
 
 def layout_of(path: Path, columns: Columns) -> TextLayout:
-    """The layout that owns the file's suffix and accepts its first lines; else the one layout whose sniff accepts
-    them; else a one-line error naming the file and its first line."""
+    """The layout that owns the file's suffix and accepts its first lines; else the first layout whose sniff accepts
+    them; else the suffix's layout (whose reading names the problem); else a one-line error naming the file and its
+    first line."""
     layouts = all_layouts()
     lines = first_lines(path)
     if not lines and not any(path.suffix.lower() in layout.suffixes and layout.binary for layout in layouts):
@@ -129,6 +130,8 @@ def layout_of(path: Path, columns: Columns) -> TextLayout:
     sniffed = [layout for layout in layouts if not layout.binary and layout.sniff(lines, columns)]
     if sniffed:
         return sniffed[0]
+    if owners:  # its suffix's layout, though the lines disagree: reading it names what is wrong, and where
+        return owners[0]
     shown = lines[0] if len(lines[0]) <= 80 else lines[0][:77] + "..."
     known = ", ".join(f"{layout.name}" for layout in layouts)
     raise DataUnavailableError(f"{path}:1: unknown text layout (first line {shown!r}); known layouts: {known} "
