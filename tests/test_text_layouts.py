@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from conftest import data_settings
-from reglab.data.sources import split_of
-from reglab.data.text import TextClassificationDataModule, stratified_folds
+from reglab.data.sources import split_of, stratified_folds
+from reglab.data.text import TextClassificationDataModule
 from reglab.errors import ConfigError, DataUnavailableError
 from test_text_data import topic_rows
 

@@ -86,3 +86,16 @@ def stratified_subset(labels, size: int, seed: int):
         keys[members] = (torch.arange(len(members), dtype=torch.float64) + 0.5) / len(members)
     ranked = order[torch.argsort(keys[order], stable=True)]  # ties: in the shuffled order
     return ranked[:size].sort().values
+
+
+def stratified_folds(labels, k: int, seed: int):
+    """Each example's fold in 0..k-1: every class spread evenly over the folds (sizes within one of each other),
+    fixed by ``seed`` alone, so every condition and seed of a study sees the same folds."""
+    import torch
+
+    labels = torch.as_tensor(labels)
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(int(seed)))
+    grouped = order[torch.argsort(labels[order], stable=True)]  # class by class, shuffled within each
+    folds = torch.empty(len(labels), dtype=torch.long)
+    folds[grouped] = torch.arange(len(labels)) % k
+    return folds

@@ -29,8 +29,9 @@ import torch
 from torch.utils.data import Dataset
 
 from reglab.data.base import ClassificationDataModule, check_data_path, check_int, or_list
-from reglab.data.sources import hub_reachable, split_of, stratified_subset, train_eval_index, training_subset
-from reglab.data.text_layouts import Columns, TextFile, label_name, layout_of
+from reglab.data.sources import (hub_reachable, split_of, stratified_folds, stratified_subset, train_eval_index,
+                                  training_subset)
+from reglab.data.text_layouts import Columns, TextFile, TextLayout, label_name, layout_of
 from reglab.data.tokenizer import load_tokenizer
 from reglab.errors import ConfigError, DataUnavailableError
 
@@ -114,17 +115,6 @@ def check_folds(cv_folds, fold) -> tuple[int | None, int | None]:
     return folds, fold
 
 
-def stratified_folds(labels: list[int], k: int, seed: int) -> torch.Tensor:
-    """Each example's fold in 0..k-1: every class spread evenly over the folds (sizes within one of each other),
-    fixed by ``seed`` alone, so every condition and seed of a study sees the same folds."""
-    labels = torch.as_tensor(labels)
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(int(seed)))
-    grouped = order[torch.argsort(labels[order], stable=True)]  # class by class, shuffled within each
-    folds = torch.empty(len(labels), dtype=torch.long)
-    folds[grouped] = torch.arange(len(labels)) % k
-    return folds
-
-
 def is_labelled(files: list[TextFile]) -> bool:
     return any(label not in NO_LABEL for file in files for label in file.labels)
 
@@ -171,10 +161,10 @@ class TextClassificationDataModule(ClassificationDataModule):
         return self.hub_name if self.hub_config is None else f"{self.hub_name}/{self.hub_config}"
 
     # -- reading ------------------------------------------------------------------------------------------------
-    def read_file(self, path: Path) -> TextFile:
-        """One file in whatever layout it has (reglab.data.text_layouts)."""
+    def read_file(self, path: Path, layout: TextLayout) -> TextFile:
+        """One file in the layout data_files found for it (reglab.data.text_layouts)."""
         try:
-            file = layout_of(path, self.columns).read(path, self.columns)
+            file = layout.read(path, self.columns)
         except OSError as err:
             raise DataUnavailableError(f"{path}: cannot read: {err.strerror or err}") from None
         if not file.texts:
@@ -193,8 +183,8 @@ class TextClassificationDataModule(ClassificationDataModule):
         labels = [label_name(label) for label in data[self.label_column]] if has_labels else [""] * len(texts)
         return TextFile(where, texts, labels, list(range(1, len(texts) + 1)))
 
-    def data_files(self) -> dict[str, list[Path]]:
-        """split -> its files under data.path. A file's split is a split name anywhere in its name
+    def data_files(self) -> dict[str, list[tuple[Path, TextLayout]]]:
+        """split -> its files under data.path, each with its layout. A file's split is a split name anywhere in its name
         (``qc.train.all``, ``reviews-test.jsonl``), else in the name of a folder it sits in (``train/0000.parquet``).
         When some files name a split, the others are extras that ship beside the data (GLUE's ``original/``) and are
         skipped with a log line; when none does, they all form one unsplit pool. One folder holds one layout."""
@@ -213,15 +203,16 @@ class TextClassificationDataModule(ClassificationDataModule):
                 log.warning("%s: skipped %d file(s) with no split name (train, dev, test), e.g. %s", self.source,
                             len(skipped), skipped[0].relative_to(self.path))
             candidates = {path: split for path, split in candidates.items() if split is not None}
-        found: dict[str, list[Path]] = {}
+        found: dict[str, list[tuple[Path, TextLayout]]] = {}
         layouts: dict[str, Path] = {}
         for path, split in candidates.items():
-            layouts.setdefault(layout_of(path, self.columns).name, path)
+            layout = layout_of(path, self.columns)
+            layouts.setdefault(layout.name, path)
             if len(layouts) > 1:
                 (first, first_path), (other, other_path) = list(layouts.items())[:2]
                 raise DataUnavailableError(f"{other_path}: layout {other}, but {first_path} is {first}; one folder "
                                            "holds one layout (move the other files out)")
-            found.setdefault(split or UNSPLIT, []).append(path)
+            found.setdefault(split or UNSPLIT, []).append((path, layout))
         if not found:
             raise DataUnavailableError(f"{self.source}: no data files (any of: TSV/CSV with a header, "
                                        "'label text' lines, fastText, JSON lines, parquet)")
@@ -233,9 +224,10 @@ class TextClassificationDataModule(ClassificationDataModule):
             return self.read_saved(self.path)
         if self.path is not None:
             found = self.data_files()
-            stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for paths in found.values() for p in paths]
+            stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for files in found.values() for p, _ in files]
             fingerprint = hashlib.sha1(json.dumps([stats, self.text_column]).encode()).hexdigest()[:16]
-            return {split: [self.read_file(p) for p in paths] for split, paths in found.items()}, fingerprint
+            return {split: [self.read_file(p, layout) for p, layout in files] for split, files in found.items()}, \
+                fingerprint
         if Path(self.hub_name).is_dir():
             return self.read_saved(Path(self.hub_name))
         if not hub_reachable():
