@@ -120,7 +120,6 @@ def sentiment_tsv(tmp_path_factory):
 
 
 def bow(path, tmp_path, **kwargs):
-    from conftest import CONF
     from reglab.data.bag_of_words import BagOfWordsDataModule
 
     settings = data_settings("sst2_bow")
@@ -143,14 +142,14 @@ def test_bag_of_words_stays_sparse_and_fits_its_vocabulary_on_train_only(sentime
     model = LinearClassifier(n_features=len(data.feature_names), num_classes=2)
     torch.nn.init.normal_(model.head.weight)
     torch.testing.assert_close(model(inputs), model(inputs.to_dense()))  # the sparse product is the dense one
-    assert len(list((tmp_path / "cache" / "vectorizers").glob("*.pkl"))) == 1  # cached, written once
+    assert len(list((tmp_path / "cache" / "vectorizers").glob("*.json"))) == 1  # cached (JSON: data, not code)
     again = bow(sentiment_tsv, tmp_path)
     again.setup()
     assert again.feature_names == data.feature_names
     counts = bow(sentiment_tsv, tmp_path, weighting="counts")
     counts.setup()
     assert set(np.unique(counts.splits["train"].matrix.data)) <= {1.0, 2.0, 3.0}  # raw counts, not TF-IDF
-    assert len(list((tmp_path / "cache" / "vectorizers").glob("*.pkl"))) == 2
+    assert len(list((tmp_path / "cache" / "vectorizers").glob("*.json"))) == 2
     with pytest.raises(ConfigError, match=r"data.weighting='bm25': allowed \['tfidf', 'counts', 'binary'\]"):
         bow(sentiment_tsv, tmp_path, weighting="bm25")
 

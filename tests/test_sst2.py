@@ -8,9 +8,8 @@ import random
 import pytest
 import torch
 
-from omegaconf import OmegaConf
 
-from conftest import CONF, ROOT, data_settings
+from conftest import ROOT, data_settings
 from reglab.data import tokenizer as tokenizer_module
 from reglab.data.batching import TrainBatches
 from reglab.data.text import TextClassificationDataModule

@@ -8,9 +8,8 @@ import random
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 
-from conftest import CONF, FAST, data_settings, run_cli
+from conftest import FAST, data_settings, run_cli
 from reglab.data.batching import TrainBatches
 from reglab.data.text import TextClassificationDataModule
 from reglab.errors import ConfigError, DataUnavailableError

@@ -155,7 +155,8 @@ class RandomState(pl.Callback):
 class LatestCheckpoint(pl.Callback):
     """``checkpoints/last.ckpt``: the latest full training state, every ``every_n_steps`` optimizer steps (0:
     only at epoch ends) and at the end of every epoch. A killed run resumes from it; evaluation reads it.
-    Written to a temporary name and renamed, so a kill during the write never leaves a torn checkpoint.
+    Written to a temporary file in the same folder and renamed (reglab.checkpoint_io), so a kill or a full disk
+    during the write never leaves a torn checkpoint.
     (Lightning's ``save_last`` refreshes only when a best-k checkpoint is saved, so it goes stale.)"""
 
     FILENAME = "last.ckpt"
@@ -165,11 +166,8 @@ class LatestCheckpoint(pl.Callback):
         self.every_n_steps = int(every_n_steps)
 
     def save(self, trainer) -> None:
-        temporary = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        # the full state, for resume; every rank calls it, rank 0 writes, then all meet at a barrier
-        trainer.save_checkpoint(temporary, weights_only=False)
-        if trainer.is_global_zero:
-            os.replace(temporary, self.path)
+        # the full state, for resume; every rank calls it, rank 0 writes (atomically), then all meet at a barrier
+        trainer.save_checkpoint(self.path, weights_only=False)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0:

@@ -143,6 +143,10 @@ class SweepSummary(Callback):
 
     def on_multirun_start(self, config, **kwargs) -> None:
         self.started = time.time()
+        # This sweep's id: its jobs (in this process, loky workers, or submitit jobs, which inherit the
+        # environment) note under it the folders another process held, so the summary counts them.
+        os.environ[SWEEP_ID] = f"{os.getpid()}-{time.time_ns()}"
+        os.environ[SWEEP_STARTED] = repr(self.started)
 
     def on_multirun_end(self, config, **kwargs) -> None:
         if config.get("dry_run", False):
@@ -151,11 +155,54 @@ class SweepSummary(Callback):
         print("\n".join(sweep_summary(sweep, self.started)), flush=True)
 
 
+SWEEP_ID = "REGLAB_SWEEP_ID"
+SWEEP_STARTED = "REGLAB_SWEEP_STARTED"
+BUSY_FOLDER = ".reglab-busy"  # in a sweep folder: <sweep id>/<job folder name> for each job held elsewhere
+
+
+def summary_of_stopped_sweep() -> list[str]:
+    """The summary of a sweep whose jobs run in this process (Hydra's basic launcher), when a signal stopped one:
+    the process then exits without Hydra's end-of-sweep callback. Empty outside such a sweep (a parallel
+    launcher's workers leave the summary to the launching process)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not is_multirun() or os.environ.get("REGLAB_SWEEP_STOP_DIR") or os.getpid() != int(
+            os.environ.get(SWEEP_ID, "0-0").split("-")[0]):
+        return []
+    started = float(os.environ.get(SWEEP_STARTED, "0"))
+    return sweep_summary(Path(str(HydraConfig.get().sweep.dir)), started)
+
+
+def record_busy(output_dir: Path, holder: str) -> None:
+    """A sweep job found its folder held by another process: note it for this sweep's summary."""
+    from reglab.atomic import atomic_write
+
+    sweep_id = os.environ.get(SWEEP_ID)
+    if sweep_id:
+        note = output_dir.parent / BUSY_FOLDER / sweep_id / output_dir.name
+        atomic_write(note, lambda handle: handle.write(holder.encode()))
+
+
+def busy_jobs(sweep: Path) -> dict[str, str]:
+    """{job folder name: its holder} for the jobs of this sweep that another process held; the notes are
+    removed once read."""
+    import shutil
+
+    folder = sweep / BUSY_FOLDER / os.environ.get(SWEEP_ID, "-")
+    busy = {note.name: note.read_text() for note in sorted(folder.glob("*"))} if folder.is_dir() else {}
+    shutil.rmtree(folder, ignore_errors=True)
+    if (sweep / BUSY_FOLDER).is_dir() and not any((sweep / BUSY_FOLDER).iterdir()):
+        (sweep / BUSY_FOLDER).rmdir()
+    return busy
+
+
 def sweep_summary(sweep: Path, started: float) -> list[str]:
     from reglab.results import read_results
 
     done, skipped, failed, unfinished, underfit = [], [], [], [], []
-    for job in sorted(p for p in sweep.iterdir() if p.is_dir() and (p / ".hydra").is_dir()) if sweep.is_dir() else []:
+    busy = busy_jobs(sweep)
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and (p / ".hydra").is_dir()) if sweep.is_dir() else []
+    for job in [job for job in jobs if job.name not in busy]:
         results = job / "results.json"
         try:
             record = read_results(results)
@@ -172,10 +219,13 @@ def sweep_summary(sweep: Path, started: float) -> list[str]:
         else:
             error = str(record.get("error") or status).splitlines()[0]
             failed.append(f"{job.name}: {re.sub(r'^[A-Za-z]+Error: ', '', error)}")
-    total = len(done) + len(skipped) + len(failed) + len(unfinished)
+    total = len(done) + len(skipped) + len(failed) + len(unfinished) + len(busy)
     lines = [f"sweep: {total} jobs: {len(done)} done, {len(failed)} failed, {len(skipped)} skipped (already "
-             f"complete), {len(unfinished)} unfinished -> {shown(sweep)}"]
+             f"complete), {len(unfinished)} unfinished" + (f", {len(busy)} busy elsewhere" if busy else "") +
+             f" -> {shown(sweep)}"]
     lines += [f"  failed {line}" for line in failed]
+    lines += [f"  busy elsewhere {name}: another process writes it ({holder}); re-run this command once it is "
+              "done to pick up its results" for name, holder in busy.items()]
     lines += [f"  unfinished {name} (re-run the same command to resume it)" for name in unfinished]
     lines += [f"  underfits {line}" for line in underfit]
     if underfit:

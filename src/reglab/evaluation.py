@@ -157,14 +157,62 @@ def check_model_config(checkpoint_config: dict, expected_model: dict | None, pat
                           f"not the model={dict(expected_model)} asked for")
 
 
-def build_from_checkpoint(checkpoint: dict, data_overrides: dict | None = None):
-    """The datamodule and the model with the checkpoint's weights, from the config the checkpoint carries."""
+# The config groups evaluation builds objects from; the targets each may name are the ones conf/<group>/ declares.
+BUILT_GROUPS = ("data", "model", "reg")
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def project_targets(group: str) -> set[str]:
+    """Every ``_target_`` the installed project's conf/<group>/ declares, and reglab's own classes."""
+    import re
+
+    found = set()
+    for path in sorted((CONF_DIR / group).rglob("*.yaml")) if (CONF_DIR / group).is_dir() else []:
+        found.update(re.findall(r"^\s*_target_:\s*([\w.]+)\s*$", path.read_text(), flags=re.M))
+    return found
+
+
+def check_checkpoint_config(config, path, trusted: tuple = ()) -> None:
+    """A checkpoint is data: the config it carries may only name targets the project defines for that group
+    (a crafted ``data._target_: pathlib.Path.write_text`` is refused, never called), and holds no
+    interpolations (a stored config is resolved), since those would be evaluated on access."""
+    def walk(value, key: str, allowed: set[str] | None):
+        if isinstance(value, dict):
+            for name, inner in value.items():
+                dotted = f"{key}.{name}"
+                if name == "_target_" and allowed is not None and str(inner) not in allowed:
+                    raise ConfigError(f"ckpt={str(path)!r}: {dotted}={inner!r} is not a target this project defines "
+                                      f"for {key.split('.')[0]} (allowed: {', '.join(sorted(allowed)) or 'none'}); "
+                                      "a checkpoint's config is data, never code (a class of your own: add its yaml to conf/, or "
+                                      "name it in trusted_targets=[...])")
+                walk(inner, dotted, allowed)
+        elif isinstance(value, list):
+            for i, inner in enumerate(value):
+                walk(inner, f"{key}[{i}]", allowed)
+        elif isinstance(value, str) and "${" in value:
+            raise ConfigError(f"ckpt={str(path)!r}: {key}={value!r} is an interpolation; a checkpoint's config is "
+                              "stored resolved, so this one was not written by reglab")
+
+    if not isinstance(config, dict):
+        raise ConfigError(f"ckpt={str(path)!r}: its reglab config is a {type(config).__name__}, not a mapping")
+    for group in BUILT_GROUPS:
+        walk(config.get(group), group, project_targets(group) | set(trusted))
+    for key, value in config.items():  # not built here (trainer, callbacks): only read
+        if key not in BUILT_GROUPS:
+            walk(value, str(key), None)
+
+
+def build_from_checkpoint(checkpoint: dict, data_overrides: dict | None = None, path: str | Path = "checkpoint",
+                          trusted_targets: tuple = ()):
+    """The datamodule and the model with the checkpoint's weights, from the config the checkpoint carries, once
+    that config is checked to build only what the project defines (check_checkpoint_config)."""
     from omegaconf import OmegaConf
 
     from reglab.errors import instantiate
     from reglab.models import build_model
     from reglab.regularizers import build_regularizers
 
+    check_checkpoint_config(checkpoint[CONFIG_KEY], path, tuple(trusted_targets))
     config = OmegaConf.create(checkpoint[CONFIG_KEY])
     if data_overrides:
         config.data = OmegaConf.merge(config.data, data_overrides)
@@ -214,14 +262,15 @@ def evaluate(model: nn.Module, datamodule, split: str, mc_samples: int, seed: in
 
 
 def run_evaluation(ckpt: str, mc_samples: int = 30, split: str = "test", seed: int = 0, device: str = "auto",
-                   write_results: bool = True, expected_model: dict | None = None, max_rows: int = 8192) -> dict:
+                   write_results: bool = True, expected_model: dict | None = None, max_rows: int = 8192,
+                   trusted_targets: tuple = ()) -> dict:
     from reglab.results import RESULTS_FILE, read_results
     from reglab.results import write_results as write
 
     started = time.time()
     checkpoint = load_checkpoint(ckpt)
     check_model_config(checkpoint[CONFIG_KEY], expected_model, ckpt)
-    config, datamodule, model = build_from_checkpoint(checkpoint)
+    config, datamodule, model = build_from_checkpoint(checkpoint, path=ckpt, trusted_targets=trusted_targets)
     if not dropout_modules(model) or all(m.p == 0 for m in dropout_modules(model)):
         log.warning("the model has no active dropout: MC dropout equals standard inference")
     target = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
@@ -233,15 +282,20 @@ def run_evaluation(ckpt: str, mc_samples: int = 30, split: str = "test", seed: i
     results_path = run_dir / RESULTS_FILE
     if not write_results:
         results = {}
-    elif results_path.is_file():
-        results = read_results(results_path)
-    else:
+        record = record_evaluation(results, outcome, str(ckpt), split, mc_samples, seed, started, None)
+    elif not results_path.is_file():
         raise DataUnavailableError(f"{results_path}: no results.json to add the evaluation to "
                                    "(write_results=false prints it only)")
-    record = record_evaluation(results, outcome, str(ckpt), split, mc_samples, seed, started,
-                               run_dir if write_results else None)
-    if write_results:
-        write(run_dir, results)
+    else:
+        from reglab import folder_lock
+
+        lock = folder_lock.acquire(run_dir)  # one writer per run folder: never beside a run still training there
+        try:
+            results = read_results(results_path)
+            record = record_evaluation(results, outcome, str(ckpt), split, mc_samples, seed, started, run_dir)
+            write(run_dir, results)
+        finally:
+            lock.release()
     metrics = {k: v for k, v in results["metrics"].items() if k.startswith(("std/", "ts/", "mc/"))}
     return {"metrics": metrics, **record, "results": str(results_path)}
 
@@ -298,7 +352,8 @@ def main(cfg) -> dict:
 
     try:
         outcome = run_evaluation(str(cfg.ckpt), int(cfg.mc_samples), str(cfg.split), int(cfg.seed), str(cfg.device),
-                                 bool(cfg.write_results), cfg.get("model"), int(cfg.max_rows))
+                                 bool(cfg.write_results), cfg.get("model"), int(cfg.max_rows),
+                                 tuple(cfg.get("trusted_targets") or ()))
     except ReglabError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

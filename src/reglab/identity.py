@@ -32,11 +32,24 @@ NOT_LABEL = ("experiment", "debug", "hparams_search", "hydra")
 
 
 def run_identity(config: dict) -> dict:
-    """The config without where it writes and how it is launched (a nested dict, as in results.json)."""
+    """The config without where it writes and how it is launched (a nested dict, as in results.json). A value
+    inside the run's own folder (a checkpoint dirpath, a logger's save_dir) counts relative to it, so a run folder
+    copied or moved elsewhere is still the same run and resumes."""
     identity = {k: v for k, v in config.items() if k not in LAUNCH_KEYS}
     if isinstance(identity.get("trainer"), dict):
         identity["trainer"] = {k: v for k, v in identity["trainer"].items() if k not in TRAINER_LAUNCH_KEYS}
-    return identity
+    own = (config.get("paths") or {}).get("output_dir") if isinstance(config.get("paths"), dict) else None
+    return relative_to_run(identity, str(own).rstrip("/")) if own else identity
+
+
+def relative_to_run(value, own: str):
+    if isinstance(value, dict):
+        return {k: relative_to_run(v, own) for k, v in value.items()}
+    if isinstance(value, list):
+        return [relative_to_run(v, own) for v in value]
+    if isinstance(value, str) and (value == own or value.startswith(own + "/")):
+        return "<run folder>" + value[len(own):]
+    return value
 
 
 def flat_config(mapping: dict, prefix: str = "") -> dict:

@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from reglab import console, distributed, profiling
 from reglab.callbacks import (CSVHistory, EpochHistory, EpochLine, GracefulStop, LatestCheckpoint, RandomState,
                               WeightHistograms)
+from reglab.checkpoint_io import AtomicCheckpointIO
 from reglab.errors import ConfigError, Interrupted, instantiate
 from reglab.identity import RunLabel, run_identity
 from reglab.loggers import RunContext, build_loggers, finish_wandb
@@ -125,7 +126,7 @@ def build_run(cfg: DictConfig, record: RunRecord, rank: int = 0, resume_from: Pa
     elif not progress_bar:
         callbacks.append(EpochLine(history))
     trainer = instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers,
-                          enable_progress_bar=progress_bar)
+                          enable_progress_bar=progress_bar, plugins=[AtomicCheckpointIO()])
     profiling.mark("trainer_built")
     return RunParts(module, datamodule, trainer, history, callbacks)
 
@@ -160,7 +161,10 @@ def run_job(cfg: DictConfig, label: RunLabel | None = None, prebuilt: tuple | No
         record.wall_time_s = time.time() - record.started_at
         wandb_dir = finish_wandb(exit_code=0 if record.status == "completed" else 1, summary=record.metrics)
         if rank == 0:
-            record.write()
+            try:
+                record.write()
+            except OSError as err:  # a full disk: the run's own error (raised above) is the one to report
+                log.error("could not record the run's outcome: %s", err)
             if record.status == "completed":
                 for line in console.closing_block(record, output_dir, wandb_dir, in_sweep=console.is_multirun()):
                     log.info(line)

@@ -52,6 +52,14 @@ def to_float(value):
         return value
 
 
+def as_int(value):
+    """A config value as an int where it is one; else as given (a record of a bad seed still says what it was)."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return value
+
+
 def write_results(output_dir: str | Path, results: dict) -> Path:
     text = json.dumps(results, indent=2, sort_keys=False, default=str, allow_nan=True)
     return atomic_write(Path(output_dir) / RESULTS_FILE, lambda handle: handle.write(text.encode()))
@@ -108,7 +116,7 @@ class RunRecord:
 
         config = OmegaConf.to_container(cfg, resolve=True)
         return cls(status=status, study=cfg.get("study"), choices=label.choices, overrides=list(label.overrides),
-                   seed=int(cfg.seed), condition_id=condition_id(config), config=config,
+                   seed=as_int(cfg.seed), condition_id=condition_id(config), config=config,
                    fold=(config.get("data") or {}).get("fold"),
                    output_dir=str(cfg.paths.output_dir), started_at=time.time() if started is None else started)
 

@@ -25,8 +25,8 @@ profiling.mark("imports_started")
 
 from omegaconf import DictConfig, OmegaConf
 
-from reglab import console, distributed, errors
-from reglab.errors import Interrupted, ReglabError
+from reglab import console, distributed, errors, folder_lock
+from reglab.errors import ConfigError, Interrupted, ReglabError
 from reglab.gpu_slots import claim_slot, launcher_choice, launcher_jobs
 from reglab.identity import RunLabel, run_identity
 from reglab.regularizers import drop_unselected
@@ -51,7 +51,16 @@ def main(cfg: DictConfig) -> float | None:
                   file=sys.stderr)
             stop.pass_on(int(getattr(signal, stop.signal_name)), None)
         print(f"interrupted: {stop}; re-run the same command to resume", file=sys.stderr)
+        summary = console.summary_of_stopped_sweep()
+        if summary:
+            print("\n".join(summary), flush=True)
         sys.exit(stop.exit_code)  # non-zero, so a scheduler (and Hydra) sees the job did not finish
+    except folder_lock.FolderBusy as busy:
+        if console.is_multirun():
+            print(f"busy elsewhere (skipped here): {busy}", file=sys.stderr)
+            return float("nan")
+        print(f"error: {busy}", file=sys.stderr)
+        sys.exit(2)
     except ReglabError as err:
         print(f"error: {err}", file=sys.stderr)
         if console.is_multirun():
@@ -65,29 +74,33 @@ def main(cfg: DictConfig) -> float | None:
     return results.get("metrics", {}).get(cfg.get("optimized_metric", "val/acc"))
 
 
-def completed_results(output_dir: Path, config: dict, dry_run: bool = False) -> dict | None:
+def completed_results(output_dir: Path, config: dict, dry_run: bool = False, resume=None) -> dict | None:
     """The results of an earlier run in ``output_dir`` that completed with the same config, else None. A completed
-    run of another config is moved aside first (``replaced/<time>/``: its results.json, checkpoints and logs), so
-    the new run neither overwrites its results nor resumes from or mixes with its checkpoints. A dry run only
-    says it would."""
+    run of another config is moved aside first (``replaced/<time>/``: its results.json, checkpoints, logs, W&B
+    files and .hydra/), so the new run neither overwrites its results nor resumes from or mixes with its
+    checkpoints. A dry run only says it would; ``resume=true`` refuses and moves nothing."""
     try:
         previous = read_results(output_dir / RESULTS_FILE)
     except (OSError, ValueError):
         return None
-    if previous.get("status") != "completed":
+    if not isinstance(previous, dict) or previous.get("status") != "completed":
         return None
-    if run_identity(previous.get("config", {})) != run_identity(config):
+    if run_identity(previous.get("config") or {}) != run_identity(config):
         if dry_run:
             print(f"[dry-run] would move aside a completed run of another config: {output_dir}")
             return None
+        if resume is True:
+            raise ConfigError(f"resume=true: {output_dir} holds a completed run of another config, so there is "
+                              "nothing to resume (it is left as it is)")
         moved = move_aside(output_dir)
-        log.warning("%s held a completed run of another config: moved its results and checkpoints to %s",
+        log.warning("%s held a completed run of another config: moved its results, checkpoints and logs to %s",
                     output_dir, moved)
         return None
     return previous
 
 
-RUN_FILES = (RESULTS_FILE, "checkpoints", "csv", "tensorboard", "wandb_run.json", "reliability.png")
+RUN_FILES = (RESULTS_FILE, "checkpoints", "csv", "tensorboard", "wandb_run.json", "reliability.png", "train.log",
+             "wandb", ".hydra")
 
 
 def move_aside(output_dir: Path) -> Path:
@@ -96,7 +109,46 @@ def move_aside(output_dir: Path) -> Path:
     for name in RUN_FILES:
         if (output_dir / name).exists():
             os.replace(output_dir / name, target / name)
+    reopen_log_files(output_dir / "train.log")
     return target
+
+
+def reopen_log_files(path: Path) -> None:
+    """A log handler that already opened ``path`` (now moved aside) writes on into a fresh file at ``path``."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename) == path.absolute():
+            handler.close()  # a FileHandler in append mode opens its file again at the next line
+
+
+def save_hydra_files(cfg: DictConfig, output_dir: Path) -> None:
+    """Hydra's copy of the job's config (``.hydra/``: config, hydra, overrides), written here once this process
+    holds the folder rather than by Hydra before the job starts, so a second process refused the folder
+    overwrites nothing, and a run moved aside takes its own copy with it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from reglab.atomic import atomic_write
+
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    files = {"config.yaml": cfg, "hydra.yaml": OmegaConf.create({"hydra": hydra_cfg}),
+             "overrides.yaml": hydra_cfg.overrides.task}
+    for name, node in files.items():
+        text = OmegaConf.to_yaml(node)
+        atomic_write(output_dir / ".hydra" / name, lambda handle, text=text: handle.write(text.encode()))
+
+
+def hold_folder(cfg: DictConfig, output_dir: Path):
+    """This process's lock on the run folder (reglab.folder_lock), or None where it takes none: a dry run writes
+    nothing, and in a DDP job launched from outside (torchrun, srun) rank 0 holds it for every rank."""
+    if cfg.get("dry_run", False) or distributed.global_rank() != 0:
+        return None
+    try:
+        return folder_lock.acquire(output_dir)
+    except folder_lock.FolderBusy as busy:
+        if console.is_multirun():
+            console.record_busy(output_dir, busy.holder)
+        raise
 
 
 def prepare(cfg: DictConfig) -> RunLabel:
@@ -112,15 +164,29 @@ def prepare(cfg: DictConfig) -> RunLabel:
 
 
 def train(cfg: DictConfig) -> dict:
-    """Pre-flight in this process (skip a completed run, validate, dry run), then train: here, on a GPU
-    claimed from the node's pool (hydra/launcher=gpus), or in one process per device (DDP)."""
-    label = prepare(cfg)
+    """Hold the run folder, then pre-flight in this process (skip a completed run, validate, dry run), then
+    train: here, on a GPU claimed from the node's pool (hydra/launcher=gpus), or in one process per device
+    (DDP). The folder is released however the run ends."""
     output_dir = Path(cfg.paths.output_dir)
-    previous = completed_results(output_dir, OmegaConf.to_container(cfg, resolve=True), cfg.get("dry_run", False))
+    lock = hold_folder(cfg, output_dir)
+    try:
+        return train_holding(cfg, output_dir)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def train_holding(cfg: DictConfig, output_dir: Path) -> dict:
+    dry_run = cfg.get("dry_run", False)
+    label = prepare(cfg)
+    previous = completed_results(output_dir, OmegaConf.to_container(cfg, resolve=True), dry_run,
+                                 cfg.get("resume", "auto"))
     if previous is not None and cfg.get("skip_completed", True):
         log.info("skipping %s: it already completed with this config (skip_completed=false reruns it)", output_dir)
-        print(f"{'[dry-run] ' if cfg.get('dry_run') else ''}skip (completed): {output_dir}")
+        print(f"{'[dry-run] ' if dry_run else ''}skip (completed): {output_dir}")
         return previous
+    if not dry_run and distributed.global_rank() == 0:
+        save_hydra_files(cfg, output_dir)
     started = time.time()
     try:
         check_early(cfg)  # about a second after the command: nothing heavy is imported yet
@@ -128,11 +194,11 @@ def train(cfg: DictConfig) -> dict:
 
         prebuilt = validate(cfg)
     except ReglabError as err:
-        if not cfg.get("dry_run", False) and distributed.global_rank() == 0:
+        if not dry_run and distributed.global_rank() == 0:
             RunRecord.failed(cfg, label, err, started).write()  # the sweep's record of it
         raise
-    if cfg.get("dry_run", False):
-        print(f"[dry-run] would run: {label.wandb_name(int(cfg.seed), cfg.data.get('fold'))} -> {output_dir}")
+    if dry_run:
+        print(f"[dry-run] would run: {label.wandb_name(cfg.seed, cfg.data.get('fold'))} -> {output_dir}")
         return {"status": "dry_run", "choices": label.choices, "seed": int(cfg.seed), "output_dir": str(output_dir)}
     if launcher_choice() == "gpus":
         return train_on_claimed_gpu(cfg, label, prebuilt)

@@ -74,6 +74,9 @@ def check_early(cfg: DictConfig) -> None:
     if epochs < 1 and not (epochs == -1 and isinstance(steps, int) and steps > 0):
         raise ConfigError(f"trainer.max_epochs={epochs}: must be >= 1 (or -1 with trainer.max_steps > 0: a step "
                           "budget)")
+    every = cfg.get("checkpoint_every_n_steps", 0)
+    if not isinstance(every, int) or isinstance(every, bool) or every < 0:
+        raise ConfigError(f"checkpoint_every_n_steps={every!r}: must be an integer >= 0 (0: only at epoch ends)")
     if cfg.get("test_ckpt") not in ("last", "best"):
         raise ConfigError(f"test_ckpt={cfg.get('test_ckpt')!r}: allowed ['last', 'best']")
     for name, entry in (cfg.get("reg") or {}).items():

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import pickle
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -67,25 +65,35 @@ class BagOfWordsDataModule(TextClassificationDataModule):
         return {"weighting": self.weighting, "min_df": self.min_df, "max_features": self.max_features,
                 "ngram_max": self.ngram_max, "lowercase": self.lowercase}
 
-    def load_vectorizer(self, texts: list[str], fingerprint: str):
-        """Fitted on ``texts`` once per (data, carve, settings), pickled under the cache dir, written atomically."""
+    def vectorizer(self, vocabulary: dict | None = None, idf: list | None = None):
+        """The configured vectorizer: unfitted, or rebuilt from a cached vocabulary (and IDF weights)."""
         from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 
+        options = dict(min_df=self.min_df, max_features=self.max_features, ngram_range=(1, self.ngram_max),
+                       lowercase=self.lowercase, token_pattern=r"(?u)\b\w[\w']*\b|[!?]", vocabulary=vocabulary)
+        vectorizer = (TfidfVectorizer(sublinear_tf=True, dtype=np.float64, **options) if self.weighting == "tfidf"
+                      else CountVectorizer(binary=self.weighting == "binary", **options))
+        if idf is not None:
+            vectorizer.idf_ = np.asarray(idf, dtype=np.float64)
+        return vectorizer
+
+    def load_vectorizer(self, texts: list[str], fingerprint: str):
+        """Fitted on ``texts`` once per (data, carve, settings) and cached as JSON (its vocabulary and IDF weights:
+        data that cannot run code, unlike a pickle) under the cache dir, written atomically."""
         key = json.dumps([fingerprint, self.split_key(), self.vectorizer_settings()])
-        path = self.cache_dir / "vectorizers" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.pkl"
+        path = self.cache_dir / "vectorizers" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.json"
         if path.is_file():
             try:
-                with open(path, "rb") as handle:
-                    return pickle.load(handle)
+                saved = json.loads(path.read_text())
+                return self.vectorizer({str(k): int(v) for k, v in saved["vocabulary"].items()}, saved.get("idf"))
             except Exception:
-                path.unlink(missing_ok=True)  # unreadable: fit again
+                path.unlink(missing_ok=True)  # unreadable or foreign: fit again
         check_writable_dir(path.parent, "paths.cache_dir", "the fitted vectorizer is cached there")
-        options = dict(min_df=self.min_df, max_features=self.max_features, ngram_range=(1, self.ngram_max),
-                       lowercase=self.lowercase, token_pattern=r"(?u)\b\w[\w']*\b|[!?]")
-        vectorizer = (TfidfVectorizer(sublinear_tf=True, **options) if self.weighting == "tfidf" else
-                      CountVectorizer(binary=self.weighting == "binary", **options))
+        vectorizer = self.vectorizer()
         vectorizer.fit(texts)
-        atomic_write(Path(path), lambda handle: pickle.dump(vectorizer, handle))
+        saved = {"vocabulary": {k: int(v) for k, v in vectorizer.vocabulary_.items()},
+                 "idf": vectorizer.idf_.tolist() if self.weighting == "tfidf" else None}
+        atomic_write(path, lambda handle: handle.write(json.dumps(saved).encode()))
         return vectorizer
 
     def setup(self, stage: str | None = None) -> None:

@@ -9,6 +9,9 @@ in length order (``eval_order``); images override the loaders to add their devic
 
 from __future__ import annotations
 
+import errno
+import logging
+import os
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -17,7 +20,9 @@ from torch.utils.data import Dataset
 
 from reglab.data.batching import EvalBatches, TrainBatches, batch_loader, check_divisible, rank_and_world
 from reglab.data.sources import check_subset_seed, subset_count
-from reglab.errors import ConfigError
+from reglab.errors import ConfigError, DataUnavailableError
+
+log = logging.getLogger(__name__)
 
 SPLIT_NAMES = ("train", "val", "test")  # as split_sizes and results.json name them
 
@@ -34,10 +39,36 @@ def check_int(key: str, value, minimum: int = 1) -> int:
     return number
 
 
+def check_classes_present(labels, class_names: list, where: str) -> None:
+    """The training labels cover the classes: one class only is an error (nothing to learn), a class with no
+    training example is a warning naming it (the model can never predict it; test accuracy is capped)."""
+    counts = torch.bincount(torch.as_tensor(labels, dtype=torch.long).flatten(), minlength=len(class_names))
+    present = (counts > 0).nonzero().flatten().tolist()
+    if len(present) < 2:
+        only = f"only class {class_names[present[0]]!r}" if present else "no labelled example"
+        raise DataUnavailableError(f"{where}: the training split holds {only} ({int(counts.sum())} examples); a "
+                                   "classifier needs examples of at least two classes")
+    missing = [str(class_names[i]) for i in range(len(class_names)) if counts[i] == 0]
+    if missing:
+        shown = ", ".join(missing[:10]) + (", ..." if len(missing) > 10 else "")
+        log.warning("%s: the training split has no example of %d of the %d classes (%s); the model can never "
+                    "predict them", where, len(missing), len(class_names), shown)
+
+
 def check_data_path(path) -> None:
     """``data.path``, when given, is an existing folder; a file or a missing path is one line saying which."""
     if path is None or Path(path).is_dir():
         return
+    try:
+        Path(path).resolve(strict=True)
+    except RuntimeError:  # Python raises this for a symlink loop
+        raise ConfigError(f"data.path={path!r}: is a symlink loop (a link that points back at itself)") from None
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise ConfigError(f"data.path={path!r}: is a symlink loop (a link that points back at itself)") from None
+        if Path(path).is_symlink():
+            raise ConfigError(f"data.path={path!r}: is a symlink to {os.readlink(path)!r}, which does not exist") \
+                from None
     if Path(path).exists():
         raise ConfigError(f"data.path={path!r}: is a file; give the folder that holds the data files")
     raise ConfigError(f"data.path={path!r}: directory does not exist")

@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from reglab.atomic import atomic_write, check_writable_dir
-from reglab.data.base import check_data_path, check_int, or_list
+from reglab.atomic import atomic_torch_save, check_writable_dir
+from reglab.data.base import check_classes_present, check_data_path, check_int, or_list
 from reglab.data.image_tensors import ImageSplits, ImageTensorDataModule, carve_validation
 from reglab.data.sources import SPLIT_ALIASES, hub_reachable, split_of
 from reglab.errors import ConfigError, DataUnavailableError
@@ -124,8 +124,20 @@ def check_decoded(decoded: dict, num_classes: int | None, source: str) -> None:
         raise DataUnavailableError(f"{source}: has {len(names)} classes ({shown}) but data.num_classes="
                                    f"{num_classes}; point data.path at the right data, or set data.num_classes")
     reason = class_count_reason(num_classes, names)
-    for split, (_, labels) in splits.items():
-        check_labels(labels, len(names), lambda row, split=split: f"{source} ({split} split) row {row}", reason)
+    for split, (images, labels) in splits.items():
+        where = f"{source} ({split} split)"
+        if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
+            kind = f"{images.dtype} of shape {shape_text(images.shape)}" if isinstance(images, torch.Tensor) else \
+                type(images).__name__
+            raise DataUnavailableError(f"{where}: images are {kind}; expected uint8 pixels, N x channels x height x "
+                                       "width")
+        if len(images) != len(labels):
+            raise DataUnavailableError(f"{where}: {len(images)} images but {len(labels)} labels")
+        if len(labels) == 0:
+            raise DataUnavailableError(f"{where}: split is empty")
+        check_labels(labels, len(names), lambda row, where=where: f"{where} row {row}", reason)
+    if "train" in splits:
+        check_classes_present(splits["train"][1], names, source)
     shapes = {split: tuple(images.shape[1:]) for split, (images, _) in splits.items() if len(images)}
     reference = "train" if "train" in shapes else next(iter(shapes), None)
     for split, shape in shapes.items():
@@ -197,6 +209,13 @@ def load_parquet(root: Path, hf_cache: Path, mode: str, num_classes: int | None 
                                    "train, validation, test)")
     loaded = {}
     for split, paths in files.items():
+        for path in paths:  # the datasets library would say only "An error occurred while generating the dataset"
+            try:
+                rows = pq.read_metadata(path).num_rows
+            except Exception as err:
+                raise DataUnavailableError(f"{path}: cannot read parquet: {err}") from None
+            if rows == 0:
+                raise DataUnavailableError(f"{path}: holds no rows (an empty {split} split)")
         try:
             loaded[split] = load_dataset("parquet", data_files={split: paths}, split=split, cache_dir=str(hf_cache))
         except Exception as err:
@@ -304,7 +323,7 @@ class ImageDataModule(ImageTensorDataModule):
         check_writable_dir(self.cache_dir, "paths.cache_dir", "decoded data is cached there")
         decoded = self.decode_source(layout, root)
         check_decoded(decoded, self.num_classes, self.source_name())
-        atomic_write(cache, lambda handle: torch.save(decoded, handle))
+        atomic_torch_save(cache, decoded)
         return decoded
 
     def load_splits(self) -> ImageSplits:

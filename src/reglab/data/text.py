@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from reglab.data.base import ClassificationDataModule, check_data_path, check_int, or_list
+from reglab.data.base import ClassificationDataModule, check_classes_present, check_data_path, check_int, or_list
 from reglab.data.sources import (hub_reachable, split_of, stratified_folds, stratified_subset, train_eval_index,
                                   training_subset)
 from reglab.data.text_layouts import Columns, TextFile, TextLayout, label_name, layout_of
@@ -307,6 +307,7 @@ class TextClassificationDataModule(ClassificationDataModule):
                 text[split] = self.labelled_rows(split_files, classes)
             else:
                 text[split] = ([str(t) for file in split_files for t in file.texts], None)
+        check_classes_present(text[train][1], self.class_names, files[train][0].where)
         return text, fingerprint
 
     def split_text(self) -> tuple[dict[str, tuple[list[str], list[int]]], str]:

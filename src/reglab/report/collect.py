@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from reglab.fit import underfit_reason
-from reglab.identity import condition, condition_id, flat_config
+from reglab.identity import SCHEMA_VERSION, condition, condition_id, config_choices, flat_config
 from reglab.results import RESULTS_FILE
 
 
@@ -46,9 +46,40 @@ def load_results(paths) -> list[dict]:
             record = {"status": "unreadable", "error": f"not valid JSON ({err})"}
         if not isinstance(record, dict):
             record = {"status": "unreadable", "error": f"not a results record (a JSON {type(record).__name__})"}
+        elif record.get("status") != "unreadable":
+            record = migrated(record)
         record["run_dir"] = str(file.parent)
         records.append(record)
     return records
+
+
+def migrated(record: dict) -> dict:
+    """A results.json of an older schema in the current one, or an 'unreadable' record saying why it cannot be
+    read (a newer schema, or no config), so the report lists it rather than leaving it out in silence.
+    Schema 1 had no Hydra choices, overrides or condition_id: the choices are read off its config (as for a
+    run without Hydra), the overrides are taken as none, and the condition is computed from the config."""
+    version = record.get("schema_version", 1)
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        return {"status": "unreadable", "error": f"written by a newer reglab (schema_version {version!r}; this "
+                                                  f"reglab reads up to {SCHEMA_VERSION}): upgrade reglab to read it"}
+    config = record.get("config")
+    if not isinstance(config, dict) or not config:
+        return {"status": "unreadable", "error": "has no config, so its condition cannot be known"}
+    if version < SCHEMA_VERSION or not isinstance(record.get("choices"), dict):
+        from omegaconf import OmegaConf
+
+        record = dict(record)
+        if not isinstance(record.get("choices"), dict):
+            try:
+                record["choices"] = config_choices(OmegaConf.create(config))
+            except Exception as err:
+                return {"status": "unreadable", "error": f"schema_version {version}: its config names no data, "
+                                                          f"model or optimizer target to read its choices from ({err})"}
+        record.setdefault("overrides", [])
+        record["condition_id"] = condition_id(config)
+        record["migrated_from"] = version
+        record["schema_version"] = SCHEMA_VERSION
+    return record
 
 
 def input_kind_of(config: dict) -> str:

@@ -1,0 +1,141 @@
+"""Parallel sweeps (``hydra/launcher=cpus`` / ``gpus``) that stop like a single run.
+
+Hydra's joblib launcher runs jobs in loky worker processes. On its own, a SIGTERM kills the launching process at
+once: the running jobs go on as orphans and finish, the queued ones never start, and no summary is printed. This
+launcher is the same joblib launcher with a stop path:
+
+- while the sweep runs, SIGTERM, SIGINT, SIGUSR1 and SIGUSR2 to the launching process are caught there and passed
+  to each worker that is running a job (SIGINT as SIGTERM: a Ctrl+C on a terminal already reached the workers,
+  and a second SIGINT would stop them at once, unsaved). Each running job then stops at its next step, writes
+  ``last.ckpt`` and records ``interrupted``, as a single run does;
+- a job that had not started when the signal came does not start;
+- the launcher then prints the sweep summary and exits with 128 + the signal; re-running the command resumes.
+
+A second Ctrl+C kills the running jobs at once. Workers note themselves in a per-sweep folder while they run a
+job (``<tmp>/reglab-sweep-*/running/<pid>``), so only they are signalled, never loky's idle workers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
+
+log = logging.getLogger(__name__)
+
+STOP_DIR = "REGLAB_SWEEP_STOP_DIR"  # set in the workers' environment: where the stop flag and running pids live
+SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2")
+
+
+class NotStarted:
+    """What a job that the stop signal kept from starting returns to the launcher."""
+
+
+def run_unless_stopped(stop_dir: str, *job_args):
+    """In a worker: the job, unless the sweep was stopped before it began. A job's own ``sys.exit`` (an
+    interrupted run exits 128 + the signal) is returned as a value: raised, it would break the worker pool."""
+    from hydra_plugins.hydra_joblib_launcher import _core
+
+    folder = Path(stop_dir)
+    if (folder / "stop").exists():
+        return NotStarted()
+    os.environ[STOP_DIR] = stop_dir
+    mark = folder / "running" / str(os.getpid())
+    mark.touch()
+    try:
+        return _core.execute_job(*job_args)
+    except SystemExit as exit_:
+        return exit_.code
+    finally:
+        mark.unlink(missing_ok=True)
+
+
+class StopSignals:
+    """The launching process's handlers while the jobs run (see the module docstring)."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.received, self._previous = folder, None, {}
+
+    def forward(self, signum, frame) -> None:
+        name = signal.Signals(signum).name
+        hard = name == "SIGINT" and self.received == "SIGINT"
+        if self.received is None:
+            self.received = name
+            (self.folder / "stop").touch()
+            print(f"\n{name}: stopping the sweep; running jobs save their state and end, queued ones do not "
+                  "start (Ctrl+C again: stop at once, unsaved)", file=sys.stderr, flush=True)
+        forwarded = signal.SIGKILL if hard else signal.SIGTERM if name == "SIGINT" else signum
+        for mark in (self.folder / "running").glob("*"):
+            try:
+                os.kill(int(mark.name), forwarded)
+            except (ProcessLookupError, ValueError):
+                pass
+
+    def __enter__(self) -> "StopSignals":
+        for name in SIGNALS:
+            number = getattr(signal, name)
+            self._previous[number] = signal.signal(number, self.forward)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
+
+
+class StoppableJoblibLauncher(JoblibLauncher):
+    def launch(self, job_overrides, initial_job_idx: int):
+        from hydra.core.singleton import Singleton
+        from hydra.core.utils import configure_log, filter_overrides, setup_globals
+        from joblib import Parallel, delayed
+
+        from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
+
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        options = dict(self.joblib, backend="loky")  # as Hydra's launcher: threads are incompatible with Hydra
+        process_joblib_cfg(options)
+        started = time.time()
+        with tempfile.TemporaryDirectory(prefix="reglab-sweep-") as stop_dir, \
+                StopSignals(Path(stop_dir)) as stop:
+            (Path(stop_dir) / "running").mkdir()
+            singleton_state = Singleton.get_state()
+            log.info("Joblib.Parallel(%s) is launching %d jobs", ",".join(f"{k}={v}" for k, v in options.items()),
+                     len(job_overrides))
+            log.info("Launching jobs, sweep output dir : %s", sweep_dir)
+            for idx, overrides in enumerate(job_overrides):
+                log.info("\t#%d : %s", initial_job_idx + idx, " ".join(filter_overrides(overrides)))
+            try:
+                runs = Parallel(**options)(
+                    delayed(run_unless_stopped)(stop_dir, initial_job_idx + idx, overrides, self.hydra_context,
+                                                self.config, self.task_function, singleton_state)
+                    for idx, overrides in enumerate(job_overrides))
+            except Exception:
+                if stop.received is None:
+                    raise
+                runs = []  # a second Ctrl+C killed the workers: the pool is gone, the summary says what is left
+        if stop.received is None:
+            return [run if isinstance(run, JobReturn) else ended_early(run) for run in runs]
+        from reglab.console import sweep_summary
+
+        not_started = sum(isinstance(run, NotStarted) for run in runs)
+        print("\n".join(sweep_summary(sweep_dir, started)), flush=True)
+        print(f"{stop.received}: sweep stopped; {not_started} job(s) had not started. Re-run the same command to "
+              "resume it (finished jobs are skipped, interrupted ones resume from their last.ckpt).",
+              file=sys.stderr, flush=True)
+        sys.exit(128 + int(getattr(signal, stop.received)))
+
+
+def ended_early(outcome) -> JobReturn:
+    """A job that exited (a signal to its worker alone: it saved and recorded ``interrupted``) as Hydra's record
+    of a job with no result: NaN, which a sweeper such as Optuna counts as a failed trial."""
+    run = JobReturn()
+    run.status, run._return_value = JobStatus.COMPLETED, float("nan")
+    return run
