@@ -351,25 +351,36 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_and_leaves_no_torn_file(tmp
 # -- a parallel sweep stops like a single run ---------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_sigterm_to_a_parallel_sweep_saves_running_jobs_starts_no_more_and_summarises(tmp_path):
+@pytest.mark.parametrize("when, signal_name", [("training", "SIGTERM"), ("starting", "SIGINT")])
+def test_a_signal_to_a_parallel_sweep_saves_running_jobs_starts_no_more_and_summarises(tmp_path, when, signal_name):
+    """SIGTERM to the sweep while both workers train; a terminal's Ctrl+C (SIGINT to the whole process group)
+    while the jobs are still starting up: either way every started job ends interrupted and resumable."""
     sweep = tmp_path / "sweep"
     args = ["-m", "hydra/launcher=cpus", *DIGITS, "trainer.max_epochs=60", "reg=none,l1,l2,dropout",
             f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=${hydra:runtime.choices.reg}"]
     process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], env=subprocess_environment(),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    started = "*/checkpoints/last.ckpt" if when == "training" else "*/.hydra/config.yaml"
     deadline = time.monotonic() + 240
-    while len(list(sweep.glob("*/checkpoints/last.ckpt"))) < 2:  # both workers are training
+    while len(list(sweep.glob(started))) < 2:
         assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()[-3000:]
-        time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
-    stdout, stderr = process.communicate(timeout=120)
-    assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+        time.sleep(0.02)
+    number = getattr(signal, signal_name)
+    if when == "training":
+        process.send_signal(number)
+    else:
+        os.killpg(process.pid, number)  # what a terminal sends on Ctrl+C: every process of the sweep
+    stdout, stderr = process.communicate(timeout=180)
+    assert process.returncode == 128 + number, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
     statuses = {p.parent.name: json.loads(p.read_text())["status"] for p in sweep.glob("*/results.json")}
     assert sorted(statuses.values()) == ["interrupted", "interrupted"], statuses
     assert "2 unfinished" in stdout and "2 job(s) had not started" in stderr
     assert len([p for p in sweep.iterdir() if p.is_dir()]) == 2  # the queued jobs never started
-    for job in sweep.iterdir():  # no worker outlived the sweep: nobody holds a job folder
+    for job in (p for p in sweep.iterdir() if p.is_dir()):  # no worker outlived the sweep: none holds a job folder
         assert folder_lock.holder_of(job) is None
-    resumed = run_cli(*args)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert resumed.stdout.count("resuming from") == 2 and "4 jobs: 4 done" in resumed.stdout
+        assert (job / "checkpoints" / "last.ckpt").is_file()
+    if when == "training":
+        resumed = run_cli(*args)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert resumed.stdout.count("resuming from") == 2 and "4 jobs: 4 done" in resumed.stdout

@@ -245,6 +245,12 @@ class GracefulStop(pl.Callback):
     def on_train_start(self, trainer, pl_module):
         if self.distributed:  # now, after Lightning set its SIGTERM handler, which would stop this rank alone
             self.install(("SIGTERM",))
+        from hydra_plugins.reglab_launcher.stoppable_joblib import entering_training
+
+        # Now, when Lightning's SIGTERM handler is set (after on_fit_start): a parallel sweep may signal this job.
+        if entering_training():  # the sweep was stopped while this job started up: stop at the first step
+            self.received = "SIGTERM"
+            os.kill(os.getpid(), signal.SIGTERM)
 
     def install(self, names) -> None:
         if threading.current_thread() is not threading.main_thread():

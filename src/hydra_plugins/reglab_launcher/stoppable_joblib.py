@@ -11,8 +11,9 @@ launcher is the same joblib launcher with a stop path:
 - a job that had not started when the signal came does not start;
 - the launcher then prints the sweep summary and exits with 128 + the signal; re-running the command resumes.
 
-A second Ctrl+C kills the running jobs at once. Workers note themselves in a per-sweep folder while they run a
-job (``<tmp>/reglab-sweep-*/running/<pid>``), so only they are signalled, never loky's idle workers."""
+A second Ctrl+C kills the running jobs at once. Workers note themselves in a per-sweep folder once their job is
+training (``<tmp>/reglab-sweep-*/running/<pid>``), so only they are signalled, never loky's idle workers nor a
+job still starting up (which sees the stop flag when its training starts, and stops at its first step)."""
 
 from __future__ import annotations
 
@@ -46,14 +47,32 @@ def run_unless_stopped(stop_dir: str, *job_args):
     if (folder / "stop").exists():
         return NotStarted()
     os.environ[STOP_DIR] = stop_dir
-    mark = folder / "running" / str(os.getpid())
-    mark.touch()
+    # A Ctrl+C on a terminal reaches every worker too. While the job starts up it must not raise here (a
+    # KeyboardInterrupt would break the pool): the launcher has the signal as well, and the job sees its stop flag
+    # once training starts. During training, reglab's own handler (GracefulStop) takes SIGINT over.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    job = folder / "jobs" / str(os.getpid())
+    job.touch()
     try:
         return _core.execute_job(*job_args)
     except SystemExit as exit_:
         return exit_.code
     finally:
-        mark.unlink(missing_ok=True)
+        job.unlink(missing_ok=True)
+        (folder / "running" / str(os.getpid())).unlink(missing_ok=True)
+
+
+def entering_training() -> bool:
+    """Called by the job once training has its signal handlers (reglab.callbacks.GracefulStop): in a worker of a
+    stoppable sweep, note this process as one to signal, and say whether the sweep was stopped already (while the
+    job was starting up). Only such workers are signalled: before training, a SIGTERM would kill the worker,
+    and loky would then end every other worker's job, unsaved. Note first, then look: the launcher raises the
+    flag first, then reads the notes, so a job either sees the flag or is signalled."""
+    folder = os.environ.get(STOP_DIR)
+    if not folder or not Path(folder).is_dir():
+        return False
+    (Path(folder) / "running" / str(os.getpid())).touch()
+    return (Path(folder) / "stop").exists()
 
 
 class StopSignals:
@@ -71,7 +90,7 @@ class StopSignals:
             print(f"\n{name}: stopping the sweep; running jobs save their state and end, queued ones do not "
                   "start (Ctrl+C again: stop at once, unsaved)", file=sys.stderr, flush=True)
         forwarded = signal.SIGKILL if hard else signal.SIGTERM if name == "SIGINT" else signum
-        for mark in (self.folder / "running").glob("*"):
+        for mark in (self.folder / ("jobs" if hard else "running")).glob("*"):
             try:
                 os.kill(int(mark.name), forwarded)
             except (ProcessLookupError, ValueError):
@@ -106,6 +125,7 @@ class StoppableJoblibLauncher(JoblibLauncher):
         with tempfile.TemporaryDirectory(prefix="reglab-sweep-") as stop_dir, \
                 StopSignals(Path(stop_dir)) as stop:
             (Path(stop_dir) / "running").mkdir()
+            (Path(stop_dir) / "jobs").mkdir()
             singleton_state = Singleton.get_state()
             log.info("Joblib.Parallel(%s) is launching %d jobs", ",".join(f"{k}={v}" for k, v in options.items()),
                      len(job_overrides))
