@@ -348,6 +348,23 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_and_leaves_no_torn_file(tmp
     assert again.returncode == 0, again.stderr[-3000:]  # space is back: the run goes through
 
 
+def test_a_full_disk_during_the_data_cache_write_is_one_line_and_caches_nothing(tmp_path, cifar_parquet):
+    def limit_file_size():  # the source's Arrow copy (about 220 kB) fits, the decoded tensors (340 kB) do not
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
+
+    cache = tmp_path / "cache"
+    done = subprocess.run([sys.executable, str(ROOT / "train.py"), "data=images", f"data.path={cifar_parquet}",
+                           "data.val_size=10", "trainer.max_epochs=1", "logger=csv", f"paths.cache_dir={cache}",
+                           f"hydra.run.dir={tmp_path / 'run'}"], preexec_fn=limit_file_size, capture_output=True,
+                          text=True, env=subprocess_environment(), timeout=300)
+    assert done.returncode == 2, done.stderr[-3000:]
+    error = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and error[0].startswith(f"error: cannot write {cache}/images/parquet-") and \
+        "larger than this process may write" in error[0], done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and not [p for p in cache.rglob("*") if p.is_file()]
+
+
 # -- a parallel sweep stops like a single run ---------------------------------------------------------------------
 
 @pytest.mark.slow

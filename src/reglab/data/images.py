@@ -195,6 +195,20 @@ def splits_from_datasets(loaded, where, mode: str, num_classes: int | None = Non
     return {"splits": splits, "class_names": list(class_names)}
 
 
+def read_failure(what: str, err: BaseException, hf_cache: Path) -> Exception:
+    """The datasets library's error while reading local files, as one line. It writes Arrow files into its
+    cache as it reads, and reports a full disk there as "An error occurred while generating the dataset": that
+    is a failed write (named, with its cause), not a bad source file."""
+    from reglab.atomic import NO_SPACE, write_error
+
+    cause = err
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno in NO_SPACE:
+            return write_error(hf_cache, cause)
+        cause = cause.__cause__ or cause.__context__
+    return DataUnavailableError(f"{what}: {err}")
+
+
 def load_parquet(root: Path, hf_cache: Path, mode: str, num_classes: int | None = None) -> dict:
     import pyarrow.parquet as pq
     from datasets import load_dataset
@@ -219,7 +233,7 @@ def load_parquet(root: Path, hf_cache: Path, mode: str, num_classes: int | None 
         try:
             loaded[split] = load_dataset("parquet", data_files={split: paths}, split=split, cache_dir=str(hf_cache))
         except Exception as err:
-            raise DataUnavailableError(f"{', '.join(paths)}: cannot read parquet: {err}") from None
+            raise read_failure(f"{', '.join(paths)}: cannot read parquet", err, hf_cache) from None
     rows = {split: rows_of_files([(path, pq.read_metadata(path).num_rows) for path in paths])
             for split, paths in files.items()}
     return splits_from_datasets(loaded, lambda split: ", ".join(files[split]), mode, num_classes, rows.get)
@@ -231,7 +245,7 @@ def load_imagefolder(root: Path, hf_cache: Path, mode: str, num_classes: int | N
     try:
         loaded = load_dataset("imagefolder", data_dir=str(root), cache_dir=str(hf_cache))
     except Exception as err:
-        raise DataUnavailableError(f"{root}: cannot read image folder: {err}") from None
+        raise read_failure(f"{root}: cannot read image folder", err, hf_cache) from None
     return splits_from_datasets(loaded, lambda split: f"{root} ({split})", mode, num_classes)
 
 
