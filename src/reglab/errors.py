@@ -20,6 +20,31 @@ def preemption_handler(signal_name: str, previous):
     return previous if signal_name in ("SIGUSR1", "SIGUSR2") and callable(previous) else None
 
 
+class StopSignalHandlers:
+    """While a launching process waits for the processes doing the work (DDP ranks, a sweep's workers), the stop
+    signals reaching it go to ``forward(signum, frame)``, and the handlers before are put back afterwards."""
+
+    SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2")
+
+    def forward(self, signum, frame) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        import signal
+
+        self._previous = {}
+        for name in self.SIGNALS:
+            number = getattr(signal, name)
+            self._previous[number] = signal.signal(number, self.forward)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        for number, handler in self._previous.items():
+            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
+
+
 class Interrupted(BaseException):
     """Training stopped on a signal (``signal_name``) with its state checkpointed: the run is ``interrupted`` and
     re-running the same command resumes it. Not an error of the user's: the CLI exits with 128 + the signal."""

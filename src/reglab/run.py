@@ -275,13 +275,11 @@ def spawn_ranks(config: dict, label: RunLabel, nprocs: int, error_dir: Path,
     return received
 
 
-class ForwardedSignals:
+class ForwardedSignals(errors.StopSignalHandlers):
     """While the ranks run, a stop signal that reaches this (parent) process is passed to each of them, which
     stop together at the next step (callbacks.GracefulStop); the parent waits for them. A second Ctrl+C kills
     them at once. Records the first signal and, for a preemption signal someone else was waiting for
     (submitit), their handler (``pass_on``), to be called once the ranks have saved."""
-
-    SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2")
 
     def __init__(self, processes):
         self.processes, self.name, self.pass_on, self._previous = processes, None, None, {}
@@ -295,15 +293,6 @@ class ForwardedSignals:
             if process.is_alive():
                 os.kill(process.pid, signal.SIGKILL if hard else signum)
 
-    def __enter__(self) -> "ForwardedSignals":
-        for name in self.SIGNALS:
-            number = getattr(signal, name)
-            self._previous[number] = signal.signal(number, self.forward)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for number, handler in self._previous.items():
-            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
 
 
 def _rank_main(local_rank: int, config: dict, label: RunLabel, nprocs: int, port: int, error_dir: str) -> None:

@@ -28,10 +28,11 @@ from pathlib import Path
 from hydra.core.utils import JobReturn, JobStatus
 from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 
+from reglab.errors import StopSignalHandlers
+
 log = logging.getLogger(__name__)
 
 STOP_DIR = "REGLAB_SWEEP_STOP_DIR"  # set in the workers' environment: where the stop flag and running pids live
-SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2")
 
 
 class NotStarted:
@@ -75,7 +76,7 @@ def entering_training() -> bool:
     return (Path(folder) / "stop").exists()
 
 
-class StopSignals:
+class StopSignals(StopSignalHandlers):
     """The launching process's handlers while the jobs run (see the module docstring)."""
 
     def __init__(self, folder: Path):
@@ -95,16 +96,6 @@ class StopSignals:
                 os.kill(int(mark.name), forwarded)
             except (ProcessLookupError, ValueError):
                 pass
-
-    def __enter__(self) -> "StopSignals":
-        for name in SIGNALS:
-            number = getattr(signal, name)
-            self._previous[number] = signal.signal(number, self.forward)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for number, handler in self._previous.items():
-            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
 
 
 class StoppableJoblibLauncher(JoblibLauncher):
