@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import resource
 import shutil
 import signal
@@ -101,7 +102,32 @@ def test_a_sweep_job_whose_folder_is_held_is_busy_elsewhere_not_failed(tmp_path)
         in done.stdout
     assert sorted(p.name for p in busy.iterdir()) == [folder_lock.LOCK_FILE]  # the holder's folder untouched
     assert json.loads((sweep / "none" / "results.json").read_text())["status"] == "completed"
-    assert not (sweep / ".reglab-busy").exists()
+    assert not (sweep / ".reglab-sweep").exists()
+    again = run_cli("-m", *DIGITS, "trainer.max_epochs=1", "reg=none,l1", f"hydra.sweep.dir={sweep}",
+                    "hydra.sweep.subdir=${hydra:runtime.choices.reg}")
+    assert "sweep: 2 jobs: 1 done, 0 failed, 1 skipped (already complete)" in again.stdout, again.stdout
+
+
+def test_a_symlinked_or_foreign_lock_file_is_never_written_through_and_a_reused_pid_is_no_holder(tmp_path):
+    from reglab.atomic import WriteError
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / folder_lock.LOCK_FILE).symlink_to(victim)
+    with pytest.raises(WriteError, match="is a symbolic link"):
+        folder_lock.acquire(linked)
+    assert victim.read_text() == "precious"
+    reused = tmp_path / "reused"
+    reused.mkdir()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # alive, holds no lock
+    try:
+        (reused / folder_lock.LOCK_FILE).write_text(f"{socket.gethostname()} {sleeper.pid} 1700000000.0\n")
+        folder_lock.acquire(reused).release()  # the text names a live pid, but not one holding the lock
+    finally:
+        sleeper.kill()
+        sleeper.wait()
 
 
 # -- files are data, never code ----------------------------------------------------------------------------------
@@ -125,6 +151,14 @@ def test_a_checkpoint_whose_config_names_a_foreign_target_is_refused_not_called(
     torch.save({CONFIG_KEY: config, "state_dict": {}}, ckpt)
     with pytest.raises(ConfigError, match=r"data.val_fraction='\$\{oc.env:HOME\}' is an interpolation"):
         run_evaluation(str(ckpt), write_results=False)
+    malformed = [({"seed": "abc"}, "seed is 'abc', not an integer"), ({"data": "digits"}, "data is 'digits'"),
+                 ({"model": {"_target_": "reglab.models.cnn.CNN", "widths": "???"}}, "do not build a model here"),
+                 ({"data": {"_target_": "reglab.data.digits.DigitsDataModule", "_partial_": True}}, "_partial_")]
+    digits = {"_target_": "reglab.data.digits.DigitsDataModule"}
+    for change, message in malformed:
+        torch.save({CONFIG_KEY: {**config, "data": digits, **change}, "state_dict": {}}, ckpt)
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            run_evaluation(str(ckpt), write_results=False)
 
 
 def test_the_python_batches_unpickler_builds_only_arrays(tmp_path):
@@ -207,6 +241,19 @@ def test_a_one_class_sst2_training_file_refuses(tmp_path):
                                       cache_dir=str(tmp_path / "cache"), tokenizer="words", val_size=5)
     with pytest.raises(DataUnavailableError, match="train.tsv: the training split holds only class '1'"):
         dm.setup()
+
+
+def test_16_bit_images_are_refused_not_clipped(tmp_path):
+    from PIL import Image
+
+    from reglab.data.images import ImageDataModule
+
+    for label in ("a", "b"):
+        (tmp_path / "data" / label).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((8, 8), 40000, dtype=np.uint16)).save(tmp_path / "data" / label / f"{i}.png")
+    with pytest.raises(DataUnavailableError, match="0.png: is a I;16 image \\(16-bit or float pixels\\)"):
+        ImageDataModule(path=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"), val_size=1).setup()
 
 
 def test_a_zero_row_image_parquet_and_a_symlink_loop_get_their_own_messages(tmp_path):
@@ -297,11 +344,19 @@ def test_the_report_migrates_an_older_schema_and_names_a_newer_one(tmp_path, cap
     for name, version in (("old", 1), ("new", 99)):
         (tmp_path / name).mkdir()
         (tmp_path / name / "results.json").write_text(json.dumps({**template, "schema_version": version}))
+    for name, change in (("v0", {"schema_version": 0}), ("vstr", {"schema_version": "2"}),
+                         ("listed", {"schema_version": 2, "choices": {}, "metrics": [1, 2]})):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps({**template, **change}))
     records = {Path(r["run_dir"]).name: r for r in load_results([tmp_path])}
+    assert records["v0"]["error"] == "schema_version 0 is not a schema version (an integer from 1 to 2)"
+    assert records["vstr"]["error"].startswith("schema_version '2' is not a schema version")
+    assert records["listed"]["error"] == "its metrics is a list, not a dict"
     assert records["old"]["choices"] == {"data": "digits", "model": "cnn", "reg": "l1", "optim": "adamw"}
     assert records["old"]["migrated_from"] == 1 and records["old"]["condition_id"]
     assert records["new"]["status"] == "unreadable" and "schema_version 99" in records["new"]["error"]
     assert list(runs_frame([records["old"]])["reg"]) == ["l1"]
+    runs_frame(list(records.values()))  # the unreadable ones do not break the table
     from reglab.report.cli import main as report_main
 
     report_main([str(tmp_path)])
@@ -368,25 +423,32 @@ def test_a_full_disk_during_the_data_cache_write_is_one_line_and_caches_nothing(
 # -- a parallel sweep stops like a single run ---------------------------------------------------------------------
 
 @pytest.mark.slow
-@pytest.mark.parametrize("when, signal_name", [("training", "SIGTERM"), ("starting", "SIGINT")])
+@pytest.mark.parametrize("when, signal_name", [("training", "SIGTERM"), ("starting", "SIGINT"),
+                                               ("worker", "SIGTERM")])
 def test_a_signal_to_a_parallel_sweep_saves_running_jobs_starts_no_more_and_summarises(tmp_path, when, signal_name):
     """SIGTERM to the sweep while both workers train; a terminal's Ctrl+C (SIGINT to the whole process group)
-    while the jobs are still starting up: either way every started job ends interrupted and resumable."""
+    while the jobs are still starting up; SIGTERM to one worker alone while its job starts up (a scheduler's
+    signal to every process of the job; it would have broken the worker pool): each way every started job ends
+    interrupted and resumable."""
     sweep = tmp_path / "sweep"
     args = ["-m", "hydra/launcher=cpus", *DIGITS, "trainer.max_epochs=60", "reg=none,l1,l2,dropout",
             f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=${hydra:runtime.choices.reg}"]
     process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], env=subprocess_environment(),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    started = "*/checkpoints/last.ckpt" if when == "training" else "*/.hydra/config.yaml"
+    started = {"training": "*/checkpoints/last.ckpt", "starting": "*/.hydra/config.yaml",
+               "worker": f"*/{folder_lock.LOCK_FILE}"}[when]
     deadline = time.monotonic() + 240
-    while len(list(sweep.glob(started))) < 2:
+    while len([p for p in sweep.glob(started) if p.stat().st_size]) < 2:
         assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()[-3000:]
         time.sleep(0.02)
     number = getattr(signal, signal_name)
     if when == "training":
         process.send_signal(number)
-    else:
+    elif when == "starting":
         os.killpg(process.pid, number)  # what a terminal sends on Ctrl+C: every process of the sweep
+    else:
+        worker = int(next(sweep.glob(started)).read_text().split()[1])  # the lock names the job's process
+        os.kill(worker, number)
     stdout, stderr = process.communicate(timeout=180)
     assert process.returncode == 128 + number, stderr[-3000:]
     assert "Traceback" not in stderr, stderr[-3000:]

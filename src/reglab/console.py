@@ -157,7 +157,6 @@ class SweepSummary(Callback):
 
 SWEEP_ID = "REGLAB_SWEEP_ID"
 SWEEP_STARTED = "REGLAB_SWEEP_STARTED"
-BUSY_FOLDER = ".reglab-busy"  # in a sweep folder: <sweep id>/<job folder name> for each job held elsewhere
 
 
 def summary_of_stopped_sweep() -> list[str]:
@@ -170,37 +169,46 @@ def summary_of_stopped_sweep() -> list[str]:
             os.environ.get(SWEEP_ID, "0-0").split("-")[0]):
         return []
     started = float(os.environ.get(SWEEP_STARTED, "0"))
-    return sweep_summary(Path(str(HydraConfig.get().sweep.dir)), started)
+    return sweep_summary(Path(str(HydraConfig.get().sweep.dir)), started) + [
+        "  the sweep's later jobs did not start; re-run the same command to run them and resume this one"]
 
 
-def record_busy(output_dir: Path, holder: str) -> None:
-    """A sweep job found its folder held by another process: note it for this sweep's summary."""
+NOTES_FOLDER = ".reglab-sweep"  # in a sweep folder: <sweep id>/<job folder name>, what a job did that its folder
+# cannot say: "busy <holder>" (another process held it) or "skipped" (it had completed already)
+
+
+def note_job(output_dir: Path, note: str) -> None:
+    """In a sweep, note what this job did for the sweep's summary (a completed results.json written during the
+    sweep does not tell whether this sweep's job wrote it or skipped it)."""
     from reglab.atomic import atomic_write
 
     sweep_id = os.environ.get(SWEEP_ID)
-    if sweep_id:
-        note = output_dir.parent / BUSY_FOLDER / sweep_id / output_dir.name
-        atomic_write(note, lambda handle: handle.write(holder.encode()))
+    if sweep_id and is_multirun():
+        path = output_dir.parent / NOTES_FOLDER / sweep_id / output_dir.name
+        atomic_write(path, lambda handle: handle.write(note.encode()))
 
 
-def busy_jobs(sweep: Path) -> dict[str, str]:
-    """{job folder name: its holder} for the jobs of this sweep that another process held; the notes are
-    removed once read."""
+def job_notes(sweep: Path) -> dict[str, str] | None:
+    """{job folder name: note} of this sweep's jobs (None: this process started no sweep, so there are no
+    notes to read); the notes are removed once read."""
     import shutil
 
-    folder = sweep / BUSY_FOLDER / os.environ.get(SWEEP_ID, "-")
-    busy = {note.name: note.read_text() for note in sorted(folder.glob("*"))} if folder.is_dir() else {}
+    if SWEEP_ID not in os.environ:
+        return None
+    folder = sweep / NOTES_FOLDER / os.environ[SWEEP_ID]
+    notes = {note.name: note.read_text() for note in sorted(folder.glob("*"))} if folder.is_dir() else {}
     shutil.rmtree(folder, ignore_errors=True)
-    if (sweep / BUSY_FOLDER).is_dir() and not any((sweep / BUSY_FOLDER).iterdir()):
-        (sweep / BUSY_FOLDER).rmdir()
-    return busy
+    if (sweep / NOTES_FOLDER).is_dir() and not any((sweep / NOTES_FOLDER).iterdir()):
+        (sweep / NOTES_FOLDER).rmdir()
+    return notes
 
 
 def sweep_summary(sweep: Path, started: float) -> list[str]:
     from reglab.results import read_results
 
     done, skipped, failed, unfinished, underfit = [], [], [], [], []
-    busy = busy_jobs(sweep)
+    notes = job_notes(sweep)
+    busy = {name: note.split(" ", 1)[1] for name, note in (notes or {}).items() if note.startswith("busy ")}
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and (p / ".hydra").is_dir()) if sweep.is_dir() else []
     for job in [job for job in jobs if job.name not in busy]:
         results = job / "results.json"
@@ -211,7 +219,8 @@ def sweep_summary(sweep: Path, started: float) -> list[str]:
             continue
         status = record.get("status")
         if status == "completed":
-            (done if results.stat().st_mtime >= started else skipped).append(job.name)
+            was_skipped = notes.get(job.name) == "skipped" if notes is not None else results.stat().st_mtime < started
+            (skipped if was_skipped else done).append(job.name)
             if reason := underfit_reason(record.get("metrics"), record.get("history")):
                 underfit.append(f"{job.name}: {reason}")
         elif status == "interrupted":

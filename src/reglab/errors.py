@@ -17,6 +17,8 @@ class DivergedError(ReglabError, FloatingPointError):
 def preemption_handler(signal_name: str, previous):
     """The handler that held a preemption signal (SIGUSR1, SIGUSR2) before reglab's, when it is one to hand the
     signal on to once the state is saved (submitit's: it requeues the job); else None."""
+    if getattr(previous, "reglab_relay", False):  # a parallel sweep's worker relay: the sweep stops on its own
+        return None
     return previous if signal_name in ("SIGUSR1", "SIGUSR2") and callable(previous) else None
 
 

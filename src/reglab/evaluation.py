@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reglab.errors import ConfigError, DataUnavailableError
+from reglab.errors import ConfigError, DataUnavailableError, ReglabError
 from reglab.results import CONFIG_KEY
 
 log = logging.getLogger(__name__)
@@ -148,6 +148,8 @@ def load_checkpoint(path: str | Path) -> dict:
                           "from its newest readable checkpoint, or starts over with resume=false") from None
     if not isinstance(checkpoint, dict) or CONFIG_KEY not in checkpoint:
         raise ConfigError(f"ckpt={str(path)!r}: carries no reglab config (not written by reglab's train.py)")
+    if not isinstance(checkpoint.get("state_dict"), dict):
+        raise ConfigError(f"ckpt={str(path)!r}: carries no state_dict of weights (not written by reglab's train.py)")
     return checkpoint
 
 
@@ -196,7 +198,13 @@ def check_checkpoint_config(config, path, trusted: tuple = ()) -> None:
     if not isinstance(config, dict):
         raise ConfigError(f"ckpt={str(path)!r}: its reglab config is a {type(config).__name__}, not a mapping")
     for group in BUILT_GROUPS:
+        if not isinstance(config.get(group), dict) and not (group == "reg" and config.get(group) is None):
+            raise ConfigError(f"ckpt={str(path)!r}: its config's {group} is {config.get(group)!r}, not a mapping")
         walk(config.get(group), group, project_targets(group) | set(trusted))
+        if "_partial_" in str(config.get(group)):
+            raise ConfigError(f"ckpt={str(path)!r}: its config's {group} uses _partial_; reglab never writes one")
+    if isinstance(config.get("seed"), bool) or not isinstance(config.get("seed"), int):
+        raise ConfigError(f"ckpt={str(path)!r}: its config's seed is {config.get('seed')!r}, not an integer")
     for key, value in config.items():  # not built here (trainer, callbacks): only read
         if key not in BUILT_GROUPS:
             walk(value, str(key), None)
@@ -208,12 +216,25 @@ def build_from_checkpoint(checkpoint: dict, data_overrides: dict | None = None, 
     that config is checked to build only what the project defines (check_checkpoint_config)."""
     from omegaconf import OmegaConf
 
+    check_checkpoint_config(checkpoint[CONFIG_KEY], path, tuple(trusted_targets))
+    try:
+        return built_from(checkpoint, OmegaConf.create(checkpoint[CONFIG_KEY]), data_overrides)
+    except ReglabError:
+        raise
+    except Exception as err:  # a config or weights that are well-formed data but do not build this run
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ConfigError(f"ckpt={str(path)!r}: its config and weights do not build a model here "
+                          f"({type(err).__name__}: {first})") from None
+
+
+def built_from(checkpoint: dict, config, data_overrides: dict | None):
+    """build_from_checkpoint's work, on a config already checked."""
+    from omegaconf import OmegaConf
+
     from reglab.errors import instantiate
     from reglab.models import build_model
     from reglab.regularizers import build_regularizers
 
-    check_checkpoint_config(checkpoint[CONFIG_KEY], path, tuple(trusted_targets))
-    config = OmegaConf.create(checkpoint[CONFIG_KEY])
     if data_overrides:
         config.data = OmegaConf.merge(config.data, data_overrides)
     datamodule = instantiate(config.data, "data", seed=int(config.seed))
@@ -291,7 +312,11 @@ def run_evaluation(ckpt: str, mc_samples: int = 30, split: str = "test", seed: i
 
         lock = folder_lock.acquire(run_dir)  # one writer per run folder: never beside a run still training there
         try:
-            results = read_results(results_path)
+            try:
+                results = read_results(results_path)
+            except (OSError, ValueError) as err:
+                raise DataUnavailableError(f"{results_path}: cannot read it to add the evaluation ({err}); "
+                                           "write_results=false prints the numbers only") from None
             record = record_evaluation(results, outcome, str(ckpt), split, mc_samples, seed, started, run_dir)
             write(run_dir, results)
         finally:

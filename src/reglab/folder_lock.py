@@ -15,9 +15,11 @@ import fcntl
 import logging
 import os
 import socket
+import stat
 import time
 from pathlib import Path
 
+from reglab.atomic import WriteError
 from reglab.errors import ReglabError
 
 log = logging.getLogger(__name__)
@@ -38,8 +40,8 @@ class FolderBusy(ReglabError):
 def describe(text: str) -> str:
     """'host 1234 1700000000.0' -> 'host h, pid 1234, since 14:02:07'."""
     parts = text.split()
-    if len(parts) < 2:
-        return "holder unknown"
+    if len(parts) < 2 or not parts[1].isdigit():
+        return "holder unknown: the lock file's text is not reglab's"
     since = ""
     if len(parts) > 2:
         try:
@@ -49,8 +51,9 @@ def describe(text: str) -> str:
     return f"host {parts[0]}, pid {parts[1]}{since}"
 
 
-def alive_here(text: str) -> bool:
-    """The holder the text names is a live process on this host, other than this one."""
+def alive_here(text: str, path: Path | None = None) -> bool:
+    """The holder the text names is a live process on this host, other than this one, and (where /proc shows
+    it) one that has ``path`` open: a pid reused by an unrelated process since is not a holder."""
     parts = text.split()
     if len(parts) < 2 or parts[0] != socket.gethostname() or not parts[1].isdigit():
         return False
@@ -63,7 +66,16 @@ def alive_here(text: str) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return path is None or has_open(pid, path)
+
+
+def has_open(pid: int, path: Path) -> bool:
+    """Whether process ``pid`` has ``path`` open (True where /proc cannot tell)."""
+    try:
+        target = os.path.realpath(path)
+        return any(os.path.realpath(f"/proc/{pid}/fd/{fd}") == target for fd in os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return True
 
 
 class FolderLock:
@@ -88,13 +100,20 @@ def acquire(folder: str | os.PathLike) -> FolderLock:
     if folder in _held:
         return _held[folder]
     path = folder / LOCK_FILE
+    from reglab.atomic import write_error
+
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        # never through a link: truncating and writing would reach whatever file it points at
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
     except OSError as err:
-        from reglab.atomic import write_error
-
+        if err.errno == errno.ELOOP:
+            raise WriteError(f"{path} is a symbolic link; a run folder's lock must be a plain file (remove the "
+                             "link)") from None
         raise write_error(path, err) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise WriteError(f"{path} is not a plain file; a run folder's lock must be one (remove it)")
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -103,14 +122,17 @@ def acquire(folder: str | os.PathLike) -> FolderLock:
                 raise
             raise FolderBusy(folder, describe(read_holder(fd))) from None
         previous = read_holder(fd)
-        if alive_here(previous):  # flock is not enforced on this filesystem, but the holder is alive
+        if alive_here(previous, path):  # flock is not enforced on this filesystem, but the holder is alive
             raise FolderBusy(folder, describe(previous))
         if previous.strip():
             log.warning("%s: took over the lock left by a run that is no longer running (%s)", folder,
                         describe(previous))
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{socket.gethostname()} {os.getpid()} {time.time():.1f}\n".encode(), 0)
-        os.fsync(fd)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{socket.gethostname()} {os.getpid()} {time.time():.1f}\n".encode(), 0)
+            os.fsync(fd)
+        except OSError as err:
+            raise write_error(path, err) from None
     except BaseException:
         os.close(fd)
         raise
@@ -139,6 +161,6 @@ def holder_of(folder: str | os.PathLike) -> str | None:
             return describe(read_holder(fd))
         fcntl.flock(fd, fcntl.LOCK_UN)
         text = read_holder(fd)
-        return describe(text) if alive_here(text) else None
+        return describe(text) if alive_here(text, path) else None
     finally:
         os.close(fd)

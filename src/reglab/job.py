@@ -164,7 +164,7 @@ def run_job(cfg: DictConfig, label: RunLabel | None = None, prebuilt: tuple | No
             try:
                 record.write()
             except OSError as err:  # a full disk: the run's own error (raised above) is the one to report
-                log.error("could not record the run's outcome: %s", err)
+                log.warning("could not record the run's outcome: %s", err)
             if record.status == "completed":
                 for line in console.closing_block(record, output_dir, wandb_dir, in_sweep=console.is_multirun()):
                     log.info(line)

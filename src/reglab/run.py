@@ -147,7 +147,7 @@ def hold_folder(cfg: DictConfig, output_dir: Path):
         return folder_lock.acquire(output_dir)
     except folder_lock.FolderBusy as busy:
         if console.is_multirun():
-            console.record_busy(output_dir, busy.holder)
+            console.note_job(output_dir, f"busy {busy.holder}")
         raise
 
 
@@ -184,6 +184,8 @@ def train_holding(cfg: DictConfig, output_dir: Path) -> dict:
     if previous is not None and cfg.get("skip_completed", True):
         log.info("skipping %s: it already completed with this config (skip_completed=false reruns it)", output_dir)
         print(f"{'[dry-run] ' if dry_run else ''}skip (completed): {output_dir}")
+        if not dry_run:
+            console.note_job(output_dir, "skipped")
         return previous
     if not dry_run and distributed.global_rank() == 0:
         save_hydra_files(cfg, output_dir)

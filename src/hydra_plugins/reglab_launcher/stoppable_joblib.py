@@ -4,9 +4,10 @@ Hydra's joblib launcher runs jobs in loky worker processes. On its own, a SIGTER
 once: the running jobs go on as orphans and finish, the queued ones never start, and no summary is printed. This
 launcher is the same joblib launcher with a stop path:
 
-- while the sweep runs, SIGTERM, SIGINT, SIGUSR1 and SIGUSR2 to the launching process are caught there and passed
-  to each worker that is running a job (SIGINT as SIGTERM: a Ctrl+C on a terminal already reached the workers,
-  and a second SIGINT would stop them at once, unsaved). Each running job then stops at its next step, writes
+- while the sweep runs, SIGTERM, SIGINT, SIGHUP, SIGUSR1 and SIGUSR2 to the launching process (or to any worker,
+  which passes it on) are caught there and passed to each worker that is running a job (SIGINT and SIGHUP as
+  SIGTERM: a Ctrl+C on a terminal already reached the workers, and a second SIGINT would stop them at once,
+  unsaved). Each running job then stops at its next step, writes
   ``last.ckpt`` and records ``interrupted``, as a single run does;
 - a job that had not started when the signal came does not start;
 - the launcher then prints the sweep summary and exits with 128 + the signal; re-running the command resumes.
@@ -52,6 +53,7 @@ def run_unless_stopped(stop_dir: str, *job_args):
     # KeyboardInterrupt would break the pool): the launcher has the signal as well, and the job sees its stop flag
     # once training starts. During training, reglab's own handler (GracefulStop) takes SIGINT over.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    relay_to_launcher()
     job = folder / "jobs" / str(os.getpid())
     job.touch()
     try:
@@ -61,6 +63,26 @@ def run_unless_stopped(stop_dir: str, *job_args):
     finally:
         job.unlink(missing_ok=True)
         (folder / "running" / str(os.getpid())).unlink(missing_ok=True)
+
+
+RELAYED = ("SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2")
+
+
+def relay_to_launcher() -> None:
+    """In a worker: a stop signal sent to the worker itself (a scheduler signalling every process of the job,
+    ``kill`` of one pid, a closed terminal) is passed, once, to the launching process, which stops the whole
+    sweep as if it had been signalled. Without this, a worker still starting up would die of it, and loky would
+    then end every other worker's job, unsaved. In training, Lightning's SIGTERM handler runs beside this one."""
+    relayed = []
+
+    def relay(signum, frame):
+        if not relayed:
+            relayed.append(signum)
+            os.kill(os.getppid(), signum)
+
+    relay.reglab_relay = True  # not a scheduler's handler to hand a preemption on to (errors.preemption_handler)
+    for name in RELAYED:
+        signal.signal(getattr(signal, name), relay)
 
 
 def entering_training() -> bool:
@@ -77,7 +99,10 @@ def entering_training() -> bool:
 
 
 class StopSignals(StopSignalHandlers):
-    """The launching process's handlers while the jobs run (see the module docstring)."""
+    """The launching process's handlers while the jobs run (see the module docstring). SIGHUP too: a closed
+    terminal must not leave the workers training on as orphans."""
+
+    SIGNALS = (*StopSignalHandlers.SIGNALS, "SIGHUP")
 
     def __init__(self, folder: Path):
         self.folder, self.received, self._previous = folder, None, {}
@@ -90,7 +115,7 @@ class StopSignals(StopSignalHandlers):
             (self.folder / "stop").touch()
             print(f"\n{name}: stopping the sweep; running jobs save their state and end, queued ones do not "
                   "start (Ctrl+C again: stop at once, unsaved)", file=sys.stderr, flush=True)
-        forwarded = signal.SIGKILL if hard else signal.SIGTERM if name == "SIGINT" else signum
+        forwarded = signal.SIGKILL if hard else signal.SIGTERM if name in ("SIGINT", "SIGHUP") else signum
         for mark in (self.folder / ("jobs" if hard else "running")).glob("*"):
             try:
                 os.kill(int(mark.name), forwarded)

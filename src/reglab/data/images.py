@@ -40,6 +40,7 @@ from reglab.errors import ConfigError, DataUnavailableError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 IMAGE_MODES = ("RGB", "L")
+WIDE_MODES = ("I", "F", "I;16", "I;16B", "I;16L", "I;16N")  # PIL modes of more than 8 bits a channel
 CACHE_FORMAT = 1
 
 
@@ -86,7 +87,13 @@ def decode_images(encoded: list, where: str, mode: str, locate: Locate) -> torch
         name = item.get("path") or locate(i)
         try:
             with Image.open(source) as image:
+                if image.mode in WIDE_MODES or image.mode.startswith("I;16"):
+                    raise DataUnavailableError(
+                        f"{name}: is a {image.mode} image (16-bit or float pixels); reglab reads 8-bit images, "
+                        "and converting would clip it: convert the files to 8-bit first")
                 arrays.append(pixels(image, mode))
+        except DataUnavailableError:
+            raise
         except Exception as err:
             raise DataUnavailableError(f"{where}: cannot decode image {name}: {err}") from None
         if arrays[-1].shape != arrays[0].shape:

@@ -53,18 +53,33 @@ def load_results(paths) -> list[dict]:
     return records
 
 
+# The fields a report reads, with the types they must have when present.
+FIELD_TYPES = {"metrics": (dict,), "history": (list,), "split_sizes": (dict,), "choices": (dict,),
+               "weight_histogram": (dict,), "calibration": (dict,), "features": (dict,)}
+
+
 def migrated(record: dict) -> dict:
     """A results.json of an older schema in the current one, or an 'unreadable' record saying why it cannot be
     read (a newer schema, or no config), so the report lists it rather than leaving it out in silence.
     Schema 1 had no Hydra choices, overrides or condition_id: the choices are read off its config (as for a
     run without Hydra), the overrides are taken as none, and the condition is computed from the config."""
     version = record.get("schema_version", 1)
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
-        return {"status": "unreadable", "error": f"written by a newer reglab (schema_version {version!r}; this "
+    if type(version) is not int or version < 1:
+        return {"status": "unreadable", "error": f"schema_version {version!r} is not a schema version (an integer "
+                                                  f"from 1 to {SCHEMA_VERSION})"}
+    if version > SCHEMA_VERSION:
+        return {"status": "unreadable", "error": f"written by a newer reglab (schema_version {version}; this "
                                                   f"reglab reads up to {SCHEMA_VERSION}): upgrade reglab to read it"}
     config = record.get("config")
     if not isinstance(config, dict) or not config:
         return {"status": "unreadable", "error": "has no config, so its condition cannot be known"}
+    for key, kinds in FIELD_TYPES.items():
+        if record.get(key) is not None and not isinstance(record[key], kinds):
+            return {"status": "unreadable", "error": f"its {key} is a {type(record[key]).__name__}, not a "
+                                                      f"{' or '.join(k.__name__ for k in kinds)}"}
+    for key, value in config.items():
+        if key in ("data", "model", "reg", "optim", "trainer") and value is not None and not isinstance(value, dict):
+            return {"status": "unreadable", "error": f"its config.{key} is a {type(value).__name__}, not a mapping"}
     if version < SCHEMA_VERSION or not isinstance(record.get("choices"), dict):
         from omegaconf import OmegaConf
 
