@@ -4,8 +4,9 @@ Hydra's joblib launcher runs jobs in loky worker processes. On its own, a SIGTER
 once: the running jobs go on as orphans and finish, the queued ones never start, and no summary is printed. This
 launcher is the same joblib launcher with a stop path:
 
-- while the sweep runs, SIGTERM, SIGINT, SIGHUP, SIGUSR1 and SIGUSR2 to the launching process (or to any worker,
-  which passes it on) are caught there and passed to each worker that is running a job (SIGINT and SIGHUP as
+- while the sweep runs, SIGTERM, SIGINT, SIGHUP, SIGUSR1 and SIGUSR2 to the launching process (or SIGTERM and
+  SIGHUP to any worker, which passes them on; in training a worker's SIGUSR1/2 stop its own job, as in a single
+  run) are caught there and passed to each worker that is running a job (SIGINT and SIGHUP as
   SIGTERM: a Ctrl+C on a terminal already reached the workers, and a second SIGINT would stop them at once,
   unsaved). Each running job then stops at its next step, writes
   ``last.ckpt`` and records ``interrupted``, as a single run does;
