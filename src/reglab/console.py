@@ -165,7 +165,9 @@ def summary_of_stopped_sweep() -> list[str]:
     launcher's workers leave the summary to the launching process)."""
     from hydra.core.hydra_config import HydraConfig
 
-    if not is_multirun() or os.environ.get("REGLAB_SWEEP_STOP_DIR") or os.getpid() != int(
+    from hydra_plugins.reglab_launcher.stoppable_joblib import STOP_DIR
+
+    if not is_multirun() or os.environ.get(STOP_DIR) or os.getpid() != int(
             os.environ.get(SWEEP_ID, "0-0").split("-")[0]):
         return []
     started = float(os.environ.get(SWEEP_STARTED, "0"))

@@ -19,7 +19,7 @@ import stat
 import time
 from pathlib import Path
 
-from reglab.atomic import WriteError
+from reglab.atomic import WriteError, write_error
 from reglab.errors import ReglabError
 
 log = logging.getLogger(__name__)
@@ -100,8 +100,6 @@ def acquire(folder: str | os.PathLike) -> FolderLock:
     if folder in _held:
         return _held[folder]
     path = folder / LOCK_FILE
-    from reglab.atomic import write_error
-
     try:
         folder.mkdir(parents=True, exist_ok=True)
         # never through a link: truncating and writing would reach whatever file it points at
