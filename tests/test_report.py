@@ -76,7 +76,7 @@ def test_best_is_bold_only_where_a_column_has_a_direction(ablation):
     assert not any(table.cells[(r, "weights/l2")].best for r in ACCURACIES)  # a norm describes, it is not better
     markdown = to_markdown(table)
     assert "| l1 | 3 | **95.50 ± 0.50**†" in markdown
-    assert "Welch's t-test" in markdown and "Holm" in markdown
+    assert "the paired t-test over matched seeds" in markdown and "Holm" in markdown
     declared = summarize(load_runs([ablation]), by="reg", metrics=["weights/l2"], goals={"weights/l2": "min"})
     assert declared.cells[("none", "weights/l2")].best  # a study may declare a goal
 
@@ -85,7 +85,7 @@ def test_differences_ci_and_holm_equal_an_independent_computation(ablation):
     from scipy.stats import t as student_t
     from scipy.stats import ttest_ind
 
-    table = summarize(load_runs([ablation]), by="reg", metrics=["test/acc"])
+    table = summarize(load_runs([ablation]), by="reg", metrics=["test/acc"], test="welch")
     raw = {reg: ttest_ind(ACCURACIES[reg], ACCURACIES["none"], equal_var=False) for reg in ("l1", "l2")}
     ordered = sorted(("l1", "l2"), key=lambda r: raw[r].pvalue)  # Holm by hand: m=2 comparisons in the column
     expected = {ordered[0]: min(1, 2 * raw[ordered[0]].pvalue)}

@@ -53,6 +53,12 @@ def test_digits_run_writes_complete_results(make_config):
     assert last["train/loss"] == pytest.approx(last["train/data_loss"] + last["train/reg_loss"], rel=1e-5)
     assert results["metrics"]["gen_gap"] == pytest.approx(last["train/acc"] - last["val/acc"], abs=1e-6)
     assert (ROOT / cfg.paths.output_dir / "csv" / "metrics.csv").is_file()
+    # Per-example test predictions: one per test example, their accuracy the run's test/acc.
+    from reglab import predictions
+
+    saved = predictions.load(ROOT / cfg.paths.output_dir)
+    assert len(saved["label"]) == results["split_sizes"]["test"] == results["test_predictions"]["n"]
+    assert float((saved["pred"] == saved["label"]).mean()) == pytest.approx(results["metrics"]["test/acc"], abs=1e-6)
 
 
 @pytest.mark.parametrize("layout,test_split", [("cifar_parquet", "validation"), ("cifar_imagefolder", "test"),

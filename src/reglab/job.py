@@ -188,6 +188,10 @@ def fit_and_test(cfg: DictConfig, parts: RunParts, record: RunRecord, resume_fro
     has_best = any(getattr(c, "best_model_path", "") for c in parts.callbacks)
     ckpt = "best" if cfg.test_ckpt == "best" and has_best else None
     trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+    if trainer.world_size == 1 and module.test_predictions is not None:  # under DDP each rank holds a share
+        from reglab import predictions
+
+        record.test_predictions = predictions.save(Path(cfg.paths.output_dir), module.test_predictions)
 
     # trainer.test() replaces callback_metrics, so the last epoch's row supplies val/train.
     last_epoch = {k: v for k, v in (history.rows[-1] if history.rows else {}).items()

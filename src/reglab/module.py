@@ -138,6 +138,8 @@ class ClassifierModule(pl.LightningModule):
         accuracy = lambda: MulticlassAccuracy(num_classes=num_classes, average="micro")  # noqa: E731
         self.train_batch_acc, self.val_acc, self.train_eval_acc, self.test_acc = (accuracy() for _ in range(4))
         self.val_loss, self.train_eval_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.test_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (label, pred, confidence)
+        self.test_predictions: dict | None = None  # this process's test examples in order (reglab.predictions)
 
     def forward(self, inputs):
         """Images come as a tensor, tokens as a dict of model arguments (input_ids, attention_mask)."""
@@ -237,12 +239,22 @@ class ClassifierModule(pl.LightningModule):
         logits = self(inputs)
         self.test_acc.update(logits, labels)
         self.test_loss.update(F.cross_entropy(logits, labels), weight=len(labels))
+        # Kept per example so a report can resample the test set and pair two runs example by example.
+        confidence, predicted = logits.detach().float().softmax(-1).max(-1)
+        self.test_outputs.append((labels.detach().cpu(), predicted.cpu(), confidence.cpu()))
+
+    def on_test_epoch_start(self):
+        self.test_outputs, self.test_predictions = [], None
 
     def on_test_epoch_end(self):
         self.log_dict({"test/acc": self.test_acc.compute(), "test/loss": self.test_loss.compute(),
                        **weight_statistics(self.weight_params, self.small_weight_eps)}, sync_dist=True)
         self.test_acc.reset()
         self.test_loss.reset()
+        if self.test_outputs:
+            label, predicted, confidence = (torch.cat(parts) for parts in zip(*self.test_outputs))
+            self.test_predictions = {"label": label, "pred": predicted, "confidence": confidence}
+        self.test_outputs = []
 
     REGULARIZER_STATE_KEY = "reglab_regularizers"
 

@@ -104,6 +104,7 @@ class RunRecord:
     peak_memory: dict | None = None
     distributed: dict | None = None
     calibration: dict | None = None
+    test_predictions: dict | None = None  # {file, n, accuracy}: per-example predictions (reglab.predictions)
     wall_time_s: float | None = None
 
     ALWAYS = ("status", "study", "choices", "overrides", "seed", "condition_id", "config", "output_dir",

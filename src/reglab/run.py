@@ -100,7 +100,7 @@ def completed_results(output_dir: Path, config: dict, dry_run: bool = False, res
 
 
 RUN_FILES = (RESULTS_FILE, "checkpoints", "csv", "tensorboard", "wandb_run.json", "reliability.png", "train.log",
-             "wandb", ".hydra")
+             "wandb", ".hydra", "test_predictions.npz", "evaluation.json")
 
 
 def move_aside(output_dir: Path) -> Path:

@@ -21,7 +21,12 @@ from reglab.errors import ConfigError
 def epoch_generator(seed: int, epoch: int, device: torch.device | str = "cpu") -> torch.Generator:
     """An RNG for (seed, epoch) with no overlap between nearby pairs (seed + epoch would collide). On a GPU the
     same seed gives another (equally fixed) permutation than on the CPU: randperm differs by device."""
-    state = np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1, dtype=np.uint64)[0]
+    return keyed_generator([int(seed), int(epoch)], device)
+
+
+def keyed_generator(key: list[int], device: torch.device | str = "cpu") -> torch.Generator:
+    """An RNG fixed by a list of integers; distinct lists give unrelated streams."""
+    state = np.random.SeedSequence(key).generate_state(1, dtype=np.uint64)[0]
     return torch.Generator(device=device).manual_seed(int(state) & ((1 << 63) - 1))
 
 

@@ -19,9 +19,11 @@ from torch.utils.data import Dataset
 
 from reglab.data.augment import normalize, random_crop, random_hflip
 from reglab.data.base import ClassificationDataModule, check_int
-from reglab.data.batching import DeviceBatches, ResumableDeviceBatches, rank_and_world
+from reglab.data.batching import DeviceBatches, ResumableDeviceBatches, keyed_generator, rank_and_world
 from reglab.data.sources import train_eval_index, training_subset
 from reglab.errors import ConfigError
+
+AUGMENTATION_STREAM = 0xA06  # keeps these streams apart from the batch order's (seed, epoch) ones
 
 
 @dataclass
@@ -128,12 +130,22 @@ class ImageTensorDataModule(ClassificationDataModule):
             return super().eval_loader(name)
         return DeviceBatches(self.split_on(name, device), self.eval_sampler(self.batch_dataset(name), device))
 
+    def augmentation_generator(self, device: torch.device) -> torch.Generator:
+        """The crops and flips of a batch come from (seed, rank, epoch, batch), never from the global RNG that
+        dropout also draws from: for a seed, every regularizer sees the same augmented batches (matched seeds),
+        and a resumed run sees the ones it would have seen."""
+        rank, _ = rank_and_world(self.trainer)
+        batch = self.trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        return keyed_generator([AUGMENTATION_STREAM, self.seed, rank, self.trainer.current_epoch, batch], device)
+
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch
-        if self.augment and self.trainer is not None and self.trainer.training:
-            images = random_crop(images, self.crop_padding)
+        if self.augment and self.trainer is not None and self.trainer.training and (self.crop_padding > 0
+                                                                                    or self.hflip):
+            generator = self.augmentation_generator(images.device)
+            images = random_crop(images, self.crop_padding, generator)
             if self.hflip:
-                images = random_hflip(images)
+                images = random_hflip(images, generator)
         if self.mean.device != images.device:  # once: a per-batch host-to-GPU copy would sync every step
             self.mean, self.std = self.mean.to(images.device), self.std.to(images.device)
         return normalize(images, self.mean, self.std), labels

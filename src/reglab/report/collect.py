@@ -55,7 +55,7 @@ def load_results(paths) -> list[dict]:
 
 # The fields a report reads, with the types they must have when present.
 FIELD_TYPES = {"metrics": (dict,), "history": (list,), "split_sizes": (dict,), "choices": (dict,),
-               "weight_histogram": (dict,), "calibration": (dict,), "features": (dict,)}
+               "weight_histogram": (dict,), "calibration": (dict,), "features": (dict,), "test_predictions": (dict,)}
 
 
 def migrated(record: dict) -> dict:

@@ -4,10 +4,16 @@
   ``--by`` would pool several conditions, the row is split and its label names what differs:
   ``none (model=cnn_small)``. Two completed runs of one condition with the same seed count once.
 - A cell is the mean ± sample std (ddof=1) over the row's seeds; with n = 1 it is the value alone.
-- Each row is compared with the baseline row of the same context: the difference in means with a 95% Welch
-  t-interval and Welch's p, Holm-adjusted over the rows of the table, per metric. † marks adjusted p < 0.05.
-- Bold marks the best mean only in columns with a direction (accuracy ↑; loss, gap, ECE, NLL, Brier ↓), within a
-  context; norms and sparsity describe a run and get no bold unless a study declares a goal for them.
+- Each row is compared with the baseline row of the same context, seed by seed (matched seeds: reglab.report.stats):
+  the mean paired difference with its 95% t-interval and the paired t-test's p, Holm-adjusted over the rows of the
+  table, per metric; † marks adjusted p < 0.05. With it: a paired bootstrap interval, P(row > baseline), the
+  smallest difference the n detects at 80% power and the seeds the observed difference would need. ``test="welch"``
+  compares unpaired instead (as does a row whose seeds do not match the baseline's).
+- With per-example test predictions (reglab.predictions), test accuracy also gets a two-level interval (seeds and
+  test examples) and each seed's pair of runs a McNemar test.
+- Bold marks, in columns with a direction (accuracy ↑; loss, ECE, NLL, Brier ↓; gen. gap: closest to 0), the best
+  mean within a context and every row that the paired test (unadjusted p < 0.05) cannot tell from it; norms and
+  sparsity describe a run and get no bold unless a study declares a goal for them.
 - Regime: the baseline's train accuracy and generalization gap. A baseline that does not overfit (gap below
   ``overfit_threshold``) cannot show a regularization benefit, and the table says so; a row whose train accuracy
   falls more than ``underfit_threshold`` below the baseline's is marked as underfitting (‡).
@@ -18,10 +24,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from reglab.fit import NOT_MEANINGFUL
 from reglab.identity import under
+from reglab.report.stats import Comparison, McNemar, TwoLevel, holm, paired, probability_of_improvement, welch
+
+__all__ = ["Comparison", "holm", "summarize", "to_frame", "to_latex", "to_markdown", "welch"]
 
 DEFAULT_METRICS = ("test/acc", "val/acc", "gen_gap", "weights/zero_frac", "weights/small_frac", "weights/l2")
 SIGNIFICANCE = 0.05
@@ -29,6 +39,7 @@ SIGNIFICANCE_MARK = "†"
 UNDERFIT_MARK = "‡"
 OVERFIT_THRESHOLD = 0.01   # the baseline's gap (train - val accuracy) below which it does not overfit
 UNDERFIT_THRESHOLD = 0.05  # train accuracy this far below the baseline's: the row underfits
+TESTS = ("paired", "welch")
 MAX_QUALIFIERS = 4         # keys named in a split row's label; the caption lists them all
 
 
@@ -38,7 +49,15 @@ class Metric:
     label: str                 # Markdown and console header
     latex: str                 # LaTeX header
     scale: float = 1.0         # shown as value * scale (fractions as % or points)
-    better: str | None = None  # "max", "min", or None: descriptive (no bold, no test)
+    better: str | None = None  # "max", "min", "zero" (closest to 0 is best), or None: descriptive (no bold, no test)
+
+    def score(self, value: float) -> float:
+        """Higher is better."""
+        return value if self.better == "max" else -abs(value) if self.better == "zero" else -value
+
+    @property
+    def arrow(self) -> str:
+        return {"max": "↑", "min": "↓", "zero": "→0"}.get(self.better or "", "")
 
 
 def _metrics() -> dict[str, Metric]:
@@ -46,7 +65,7 @@ def _metrics() -> dict[str, Metric]:
         Metric("test/acc", "Test acc. (%)", r"Test acc.\ (\%)", 100, "max"),
         Metric("val/acc", "Val. acc. (%)", r"Val.\ acc.\ (\%)", 100, "max"),
         Metric("train/acc", "Train acc. (%)", r"Train acc.\ (\%)", 100),
-        Metric("gen_gap", "Gen. gap (pt)", r"Gen.\ gap (pt)", 100, "min"),
+        Metric("gen_gap", "Gen. gap (pt)", r"Gen.\ gap (pt)", 100, "zero"),
         Metric("test/loss", "Test loss", "Test loss", 1, "min"),
         Metric("val/loss", "Val. loss", r"Val.\ loss", 1, "min"),
         Metric("weights/zero_frac", "Exact zeros (%)", r"Exact zeros (\%)", 100),
@@ -81,17 +100,6 @@ def metric_info(key: str, goals: dict | None = None) -> Metric:
     if goals and key in goals:
         return Metric(known.key, known.label, known.latex, known.scale, goals[key])
     return known
-
-
-@dataclass
-class Comparison:
-    """Row minus baseline, in the metric's own units."""
-
-    diff: float
-    low: float   # 95% Welch t-interval
-    high: float
-    p: float     # Welch's t-test, two-sided
-    p_holm: float = math.nan
 
 
 @dataclass
@@ -157,6 +165,11 @@ class Table:
     overfit_threshold: float = OVERFIT_THRESHOLD
     underfit_threshold: float = UNDERFIT_THRESHOLD
     replicates: str = "seeds"  # what a row's runs are: seeds, or cross-validation folds (x seeds)
+    test: str = "paired"       # how rows are compared with the baseline: paired (matched seeds) or welch
+    test_set: dict[str, TwoLevel] = field(default_factory=dict)       # row -> its test accuracy, two levels
+    test_set_diff: dict[str, TwoLevel] = field(default_factory=dict)  # row -> minus the baseline, two levels
+    mcnemar: dict[str, list[tuple[object, McNemar]]] = field(default_factory=dict)  # row -> (seed, test) per pair
+    without_predictions: list[str] = field(default_factory=list)  # rows whose runs saved no per-example predictions
 
     @property
     def n(self) -> dict[str, int]:
@@ -168,34 +181,6 @@ class Table:
     def tested(self) -> list[str]:
         """Metrics compared with the baseline: those with a direction."""
         return [m for m in self.metrics if self.metric(m).better]
-
-
-def welch(sample: list[float], baseline: list[float]) -> Comparison | None:
-    """Difference in means with its 95% Welch t-interval and two-sided p; None unless both have n >= 2."""
-    from scipy.stats import t as student_t
-
-    n1, n2 = len(sample), len(baseline)
-    if n1 < 2 or n2 < 2:
-        return None
-    m1, m2 = sum(sample) / n1, sum(baseline) / n2
-    v1 = sum((x - m1) ** 2 for x in sample) / (n1 - 1)
-    v2 = sum((x - m2) ** 2 for x in baseline) / (n2 - 1)
-    diff, se = m1 - m2, math.sqrt(v1 / n1 + v2 / n2)
-    if se == 0:  # both constant: no spread to test against
-        return Comparison(diff, diff, diff, math.nan)
-    df = (v1 / n1 + v2 / n2) ** 2 / ((v1 / n1) ** 2 / (n1 - 1) + (v2 / n2) ** 2 / (n2 - 1))
-    half = float(student_t.ppf(0.975, df)) * se
-    return Comparison(diff, diff - half, diff + half, float(2 * student_t.sf(abs(diff / se), df)))
-
-
-def holm(p_values: list[float]) -> list[float]:
-    """Holm's step-down adjustment; NaN p-values stay NaN and do not count towards the family size."""
-    valid = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
-    adjusted, running = [math.nan] * len(p_values), 0.0
-    for rank, (p, i) in enumerate(valid):
-        running = max(running, min(1.0, (len(valid) - rank) * p))
-        adjusted[i] = running
-    return adjusted
 
 
 def row_order(values) -> list:
@@ -298,6 +283,19 @@ def labelled_rows(entries: list[dict], split_keys: list[str]) -> list[Row]:
     return sorted(rows, key=lambda r: (contexts.get(r.context, 0), value_rank[r.value], r.label))
 
 
+def compare(table: Table, sample: dict, baseline: dict, metric: Metric | None = None) -> Comparison | None:
+    """``sample`` minus ``baseline`` (each {replicate: value}): paired over the replicates both have (table.test
+    "paired", needs 2 pairs), else Welch. With ``metric``, P(sample better than baseline) too."""
+    comparison = paired(sample, baseline) if table.test == "paired" else None
+    if comparison is None:
+        comparison = welch(list(sample.values()), list(baseline.values()))
+    if comparison is not None and metric is not None and metric.better:
+        comparison.improvement, comparison.improvement_low, comparison.improvement_high = \
+            probability_of_improvement([metric.score(v) for v in sample.values()],
+                                       [metric.score(v) for v in baseline.values()])
+    return comparison
+
+
 def compare_context(table: Table, members: list[Row], samples: dict, context_name: str) -> Regime:
     """Within one context: compare each row with the baseline row, mark underfitting rows, bold the best."""
     bases = [r for r in members if table.baseline is not None and str(r.value) == table.baseline]
@@ -313,30 +311,43 @@ def compare_context(table: Table, members: list[Row], samples: dict, context_nam
             row.baseline = base.label
             for metric in table.tested():
                 if (row.label, metric) in cells:
-                    cells[(row.label, metric)].comparison = welch(samples[(row.label, metric)],
-                                                                  samples.get((base.label, metric), []))
+                    cells[(row.label, metric)].comparison = compare(
+                        table, samples[(row.label, metric)], samples.get((base.label, metric), {}),
+                        table.metric(metric))
             train = cells.get((row.label, "train/acc"))
             row.underfits = bool(train and regime.train_acc
                                  and train.mean < regime.train_acc.mean - table.underfit_threshold)
     for metric in table.metrics:
-        better = table.metric(metric).better
-        column = [cells[(r.label, metric)].mean for r in members if (r.label, metric) in cells]
-        best = (max(column) if better == "max" else min(column)) if better and column else None
-        if best is not None and not all(math.isclose(m, best, rel_tol=1e-6) for m in column):  # all equal: none
-            for r in members:  # ties (up to float32 noise in the means) are all bold
-                if (r.label, metric) in cells:
-                    cells[(r.label, metric)].best = math.isclose(cells[(r.label, metric)].mean, best, rel_tol=1e-6)
+        info = table.metric(metric)
+        present = [r for r in members if (r.label, metric) in cells]
+        if not info.better or not present:
+            continue
+        scores = {r.label: info.score(cells[(r.label, metric)].mean) for r in present}
+        best = max(present, key=lambda r: scores[r.label])
+        if all(math.isclose(v, scores[best.label], rel_tol=1e-6) for v in scores.values()):
+            continue  # all equal: none is best
+        best_scores = {k: info.score(v) for k, v in samples[(best.label, metric)].items()}
+        for r in present:
+            tie = math.isclose(scores[r.label], scores[best.label], rel_tol=1e-6)  # float32 noise in the means
+            if not tie:
+                against = compare(table, {k: info.score(v) for k, v in samples[(r.label, metric)].items()},
+                                  best_scores)
+                tie = against is not None and not against.p < SIGNIFICANCE  # NaN p (no spread): told apart
+            cells[(r.label, metric)].best = tie
     return regime
 
 
 def summarize(runs: pd.DataFrame, by: str = "reg", metrics=DEFAULT_METRICS, baseline="none",
               row_keys: tuple[str, ...] | None = None, goals: dict | None = None,
-              overfit_threshold: float = OVERFIT_THRESHOLD, underfit_threshold: float = UNDERFIT_THRESHOLD) -> Table:
+              overfit_threshold: float = OVERFIT_THRESHOLD, underfit_threshold: float = UNDERFIT_THRESHOLD,
+              test: str = "paired") -> Table:
     """The table of ``runs`` (reglab.report.collect.runs_frame) with one row per (``by`` value, condition).
 
     ``row_keys``: the condition keys the row variable stands for (default: ``by`` and everything under it, so
     reg covers reg.l1.strength); rows whose conditions differ in other keys are in different contexts, and each
-    row is compared only with the baseline of its own context."""
+    row is compared only with the baseline of its own context. ``test``: "paired" (matched seeds) or "welch"."""
+    if test not in TESTS:
+        raise ValueError(f"test={test!r}: allowed {', '.join(TESTS)}")
     done = runs[runs["status"] == "completed"] if "status" in runs else runs.iloc[0:0]
     done = done[done[by].notna()] if by in done else done.iloc[0:0]
     done, notes = deduplicate(done, by) if not done.empty else (done, [])
@@ -347,13 +358,17 @@ def summarize(runs: pd.DataFrame, by: str = "reg", metrics=DEFAULT_METRICS, base
     rows = labelled_rows(entries, split_keys)
 
     # train/acc and gen_gap are always summarized: the regime check needs them even when they are not columns
-    samples = {(row.label, m): done.loc[done["run_dir"].isin(row.run_dirs), m].dropna().astype(float).tolist()
+    # {(row, metric): {replicate: value}}, the replicate being (seed, fold): what pairs a run with the baseline's
+    replicate = {r["run_dir"]: (r["seed"], r.get("fold", -1)) for r in done.to_dict("records")}
+    indexed = done.set_index("run_dir")
+    samples = {(row.label, m): {replicate[d]: float(v) for d, v in indexed.loc[row.run_dirs, m].dropna().items()}
                for row in rows for m in dict.fromkeys(metrics + ["train/acc", "gen_gap"]) if m in done}
-    cells = {key: Cell(float(pd.Series(s).mean()), float(pd.Series(s).std(ddof=1)) if len(s) > 1 else math.nan,
-                       len(s)) for key, s in samples.items() if s}
+    cells = {key: Cell(float(pd.Series(list(s.values())).mean()),
+                       float(pd.Series(list(s.values())).std(ddof=1)) if len(s) > 1 else math.nan, len(s))
+             for key, s in samples.items() if s}
     table = Table(by, metrics, rows, cells, None if baseline is None else str(baseline), split_keys=split_keys,
                   split_by=key_names(split_keys, entries), notes=notes, goals=dict(goals or {}),
-                  overfit_threshold=overfit_threshold, underfit_threshold=underfit_threshold)
+                  overfit_threshold=overfit_threshold, underfit_threshold=underfit_threshold, test=test)
     if "fold" in done and (done["fold"] >= 0).any():  # -1: not cross-validated
         table.replicates = "folds" if done["seed"].nunique() == 1 else "folds × seeds"
     full_names = dict(zip((e["context"] for e in entries), qualifiers(split_keys, entries, limit=None)))
@@ -373,10 +388,48 @@ def summarize(runs: pd.DataFrame, by: str = "reg", metrics=DEFAULT_METRICS, base
         for comparison, adjusted in zip(compared, holm([c.p for c in compared])):
             comparison.p_holm = adjusted
     table.cells = {key: cell for key, cell in cells.items() if key[1] in metrics}
+    if "test/acc" in metrics:
+        add_test_set(table, replicate)
     failed = runs[runs["status"] != "completed"] if "status" in runs else runs
     table.not_completed = [{"run_dir": r["run_dir"], "status": r["status"], "error": r.get("error")}
                            for r in failed.to_dict("records")]
     return table
+
+
+def add_test_set(table: Table, replicate: dict) -> None:
+    """Test accuracy with the test set as a sample too (reglab.report.stats.two_level), from each run's
+    per-example predictions: per row, and per row minus its baseline (matched seeds, the same examples), with a
+    McNemar test for each seed's pair of runs. Rows whose runs saved no predictions are listed instead."""
+    from reglab.predictions import PredictionsError, load
+    from reglab.report.stats import mcnemar, two_level
+
+    loaded = {}
+    for row in table.rows:
+        try:
+            loaded[row.label] = {replicate[d]: load(d) for d in row.run_dirs}
+        except PredictionsError:
+            table.without_predictions.append(row.label)
+    for row in table.rows:
+        runs = loaded.get(row.label)
+        if not runs or not same_test_set(list(runs.values())):
+            continue
+        correct = {key: (a["pred"] == a["label"]).astype(float) for key, a in runs.items()}
+        table.test_set[row.label] = two_level(np.stack(list(correct.values())))
+        base = loaded.get(row.baseline) if row.baseline else None
+        if not base or not same_test_set(list(runs.values()) + list(base.values())):
+            continue
+        pairs = [key for key in runs if key in base]
+        if pairs:
+            base_correct = {key: (base[key]["pred"] == base[key]["label"]).astype(float) for key in pairs}
+            table.test_set_diff[row.label] = two_level(np.stack([correct[k] - base_correct[k] for k in pairs]))
+            table.mcnemar[row.label] = [(key[0] if key[1] == -1 else key, mcnemar(correct[key], base_correct[key]))
+                                        for key in pairs]
+
+
+def same_test_set(arrays: list[dict]) -> bool:
+    """Runs scored the same test examples in the same order: their label arrays are equal."""
+    first = arrays[0]["label"]
+    return all(a["label"].shape == first.shape and np.array_equal(a["label"], first) for a in arrays[1:])
 
 
 def number_format(value: float) -> str:
@@ -441,15 +494,17 @@ def caption(table: Table) -> list[str]:
                  + (f"; rows are split by what differs besides {table.by}: {', '.join(table.split_by)}"
                     if table.split_keys else ""))
     if any(c.best for c in table.cells.values()):
-        directions = ", ".join(f"{table.metric(m).label} {'↑' if table.metric(m).better == 'max' else '↓'}"
+        directions = ", ".join(f"{table.metric(m).label} {table.metric(m).arrow}"
                                for m in table.metrics if table.metric(m).better)
-        parts.append(f"bold: best per column{' within each context' if table.split_keys else ''} ({directions}); "
-                     "other columns describe the runs and have no best")
+        parts.append(f"bold: per column{' within each context' if table.split_keys else ''}, the best mean "
+                     f"({directions}) and every row that {test_names(table)} cannot tell from it (p ≥ "
+                     f"{SIGNIFICANCE}, unadjusted; with n = 1 only the best mean); other columns describe the runs "
+                     "and have no best")
     if any(c.comparison for c in table.cells.values()):
         parts.append(f"{SIGNIFICANCE_MARK}: differs from {table.by}={table.baseline} with Holm-adjusted p < "
-                     f"{SIGNIFICANCE} (Welch's t-test, unequal variances; Holm over the rows of this table, per "
-                     "column)" + ("" if any(c.significant for c in table.cells.values()) else
-                                  ": no row does") + "; differences and 95% CIs below")
+                     f"{SIGNIFICANCE} ({test_names(table)}; Holm over the rows of this table, per column)"
+                     + ("" if any(c.significant for c in table.cells.values()) else ": no row does")
+                     + "; differences, 95% CIs and power below")
     if any(r.underfits for r in table.rows):
         parts.append(f"{UNDERFIT_MARK}: underfits (train accuracy more than {table.underfit_threshold * 100:g} pt "
                      "below the baseline's)")
@@ -504,21 +559,115 @@ def regime_lines(table: Table) -> list[str]:
     return lines
 
 
-def comparison_rows(table: Table) -> list[list[str]]:
-    """Row, metric, Δ, 95% CI, p, Holm p: every comparison with the baseline, in display units."""
-    out = []
+TEST_NAMES = {"paired": "the paired t-test over matched seeds", "welch": "Welch's t-test (unpaired, unequal "
+                                                                          "variances)"}
+
+
+def test_names(table: Table) -> str:
+    """The tests the table's comparisons used: the paired test, or Welch's where seeds did not match."""
+    used = list(dict.fromkeys(c.comparison.test for c in table.cells.values() if c.comparison))
+    if not used:
+        used = [table.test]
+    if used == ["paired", "welch"] or used == ["welch", "paired"]:
+        return TEST_NAMES["paired"] + " (Welch's t-test for rows whose seeds do not match the baseline's)"
+    return TEST_NAMES[used[0]]
+
+
+def p_text(p: float, floor: float | None = None) -> str:
+    if math.isnan(p):
+        return "–"
+    return f"<{floor:.2g}" if floor is not None and p < floor else f"{p:.3g}"
+
+
+def seeds_text(n: float) -> str:
+    return "–" if math.isnan(n) else "> 10,000" if math.isinf(n) else f"{int(n)}"
+
+
+def comparisons(table: Table):
+    """(row, metric, its Metric, the comparison, the column's number format) for every comparison made."""
     for row in table.rows:
         for metric in table.tested():
             cell = table.cells.get((row.label, metric))
-            if cell is None or cell.comparison is None:
-                continue
-            info, c = table.metric(metric), cell.comparison
-            spec = column_format(table, metric)
-            p = "–" if math.isnan(c.p) else f"{c.p:.3g}"
-            p_holm = "–" if math.isnan(c.p_holm) else f"{c.p_holm:.3g}"
-            out.append([row.label, info.label, shown(c.diff, info, spec, sign=True),
-                        f"[{shown(c.low, info, spec)}, {shown(c.high, info, spec)}]", p, p_holm])
+            if cell is not None and cell.comparison is not None:
+                yield row, metric, table.metric(metric), cell.comparison, column_format(table, metric)
+
+
+def comparison_rows(table: Table) -> list[list[str]]:
+    """Every comparison with the baseline, in display units: Δ, 95% CI, test, p, Holm p, the paired bootstrap's
+    interval, P(row better), the smallest difference the n detects at 80% power, and the seeds the observed
+    difference would need."""
+    from reglab.report.stats import BOOTSTRAP_SAMPLES
+
+    out = []
+    for row, _, info, c, spec in comparisons(table):
+        interval = lambda low, high: ("–" if math.isnan(low) else  # noqa: E731
+                                      f"[{shown(low, info, spec)}, {shown(high, info, spec)}]")
+        improvement = "–" if math.isnan(c.improvement) else \
+            f"{c.improvement:.2f} [{c.improvement_low:.2f}, {c.improvement_high:.2f}]"
+        detectable = "–" if math.isnan(c.detectable) else shown(c.detectable, info, spec)
+        out.append([row.label, info.label, shown(c.diff, info, spec, sign=True), interval(c.low, c.high),
+                    f"{c.test} (n={c.n})", p_text(c.p), p_text(c.p_holm), interval(c.boot_low, c.boot_high),
+                    p_text(c.p_boot, 1 / BOOTSTRAP_SAMPLES), improvement, detectable, seeds_text(c.seeds_needed)])
     return out
+
+
+def power_lines(table: Table) -> list[str]:
+    """One sentence per comparison of the table's first tested column, where a reader looks:
+    'dropout vs none, Test acc. (%): +0.70, not significant (Holm p = 0.47); 3 seeds detect ±2.10 at 80% power;
+    about 9 seeds would detect +0.70.'"""
+    tested = table.tested()
+    lines = []
+    for row, metric, info, c, spec in comparisons(table):
+        if metric != tested[0]:
+            continue
+        unit = " pt" if info.scale == 100 else ""
+        diff = shown(c.diff, info, spec, sign=True) + unit
+        verdict = ("significant" if c.p_holm < SIGNIFICANCE else "not significant") + \
+            (f" (Holm p = {p_text(c.p_holm)})" if not math.isnan(c.p_holm) else " (no spread to test)")
+        text = f"{row.label} vs {row.baseline}, {info.label}: {diff}, {verdict}"
+        if not math.isnan(c.detectable):
+            text += (f"; {c.n} {table.replicates} detect ±{shown(c.detectable, info, spec)}{unit} at 80% power"
+                     + ("" if c.test == "paired" else " (unpaired)"))
+        if c.p_holm >= SIGNIFICANCE and not math.isnan(c.seeds_needed):
+            text += ("; no practical number of seeds would detect it" if math.isinf(c.seeds_needed) else
+                     f"; about {int(c.seeds_needed)} seeds would detect {diff} (if the spread stays as observed)")
+        lines.append(f"- {text}.")
+    return lines
+
+
+def test_set_rows(table: Table) -> list[list[str]]:
+    """Per row: test accuracy with its two-level 95% interval, the seed and test-set standard errors, the
+    difference from the baseline with its two-level interval, and McNemar's p per seed."""
+    info = table.metric("test/acc")
+    spec = ".2f"
+    out = []
+    for row in table.rows:
+        level = table.test_set.get(row.label)
+        if level is None:
+            continue
+        diff = table.test_set_diff.get(row.label)
+        tests = table.mcnemar.get(row.label, [])
+        out.append([row.label, str(level.seeds), shown(level.estimate, info, spec),
+                    f"[{shown(level.low, info, spec)}, {shown(level.high, info, spec)}]",
+                    "–" if level.seeds < 2 else shown(level.seed_se, info, spec), shown(level.test_se, info, spec),
+                    "–" if diff is None else f"{shown(diff.estimate, info, spec, sign=True)} "
+                                             f"[{shown(diff.low, info, spec)}, {shown(diff.high, info, spec)}]",
+                    ", ".join(f"{p_text(m.p, 1e-4)} (seed {seed}: {m.only_first}/{m.only_second})"
+                              for seed, m in tests) or "–"])
+    return out
+
+
+TEST_SET_HEADER = ["Test acc. (%)", "95% interval (seeds + test examples)", "SE seeds", "SE test set",
+                   "Δ vs baseline [95% interval]", "McNemar p per seed (right only here / only baseline)"]
+
+
+def test_set_caption(table: Table) -> str:
+    examples = next(iter(table.test_set.values())).examples
+    return (f"The test set is a sample too ({examples:,} examples): each interval adds the test examples' variance "
+            "(a bootstrap that resamples them, the same draw for every seed and both rows) to the seeds' (their "
+            "sample variance over n), with a t quantile (Welch-Satterthwaite df); with one seed it has the test "
+            "set's variance only. McNemar: the row's and the baseline's run of one seed, example by example "
+            "(exact below 25 discordant examples).")
 
 
 def not_completed_lines(table: Table) -> list[str]:
@@ -543,7 +692,8 @@ def row_cells(table: Table, latex: bool) -> list[tuple[Row, list[str]]]:
 
 
 def comparison_header(table: Table) -> list[str]:
-    return [by_label(table.by), "Metric", f"Δ vs {table.baseline}", "95% CI", "p (Welch)", "p (Holm)"]
+    return [by_label(table.by), "Metric", f"Δ vs {table.baseline}", "95% CI", "test", "p", "p (Holm)",
+            "bootstrap 95% CI", "p (bootstrap)", "P(better) [95% CI]", "detectable at 80% power", "seeds needed"]
 
 
 def to_markdown(table: Table) -> str:
@@ -552,11 +702,26 @@ def to_markdown(table: Table) -> str:
     for row, cells in row_cells(table, latex=False):
         lines.append(markdown_row([row_name(row), str(row.n), *cells]))
     lines += ["", *caption(table), "", *regime_lines(table)]
-    comparisons = comparison_rows(table)
-    if comparisons:
+    power = power_lines(table)
+    if power:
+        lines += ["", *power]
+    compared = comparison_rows(table)
+    if compared:
         head = comparison_header(table)
-        lines += ["", f"Difference from the baseline ({table.by}={table.baseline}) of the same context:", "",
-                  markdown_row(head), "|" + "|".join("---" for _ in head) + "|", *map(markdown_row, comparisons)]
+        lines += ["", f"Difference from the baseline ({table.by}={table.baseline}) of the same context "
+                      f"({test_names(table)}; the bootstrap resamples the pairs and is coarse below about 10; "
+                      "P(better): over all pairs of runs, ties half, stratified bootstrap interval; detectable: the "
+                      "smallest difference this n finds 4 times in 5; seeds needed: the n at which the observed "
+                      "difference would be, if its spread stays as observed):", "",
+                  markdown_row(head), "|" + "|".join("---" for _ in head) + "|", *map(markdown_row, compared)]
+    test_rows = test_set_rows(table)
+    if test_rows:
+        head = [by_label(table.by), "n", *TEST_SET_HEADER]
+        lines += ["", test_set_caption(table), "", markdown_row(head), "|" + "|".join("---" for _ in head) + "|",
+                  *map(markdown_row, test_rows)]
+    if table.without_predictions and test_rows:
+        lines += ["", f"No per-example test predictions (runs made before reglab saved them): "
+                      f"{', '.join(table.without_predictions)}."]
     if table.notes:
         lines += ["", "Notes:", *(f"- {note}" for note in table.notes)]
     if table.not_completed:
@@ -586,7 +751,7 @@ def default_label(table: Table) -> str:
 
 def to_latex(table: Table, label: str | None = None) -> str:
     """Booktabs tables, ready for \\input (needs \\usepackage{booktabs}): the results, then the differences from the
-    baseline. ``label`` (default: one derived from the table's rows, so two tables never share it) is the
+    baseline. Needs \\usepackage{booktabs} and {graphicx}. ``label`` (default: one derived from the table's rows, so two tables never share it) is the
     results table's; the differences table gets ``<label>-diff``."""
     label = label or default_label(table)
     columns = "l" + "r" * (len(table.metrics) + 1)
@@ -597,15 +762,26 @@ def to_latex(table: Table, label: str | None = None) -> str:
         lines.append(" & ".join([latex_escape(row_name(row)), str(row.n), *cells]) + r" \\")
     text = " ".join(latex_escape(t) for t in caption(table) + regime_lines(table) + table.notes)
     lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{text}}}", rf"\label{{{label}}}", r"\end{table}"]
-    comparisons = comparison_rows(table)
-    if comparisons:
-        lines += [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{llrrrr}", r"\toprule",
-                  " & ".join(latex_escape(h) for h in comparison_header(table)) + r" \\", r"\midrule",
-                  *(" & ".join(latex_escape(c) for c in r) + r" \\" for r in comparisons),
-                  r"\bottomrule", r"\end{tabular}",
+    compared = comparison_rows(table)
+    if compared:
+        lines += [r"\begin{table}[t]", r"\centering", r"\resizebox{\linewidth}{!}{%", r"\begin{tabular}{llrrlrrrrrrr}",
+                  r"\toprule", " & ".join(latex_escape(h) for h in comparison_header(table)) + r" \\", r"\midrule",
+                  *(" & ".join(latex_escape(c) for c in r) + r" \\" for r in compared),
+                  r"\bottomrule", r"\end{tabular}}",
                   rf"\caption{{Difference from {latex_escape(f'{table.by}={table.baseline}')} of the same "
-                  r"context, with its 95\% Welch $t$-interval, Welch's $p$ and Holm-adjusted $p$ (per column).}",
+                  rf"context: 95\% interval and $p$ of {latex_escape(test_names(table))}, Holm-adjusted $p$ (per "
+                  r"column), the paired bootstrap, P(row better) with a stratified bootstrap interval, the smallest "
+                  r"difference detectable at 80\% power with this $n$, and the seeds the observed difference "
+                  r"would need. " + " ".join(latex_escape(line[2:]) for line in power_lines(table)) + "}",
                   rf"\label{{{label}-diff}}", r"\end{table}"]
+    test_rows = test_set_rows(table)
+    if test_rows:
+        head = [by_label(table.by), "n", *TEST_SET_HEADER]
+        lines += [r"\begin{table}[t]", r"\centering", r"\resizebox{\linewidth}{!}{%",
+                  r"\begin{tabular}{lrrrrrll}", r"\toprule", " & ".join(latex_escape(h) for h in head) + r" \\",
+                  r"\midrule", *(" & ".join(latex_escape(c) for c in r) + r" \\" for r in test_rows),
+                  r"\bottomrule", r"\end{tabular}}", rf"\caption{{{latex_escape(test_set_caption(table))}}}",
+                  rf"\label{{{label}-test}}", r"\end{table}"]
     return "\n".join(lines)
 
 
@@ -621,8 +797,17 @@ def to_frame(table: Table) -> pd.DataFrame:
             comparison = cell.comparison if cell else None
             record |= {f"{metric} mean": cell.mean if cell else None, f"{metric} std": cell.std if cell else None,
                        f"{metric} n": cell.n if cell else 0}
-            for part in ("diff", "low", "high", "p", "p_holm"):
+            for part in ("diff", "low", "high", "p", "p_holm", "test", "boot_low", "boot_high", "p_boot",
+                         "improvement", "improvement_low", "improvement_high", "detectable", "seeds_needed"):
                 name = {"low": "ci_low", "high": "ci_high"}.get(part, part)
                 record[f"{metric} {name}"] = getattr(comparison, part) if comparison else None
+        level, diff = table.test_set.get(row.label), table.test_set_diff.get(row.label)
+        if table.test_set:
+            record |= {"test/acc two_level low": level.low if level else None,
+                       "test/acc two_level high": level.high if level else None,
+                       "test/acc diff two_level low": diff.low if diff else None,
+                       "test/acc diff two_level high": diff.high if diff else None,
+                       "test/acc mcnemar p": " ".join(f"{m.p:.4g}" for _, m in table.mcnemar.get(row.label, []))
+                       or None}
         records.append(record)
     return pd.DataFrame(records)
