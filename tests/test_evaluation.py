@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 import pytest
 import torch
@@ -87,8 +86,12 @@ def test_evaluate_a_checkpoint_writes_std_and_mc_metrics(make_config):
     cfg = make_config("data=digits", "reg=dropout", "reg.dropout.p=0.3", "trainer.max_epochs=3")
     train(cfg)
     run_dir = ROOT / cfg.paths.output_dir
+    trained = (run_dir / "results.json").read_bytes()
     outcome = run_evaluation(str(run_dir / "checkpoints" / "last.ckpt"), mc_samples=8, device="cpu")
-    results = json.loads((run_dir / "results.json").read_text())
+    assert (run_dir / "results.json").read_bytes() == trained  # the training run's record is never rewritten
+    from reglab.report.collect import load_results
+
+    results = load_results([run_dir])[0]  # evaluation.json beside it, merged as the report reads it
     metrics = results["metrics"]
     for kind in ("std", "ts", "mc"):
         assert {f"{kind}/{k}" for k in ("acc", "nll", "brier", "ece", "entropy")} <= set(metrics)

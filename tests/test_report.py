@@ -276,7 +276,7 @@ def test_paper_report_has_a_section_per_study_and_figures(ablation, tmp_path):
     out = tmp_path / "paper"
     assert report_main([str(ablation), "--paper", "--out", str(out)]) == 0
     report = (out / "report.md").read_text()
-    assert "## Comparison of techniques on image classification" in report
+    assert "## Comparison of techniques on image classification: digits" in report  # declared in its yaml
     assert "## L1 vs L2 across tasks" in report and "| l1 | 3 |" in report
     assert "## Sections without runs" in report and "Comparison on NLP" in report
     tex = (out / "report.tex").read_text()
@@ -285,9 +285,14 @@ def test_paper_report_has_a_section_per_study_and_figures(ablation, tmp_path):
     if shutil.which("pdflatex"):
         done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "report.tex"], cwd=out, capture_output=True)
         assert done.returncode == 0, done.stdout[-2000:]
-    for name in ("weight_histograms", "curves_image"):
+    for name in ("weight_histograms", "curves"):
         assert (out / "figures" / f"{name}.png").stat().st_size > 1000
         assert (out / "figures" / f"{name}.pdf").is_file()
+    # The section's curves are the plain report's curves.png (same runs): one file, not a byte-identical twin.
+    section = report.split("## Comparison of techniques on image classification: digits")[1].split("\n## ")[0]
+    assert "](figures/curves.png)" in section and "](figures/weight_histograms.png)" in section
+    pngs = [p.read_bytes() for p in (out / "figures").glob("*.png")]
+    assert len(pngs) == len(set(pngs)) and not (out / "figures" / "curves_ablation_digits.png").exists()
 
 
 def test_report_errors_are_one_line(tmp_path, capsys):
@@ -342,7 +347,7 @@ def test_cpu_cifar_ablation_gets_its_own_section_with_its_regime(tmp_path):
     section = section.split("\n## ")[0]
     assert "| dropout | 2 |" in section
     assert "Regime: cifar10, 4,000 train examples, no augmentation, model cnn, 30 epochs. The baseline" in section
-    assert (out / "figures" / "curves_image_small.png").stat().st_size > 1000
+    assert "](figures/curves.png)" in section and (out / "figures" / "curves.png").stat().st_size > 1000
 
 
 def test_corrupt_results_are_named_and_skipped(tmp_path, capsys):
@@ -357,3 +362,153 @@ def test_corrupt_results_are_named_and_skipped(tmp_path, capsys):
     assert report_main([str(tmp_path / "sweep"), "--out", str(tmp_path / "out")]) == 0
     captured = capsys.readouterr()
     assert "| none | 1 |" in captured.out and f"skipping {broken}/results.json" in captured.err
+
+
+# --- figures that show spread, every row, and their own sample sizes ----------------------------------------------
+
+def captured_figures(monkeypatch):
+    """Figures as drawn (reglab.report.figures.save is where each one ends)."""
+    from reglab.report import figures
+
+    drawn = []
+    original = figures.save
+
+    def keep(figure, out_dir, name):
+        drawn.append((name, figure))
+        return original(figure, out_dir, name)
+
+    monkeypatch.setattr(figures, "save", keep)
+    return drawn
+
+
+def test_curves_have_spread_bands_and_histograms_draw_every_row(tmp_path, monkeypatch):
+    from matplotlib.collections import PolyCollection
+
+    from reglab.report import figures
+
+    regs = {"none": 0.90, "l1": 0.93, "l2": 0.91, "prox_l1": 0.88, "elasticnet": 0.92}
+    for reg, acc in regs.items():
+        for seed in range(3):
+            write_run(tmp_path, f"reg={reg},seed={seed}", reg, seed, acc + seed / 100)
+    records = load_results([tmp_path])
+    table = summarize(runs_frame(records), by="reg", metrics=["test/acc"])
+    drawn = captured_figures(monkeypatch)
+    figures.training_curves(table, records, tmp_path / "figs")
+    figures.weight_histograms(table, records, tmp_path / "figs")
+    curves, histograms = dict(drawn)["curves"], dict(drawn)["weight_histograms"]
+    for axis in curves.axes[:2]:  # train and validation panels: one ± std band per row (3 seeds each)
+        assert sum(isinstance(c, PolyCollection) for c in axis.collections) == len(regs)
+    assert "± std" in curves.axes[0].get_ylabel()
+    legend = [t.get_text() for t in histograms.axes[0].get_legend().get_texts()]
+    assert sorted(text.split(" (")[0] for text in legend) == sorted(regs)  # prox_l1, elasticnet too, not only none/l1/l2
+
+
+def test_reliability_diagrams_show_bin_counts_and_fade_sparse_bins(tmp_path, monkeypatch):
+    from reglab.report import figures
+
+    bins = {"confidence": [0.0] * 13 + [0.9 * 2, 0.95 * 300], "accuracy": [0.0] * 13 + [1.0, 280.0],
+            "count": [0] * 13 + [2, 300]}
+    calibration = {"reliability": {kind: {k: [v / max(c, 1) if k != "count" else c for v, c in zip(bins[k], bins["count"])]
+                                          for k in bins} for kind in ("std", "ts", "mc")}}
+    for reg in ("none", "dropout"):
+        write_run(tmp_path, f"reg={reg}", reg, 0, 0.9, metrics={"mc/ece": 0.01}, extra={"calibration": calibration})
+    records = load_results([tmp_path])
+    table = summarize(runs_frame(records), by="reg", metrics=["test/acc"])
+    drawn = captured_figures(monkeypatch)
+    figures.reliability_diagrams(table, records, tmp_path / "figs")
+    figure = dict(drawn)["reliability"]
+    axis = figure.axes[0]
+    assert {"2", "300"} <= {t.get_text() for t in axis.texts}  # each bin says how many examples it holds
+    alphas = [tuple(c)[3] for c in axis.collections[0].get_facecolors()]
+    assert alphas[0] < 0.2 and alphas[1] == 1.0  # the 2-example bin is faded, the 300-example bin is not
+
+
+def test_regime_names_the_augmentations_that_really_ran():
+    from reglab.report.tables import regime_setting
+
+    base = {"data": "digits", "data.augment": True, "model": "cnn_small", "trainer.max_epochs": 30}
+    assert "no augmentation" in regime_setting({**base, "data.crop_padding": 0, "data.hflip": False})
+    assert "no augmentation" in regime_setting({**base, "data.augment": False, "data.crop_padding": 4})
+    assert "augmented (random crop, padding 4, horizontal flip)" in regime_setting(
+        {**base, "data.crop_padding": 4, "data.hflip": True})
+    assert "augmented (horizontal flip)" in regime_setting({**base, "data.crop_padding": 0, "data.hflip": True})
+
+
+# --- a new study is one yaml -----------------------------------------------------------------------------------------
+
+NEW_STUDY = """# @package _global_
+defaults:
+  - override /data: digits
+  - override /model: cnn_small
+study: my_new_study
+trainer: {max_epochs: 1}
+data: {train_size: 200}
+report:
+  title: My new study, declared in its yaml alone
+  command: python train.py -m experiment=my_new_study
+  metrics: [test/acc, gen_gap]
+  figures: [curves, weight_histograms]
+  order: 5
+"""
+
+
+def test_a_study_added_as_one_yaml_appears_in_the_paper_report(tmp_path):
+    from conftest import run_cli
+
+    conf = tmp_path / "my_conf" / "experiment"
+    conf.mkdir(parents=True)
+    (conf / "my_new_study.yaml").write_text(NEW_STUDY)
+    sweep = tmp_path / "sweep"
+    done = run_cli("-m", f"hydra.searchpath=[file://{tmp_path / 'my_conf'}]", "experiment=my_new_study",
+                   "reg=none,dropout", f"hydra.sweep.dir={sweep}", timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = tmp_path / "paper"
+    assert report_main([str(sweep), "--paper", "--out", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    section = report.split("## My new study, declared in its yaml alone")[1].split("\n## ")[0]
+    assert "Made by `python train.py -m experiment=my_new_study`." in section
+    assert "| dropout | 1 |" in section and "](figures/weight_histograms" in section
+    assert report.index("## My new study") < report.index("## Sections without runs")  # order: 5, first
+
+
+@pytest.mark.parametrize("line,change,message", [
+    ("  order: 5", "  bogus: 1", "report.bogus is not a report key; allowed: title, command, rows"),
+    ("  figures: [curves, weight_histograms]", "  figures: [histogram]",
+     "report.figures.histogram is not a figure; allowed: curves, weight_histograms"),
+    ("  figures: [curves, weight_histograms]", "  figures: {curves: {colour: red}}",
+     "report.figures.curves.colour is not an option of curves; allowed: name"),
+    ("  order: 5", "  goals: {test/acc: up}", "each goal must be max, min or zero"),
+    ("  title: My new study, declared in its yaml alone", "  rows: reg", "report.title is required"),
+])
+def test_a_bad_report_declaration_is_one_line_before_training(tmp_path, line, change, message):
+    from conftest import run_cli
+
+    conf = tmp_path / "my_conf" / "experiment"
+    conf.mkdir(parents=True)
+    assert line in NEW_STUDY
+    (conf / "my_new_study.yaml").write_text(NEW_STUDY.replace(line, change))
+    done = run_cli(f"hydra.searchpath=[file://{tmp_path / 'my_conf'}]", "experiment=my_new_study",
+                   f"hydra.run.dir={tmp_path / 'run'}", timeout=120)
+    assert done.returncode == 2 and message in done.stderr and "error: study my_new_study: " in done.stderr
+    assert done.stderr.strip().count("\n") == 0 and not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_mcnemar_compares_two_runs_on_their_test_examples(tmp_path, capsys):
+    import numpy as np
+
+    from reglab import predictions
+
+    labels = np.arange(100) % 10
+    for name, wrong in (("a", 10), ("b", 40)):
+        pred = labels.copy()
+        pred[:wrong] = (pred[:wrong] + 1) % 10
+        predictions.save(tmp_path / name, {"label": labels, "pred": pred, "confidence": np.ones(100)})
+    assert report_main(["--mcnemar", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert "right only in the first: 30; only in the second: 0" in out and "McNemar (chi-square" in out
+    (tmp_path / "c").mkdir()
+    np.savez(tmp_path / "c" / "test_predictions.npz", label=np.array([object()], dtype=object),
+             pred=np.zeros(1), confidence=np.zeros(1))  # a pickled object: never loaded
+    assert report_main(["--mcnemar", str(tmp_path / "a"), str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a predictions archive" in err

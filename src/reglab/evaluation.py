@@ -7,12 +7,14 @@
   stays in eval mode, and the softmax is averaged over ``mc_samples`` passes.
 
 Calibration is measured with accuracy, NLL, Brier score, ECE (torchmetrics, 15 equal-width bins, L1) and mean
-predictive entropy. The numbers go into the run's results.json as ``metrics["std/*"]``, ``metrics["ts/*"]`` and
-``metrics["mc/*"]``, with the temperature and reliability-diagram bins under ``calibration``, so the report builds
-its tables and figures from results.json alone."""
+predictive entropy. A run trained with ``mc_samples > 0`` records them in its results.json. ``eval.py`` writes them
+to ``evaluation.json`` beside it (``metrics["std/*"]``, ``["ts/*"]``, ``["mc/*"]``, with the temperature and
+reliability-diagram bins under ``calibration``) and never rewrites what training measured; the report reads both,
+the evaluation's numbers winning (reglab.report.collect.with_evaluation)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -27,6 +29,7 @@ from reglab.results import CONFIG_KEY
 log = logging.getLogger(__name__)
 
 N_BINS = 15
+EVALUATION_FILE = "evaluation.json"  # eval.py's numbers, beside the training run's results.json
 KINDS = (("std", "standard"), ("ts", "temperature-scaled"), ("mc", "MC dropout"))
 
 
@@ -285,8 +288,7 @@ def evaluate(model: nn.Module, datamodule, split: str, mc_samples: int, seed: in
 def run_evaluation(ckpt: str, mc_samples: int = 30, split: str = "test", seed: int = 0, device: str = "auto",
                    write_results: bool = True, expected_model: dict | None = None, max_rows: int = 8192,
                    trusted_targets: tuple = ()) -> dict:
-    from reglab.results import RESULTS_FILE, read_results
-    from reglab.results import write_results as write
+    from reglab.results import RESULTS_FILE
 
     started = time.time()
     checkpoint = load_checkpoint(ckpt)
@@ -300,29 +302,46 @@ def run_evaluation(ckpt: str, mc_samples: int = 30, split: str = "test", seed: i
     # The run folder: the checkpoint's (<run>/checkpoints/x.ckpt), else where the config says it wrote.
     candidates = [Path(ckpt).resolve().parents[1], Path(config.paths.output_dir)]
     run_dir = next((c for c in candidates if (c / RESULTS_FILE).is_file()), candidates[0])
-    results_path = run_dir / RESULTS_FILE
+    evaluation_path = run_dir / EVALUATION_FILE
+    results = {}
     if not write_results:
-        results = {}
         record = record_evaluation(results, outcome, str(ckpt), split, mc_samples, seed, started, None)
-    elif not results_path.is_file():
-        raise DataUnavailableError(f"{results_path}: no results.json to add the evaluation to "
-                                   "(write_results=false prints it only)")
+    elif not (run_dir / RESULTS_FILE).is_file():
+        raise DataUnavailableError(f"{run_dir / RESULTS_FILE}: no results.json, so no run folder to put "
+                                   f"{EVALUATION_FILE} in (write_results=false prints the numbers only)")
     else:
         from reglab import folder_lock
+        from reglab.atomic import atomic_write
 
         lock = folder_lock.acquire(run_dir)  # one writer per run folder: never beside a run still training there
         try:
-            try:
-                results = read_results(results_path)
-            except (OSError, ValueError) as err:
-                raise DataUnavailableError(f"{results_path}: cannot read it to add the evaluation ({err}); "
-                                           "write_results=false prints the numbers only") from None
+            # Beside the training run's results.json, never inside it: what training measured stays as it was.
             record = record_evaluation(results, outcome, str(ckpt), split, mc_samples, seed, started, run_dir)
-            write(run_dir, results)
+            document = {"schema_version": 1, "metrics": results["metrics"], "calibration": results["calibration"]}
+            text = json.dumps(document, indent=2, allow_nan=True)
+            atomic_write(evaluation_path, lambda handle: handle.write(text.encode()))
         finally:
             lock.release()
     metrics = {k: v for k, v in results["metrics"].items() if k.startswith(("std/", "ts/", "mc/"))}
-    return {"metrics": metrics, **record, "results": str(results_path)}
+    return {"metrics": metrics, **record, "results": str(evaluation_path)}
+
+
+def read_evaluation(run_dir: Path) -> dict | None:
+    """``<run_dir>/evaluation.json`` (written by eval.py) as {metrics, calibration}, None if there is none;
+    ValueError naming the problem if it is not one."""
+    path = Path(run_dir) / EVALUATION_FILE
+    if not path.is_file():
+        return None
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: not readable JSON ({err})") from None
+    if (not isinstance(document, dict) or not isinstance(document.get("metrics"), dict)
+            or not isinstance(document.get("calibration"), dict)):
+        raise ValueError(f"{path}: not an evaluation record (expected metrics and calibration mappings)")
+    metrics = {k: v for k, v in document["metrics"].items() if k.startswith(("std/", "ts/", "mc/"))
+               and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {"metrics": metrics, "calibration": document["calibration"]}
 
 
 def record_evaluation(results: dict, outcome: dict, source: str, split: str, mc_samples: int, seed: int,
@@ -352,16 +371,27 @@ def reliability_figure(bins: dict, path: Path, title: str = "") -> Path:
 
     from reglab.atomic import atomic_write
 
-    figure, axis = plt.subplots(figsize=(4.2, 4.2))
+    from reglab.report.figures import SPARSE_BIN, bin_colours
+
+    figure, axis = plt.subplots(figsize=(4.2, 4.6))
     axis.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="perfect calibration")
-    for (kind, label), marker in zip(KINDS, ("o", "^", "s")):
+    for (kind, label), marker, colour in zip(KINDS, ("o", "^", "s"), ("#000000", "#E69F00", "#56B4E9")):
         if kind not in bins:
             continue
         b = bins[kind]
-        points = [(c, a) for c, a, n in zip(b["confidence"], b["accuracy"], b["count"]) if n > 0]
+        points = [(c, a, n) for c, a, n in zip(b["confidence"], b["accuracy"], b["count"]) if n > 0]
         if points:
-            axis.plot(*zip(*points), marker=marker, markersize=4, label=label)
-    axis.set(xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title=title)
+            x, y, n = zip(*points)
+            axis.plot(x, y, color=colour, linewidth=1, alpha=0.5, label=label)
+            axis.scatter(x, y, marker=marker, s=16, color=bin_colours(colour, n), zorder=3)
+    if "std" in bins:  # examples per bin: a bin of 2 says little about calibration
+        count = bins["std"]["count"]
+        for i, n in enumerate(count):
+            if n:
+                axis.text((i + 0.5) / len(count), 0.01, str(int(n)), fontsize=5, ha="center", va="bottom",
+                          rotation=90, color="0.35")
+    axis.set(xlabel=f"confidence (numbers: test examples per bin; faded: < {SPARSE_BIN})", ylabel="accuracy",
+             xlim=(0, 1), ylim=(0, 1), title=title)
     axis.legend(loc="upper left", fontsize=8)
     figure.tight_layout()
     atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=120))
@@ -389,7 +419,7 @@ def main(cfg) -> dict:
         row = [metrics[f"{kind}/{k}"] for k in ("acc", "nll", "brier", "ece", "entropy")]
         print(f"{labels[kind]:20s} " + " ".join(f"{v:7.4f}" for v in row[:4]) + f" {row[4]:8.4f}")
     if cfg.write_results:
-        print(f"wrote metrics.std/*, ts/* and mc/* to {outcome['results']}; reliability diagram: "
-              f"{outcome.get('figure')}")
+        print(f"wrote {outcome['results']} (metrics std/*, ts/*, mc/*; beside results.json, which keeps what "
+              f"training measured; reglab-report reads both); reliability diagram: {outcome.get('figure')}")
     return outcome
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 SCHEMA_VERSION = 2  # of results.json; 2: Hydra's own choices, overrides and condition_id
 
 LAUNCH_KEYS = ("paths", "dry_run", "skip_completed", "resume", "checkpoint_every_n_steps", "optimized_metric",
-               "verbose")
+               "verbose", "report")  # report: how a study's runs are reported (reglab.report.declared), not run
 # the global batch fixes the science, not these; the progress bar is only what the console shows
 TRAINER_LAUNCH_KEYS = ("devices", "strategy", "num_nodes", "enable_progress_bar")
 # Dotted keys (and everything under them) that never tell two conditions apart.

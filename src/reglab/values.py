@@ -13,7 +13,7 @@ from reglab.errors import ConfigError, is_number
 # Top-level keys conf/train.yaml declares (an experiment file may declare more, e.g. lam).
 TOP_LEVEL_KEYS = ("data", "model", "reg", "optim", "trainer", "logger", "callbacks", "paths", "seed", "study",
                   "test_ckpt", "small_weight_eps", "tags", "skip_completed", "dry_run", "resume",
-                  "checkpoint_every_n_steps", "optimized_metric", "mc_samples", "compile", "verbose")
+                  "checkpoint_every_n_steps", "optimized_metric", "mc_samples", "compile", "verbose", "report")
 
 
 def non_negative(key: str, value) -> None:
@@ -86,6 +86,14 @@ def check_early(cfg: DictConfig) -> None:
         for site, rate in dict((entry or {}).get("rates") or {}).items():
             dropout_rate(f"reg.{name}.rates.{site}", rate)
     positive("optim.lr", (cfg.get("optim") or {}).get("lr"))
+    if cfg.get("report") is not None:  # a study's report section: checked now, not when the report is made
+        from omegaconf import OmegaConf
+
+        from reglab.report.declared import check_declaration
+
+        report = cfg.report
+        check_declaration(cfg.get("study"), OmegaConf.to_container(report, resolve=True)
+                          if OmegaConf.is_config(report) else report, f"study {cfg.get('study')}")
     batch_size = (cfg.get("data") or {}).get("batch_size")
     if batch_size is not None and batch_size != "full" and (not isinstance(batch_size, int)
                                                             or isinstance(batch_size, bool) or batch_size < 1):

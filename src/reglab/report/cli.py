@@ -16,8 +16,8 @@ from pathlib import Path
 
 from reglab.report import figures
 from reglab.report.collect import find_unfinished, load_results, runs_frame
-from reglab.report.tables import (DEFAULT_METRICS, METRICS, OVERFIT_THRESHOLD, UNDERFIT_THRESHOLD, summarize,
-                                  to_frame, to_latex, to_markdown)
+from reglab.report.tables import (DEFAULT_METRICS, METRICS, OVERFIT_THRESHOLD, TESTS, UNDERFIT_THRESHOLD,
+                                  summarize, to_frame, to_latex, to_markdown)
 
 CHOICES = ("reg", "data", "model", "optim")
 
@@ -36,14 +36,20 @@ def parse_args(argv):
         epilog="examples:\n"
                "  reglab-report logs/multiruns/ablation_digits                the table (mean ± std), figures\n"
                "  reglab-report logs/multiruns/l1_sweep --by reg.l1.strength  rows by a swept value\n"
-               "  reglab-report logs/multiruns --paper                        report.md/.tex, a section per study")
-    parser.add_argument("paths", nargs="+", type=Path, help="run or multirun folders (searched recursively)")
+               "  reglab-report logs/multiruns --paper                        report.md/.tex, a section per study\n"
+               "  reglab-report --mcnemar RUN_A RUN_B                        two runs, example by example")
+    parser.add_argument("paths", nargs="*", type=Path, help="run or multirun folders (searched recursively)")
     parser.add_argument("--by", default="reg", help="row variable: a choice (reg, data, model, optim) or a config "
                                                     "path such as reg.l1.strength (default: reg)")
     parser.add_argument("--metrics", nargs="+",
                         help=f"columns (default: {' '.join(DEFAULT_METRICS)}); any final metric of the runs, e.g. "
                              f"{', '.join(sorted(METRICS))}")
     parser.add_argument("--baseline", default="none", help="row each row is compared with (default: none)")
+    parser.add_argument("--test", choices=TESTS, default="paired",
+                        help="how rows are compared with the baseline: paired (over matched seeds; default) or welch "
+                             "(unpaired)")
+    parser.add_argument("--mcnemar", nargs=2, type=Path, metavar=("RUN_A", "RUN_B"),
+                        help="only compare two runs on their test examples (McNemar) and exit")
     parser.add_argument("--goal", nargs="+", type=goal, default=[], metavar="METRIC=max|min",
                         help="give a descriptive column a direction for this study (bold best, tested), e.g. "
                              "weights/zero_frac=max")
@@ -80,8 +86,36 @@ def write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda handle: handle.write(text.encode()))
 
 
+def mcnemar_main(first: Path, second: Path) -> int:
+    """reglab-report --mcnemar RUN_A RUN_B: the two runs' test predictions, example by example."""
+    from reglab.predictions import PredictionsError, load
+    from reglab.report.stats import mcnemar
+
+    try:
+        a, b = load(first), load(second)
+    except PredictionsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if a["label"].shape != b["label"].shape or (a["label"] != b["label"]).any():
+        print(f"error: {first} and {second} scored different test sets ({len(a['label'])} vs {len(b['label'])} "
+              "examples, or other labels): McNemar pairs the same examples", file=sys.stderr)
+        return 2
+    right_a, right_b = a["pred"] == a["label"], b["pred"] == b["label"]
+    result = mcnemar(right_a, right_b)
+    test = "exact binomial" if result.exact else f"chi-square {result.statistic:.3f} (continuity-corrected)"
+    print(f"{first}: {right_a.mean():.2%} right; {second}: {right_b.mean():.2%} right; {len(right_a):,} test examples")
+    print(f"right only in the first: {result.only_first}; only in the second: {result.only_second}")
+    print(f"McNemar ({test}): p = {result.p:.4g}")
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.mcnemar:
+        return mcnemar_main(*args.mcnemar)
+    if not args.paths:
+        print("error: give run or multirun folders (or --mcnemar RUN_A RUN_B)", file=sys.stderr)
+        return 2
     missing = [str(p) for p in args.paths if not p.exists()]
     if missing:
         print(f"error: no such path: {', '.join(missing)}", file=sys.stderr)
@@ -90,6 +124,9 @@ def main(argv=None) -> int:
     if not records:
         print(f"error: no results.json under {' '.join(map(str, args.paths))}", file=sys.stderr)
         return 1
+    for record in records:
+        for warning in record.get("warnings", []):
+            print(f"warning: {warning}", file=sys.stderr)
     unreadable = [r for r in records if r.get("status") == "unreadable"]
     for record in unreadable:
         print(f"warning: skipping {record['run_dir']}/results.json: {record['error']}", file=sys.stderr)
@@ -112,7 +149,7 @@ def main(argv=None) -> int:
     out_dir = args.out or args.paths[0] / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
     table = summarize(runs, by=args.by, metrics=args.metrics or DEFAULT_METRICS, baseline=args.baseline,
-                      goals=dict(args.goal),
+                      goals=dict(args.goal), test=args.test,
                       overfit_threshold=args.overfit_threshold / 100, underfit_threshold=args.underfit_threshold / 100)
     table.not_completed += [{"run_dir": str(p), "status": "missing", "error": "no results.json (never finished)"}
                             for p in find_unfinished(args.paths)]
@@ -122,8 +159,7 @@ def main(argv=None) -> int:
     write_text(out_dir / "table.csv", to_frame(table).to_csv(index=False))
 
     fig_dir = out_dir / "figures"
-    figure_paths = (figures.weight_histograms(table, records, fig_dir, values=("none", "l1", "l2")
-                                              if args.by == "reg" else None)
+    figure_paths = (figures.weight_histograms(table, records, fig_dir)
                     + figures.training_curves(table, records, fig_dir))
     if args.by not in CHOICES:  # a swept number: metrics against it
         figure_paths += figures.metric_vs_parameter(table, table.metrics[:3], fig_dir,
@@ -136,7 +172,7 @@ def main(argv=None) -> int:
     if args.paper:
         from reglab.report.paper import write_paper
 
-        md_path, tex_path = write_paper(runs, records, out_dir)
+        md_path, tex_path = write_paper(runs, records, out_dir, drawn=figure_paths)
         print(f"\nwrote {md_path} and {tex_path}")
     print(f"\nwrote {out_dir}/table.{{md,tex,csv}} and {len(figure_paths)} figure files in {fig_dir}")
     if args.wandb:

@@ -47,10 +47,28 @@ def load_results(paths) -> list[dict]:
         if not isinstance(record, dict):
             record = {"status": "unreadable", "error": f"not a results record (a JSON {type(record).__name__})"}
         elif record.get("status") != "unreadable":
-            record = migrated(record)
+            record = with_evaluation(migrated(record), file.parent)
         record["run_dir"] = str(file.parent)
         records.append(record)
     return records
+
+
+def with_evaluation(record: dict, run_dir: Path) -> dict:
+    """The record with eval.py's numbers (evaluation.json beside it) in its metrics and calibration: they are
+    later than, and so replace, any std/ts/mc numbers the training run measured. A broken evaluation.json leaves
+    the record as it was, with a warning."""
+    from reglab.evaluation import read_evaluation
+
+    if record.get("status") != "completed":
+        return record
+    try:
+        evaluation = read_evaluation(run_dir)
+    except ValueError as err:
+        return {**record, "warnings": [*record.get("warnings", []), f"{err}: its evaluation is left out"]}
+    if evaluation is None:
+        return record
+    return {**record, "metrics": {**(record.get("metrics") or {}), **evaluation["metrics"]},
+            "calibration": evaluation["calibration"], "evaluation_file": str(run_dir / "evaluation.json")}
 
 
 # The fields a report reads, with the types they must have when present.

@@ -17,6 +17,15 @@ PALETTE = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#D55E00", "#0072B2", "#C
 LINESTYLES = ["-", "--", ":", "-."]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 CALIBRATION_KINDS = (("std", "standard inference"), ("ts", "temperature-scaled"), ("mc", "MC dropout"))
+SPARSE_BIN = 30  # a reliability bin with fewer test examples is drawn faded: its accuracy is a noisy estimate
+
+
+def bin_colours(colour: str, counts) -> list[tuple]:
+    """``colour`` per bin, fading (alpha down to 0.15) as the bin's count falls below SPARSE_BIN."""
+    from matplotlib.colors import to_rgb
+
+    rgb = to_rgb(colour)
+    return [(*rgb, float(min(1.0, max(0.15, n / SPARSE_BIN)))) for n in counts]
 
 
 def series_style(index: int) -> dict:
@@ -55,7 +64,7 @@ def records_of(table: Table, records: list[dict]) -> dict[str, list[dict]]:
     return {row.label: [by_dir[d] for d in row.run_dirs if d in by_dir] for row in table.rows}
 
 
-def weight_histograms(table: Table, records: list[dict], out_dir: Path, values=("none", "l1", "l2"),
+def weight_histograms(table: Table, records: list[dict], out_dir: Path, values=None,
                       name: str = "weight_histograms") -> list[Path]:
     """|w| distribution of the final weights, one line per row whose value is in ``values`` (all rows if
     ``values`` is None), counts summed over the row's seeds: L1 piles weights up near zero, L2 shrinks them all.
@@ -166,8 +175,9 @@ def learning_curves(table: Table, records: list[dict], out_dir: Path, metrics=("
 
 
 def training_curves(table: Table, records: list[dict], out_dir: Path, name: str = "curves") -> list[Path]:
-    """Train (eval-mode subset) and validation accuracy per epoch, mean over seeds, one line per table row, with
-    one legend shared by both panels."""
+    """Train (eval-mode subset) and validation accuracy per epoch, one line per table row: the mean over seeds,
+    with a band of ± one sample std over seeds (where a row has 2 or more), and one legend shared by both
+    panels."""
     per_row = {label: [r for r in recs if r.get("history")] for label, recs in records_of(table, records).items()}
     rows = [row for row in table.rows if per_row.get(row.label)]
     if not rows:
@@ -184,13 +194,17 @@ def training_curves(table: Table, records: list[dict], out_dir: Path, name: str 
                     if entry.get(key) is not None:
                         epochs.setdefault(entry["epoch"] + 1, []).append(100 * entry[key])
             xs = sorted(epochs)
-            axis.plot(xs, [np.mean(epochs[x]) for x in xs], label=f"{row.label} (n={row.n})", markersize=3,
-                      **series_style(index))
+            style = series_style(index)
+            mean = np.array([np.mean(epochs[x]) for x in xs])
+            axis.plot(xs, mean, label=f"{row.label} (n={row.n})", markersize=3, **style)
+            spread = np.array([np.std(epochs[x], ddof=1) if len(epochs[x]) > 1 else np.nan for x in xs])
+            if not np.isnan(spread).all():
+                axis.fill_between(xs, mean - spread, mean + spread, color=style["color"], alpha=0.15, linewidth=0)
     for axis, title in zip(axes, ("train subset, eval mode", "validation")):
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_xlabel("epoch")
         axis.set_title(title)
-    axes[0].set_ylabel("accuracy (%), mean over seeds")
+    axes[0].set_ylabel("accuracy (%), mean ± std over seeds")
     handles, labels = axes[0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), frameon=False, fontsize=7,
                   bbox_to_anchor=(0.5, -0.02 - 0.05 * math.ceil(len(labels) / 3)))
@@ -246,10 +260,28 @@ def reliability_diagrams(table: Table, records: list[dict], out_dir: Path, name:
             conf = np.sum([w * np.asarray(b[kind]["confidence"]) for w, b in zip(weights, bins_list)], axis=0)
             acc = np.sum([w * np.asarray(b[kind]["accuracy"]) for w, b in zip(weights, bins_list)], axis=0)
             used = count > 0
-            axis.plot(conf[used] / count[used], acc[used] / count[used], label=kind_label, markersize=4,
-                      **series_style(index))
+            style = series_style(index)
+            x, y = conf[used] / count[used], acc[used] / count[used]
+            axis.plot(x, y, label=kind_label, color=style["color"], linestyle=style["linestyle"], linewidth=1,
+                      alpha=0.5)
+            axis.scatter(x, y, s=18, marker=style["marker"], color=bin_colours(style["color"], count[used]),
+                         zorder=3)
+            if kind == "std":  # how many test examples each bin holds: a bin of 2 says little
+                counts_axis = axis.twinx()
+                edges = np.linspace(0, 1, len(count) + 1)
+                counts_axis.bar(edges[:-1], count, width=np.diff(edges), align="edge", color="0.85", zorder=0)
+                counts_axis.set_ylim(0, 4 * max(1, count.max()))
+                counts_axis.set_yticks([])
+                axis.set_zorder(counts_axis.get_zorder() + 1)
+                axis.patch.set_visible(False)
+                for left, n in zip(edges[:-1], count):
+                    if n:
+                        axis.text(left + 0.5 / len(count), 0.01, f"{int(n)}", fontsize=5, ha="center",
+                                  va="bottom", rotation=90, color="0.35")
         axis.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", title=f"{label} (n={len(bins_list)})")
         axis.legend(frameon=False, fontsize=8, loc="upper left")
     axes[0][0].set_ylabel("accuracy")
+    figure.text(0.5, -0.02, f"grey bars and numbers: test examples per bin (standard inference, seeds pooled); "
+                f"points fade below {SPARSE_BIN} examples", ha="center", fontsize=7)
     figure.tight_layout()
     return save(figure, out_dir, name)

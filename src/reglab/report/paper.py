@@ -1,16 +1,22 @@
-"""The seed paper's tables and figures, one section per study, from whatever runs are given.
+"""The paper report: one section per study, from whatever runs are given.
 
-Each section names the experiment that feeds it; a section without runs is skipped (and listed as such)."""
+A study declares its own section in its experiment yaml (reglab.report.declared): a new study needs no code here.
+The analyses below read across studies (L1 vs L2 on every task, calibration of every evaluated run) or need code
+of their own (a λ chosen per condition, words kept). Each section names the command that feeds it; a section
+without runs is listed as such."""
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from reglab.errors import ConfigError
 from reglab.report import figures, linear
 from reglab.report.collect import completed_runs
+from reglab.report.declared import CONF_EXPERIMENTS, Declaration, check_declaration, declarations, from_conf
 from reglab.report.tables import DEFAULT_METRICS, Table, summarize, to_latex, to_markdown
 
 
@@ -82,77 +88,114 @@ def methods_of(table, records: list[dict], choice: str = "reg") -> dict[str, str
             for row in table.rows if row.run_dirs and row.run_dirs[0] in by_dir}
 
 
+def figure_makers(fig_dir: Path) -> dict:
+    """What a declaration's ``figures:`` names draw: name -> fn(table, records, key, **options) -> paths. Every
+    figure takes ``name`` (its file name; default <figure>_<study>); the others are listed in
+    reglab.report.declared.FIGURE_OPTIONS."""
+    return {
+        "curves": lambda t, rec, key, name=None: figures.training_curves(t, rec, fig_dir, name=name or f"curves_{key}"),
+        "weight_histograms": lambda t, rec, key, name=None: figures.weight_histograms(
+            t, rec, fig_dir, name=name or f"weight_histograms_{key}"),
+        "metric_vs_parameter": lambda t, rec, key, metrics=None, xlabel=None, log_x=False, name=None:
+            figures.metric_vs_parameter(t, list(metrics or t.metrics[:2]), fig_dir, name or key, xlabel or t.by,
+                                        bool(log_x)),
+        "learning_curves": lambda t, rec, key, metrics=("test/acc", "gen_gap"), name=None: figures.learning_curves(
+            t, rec, fig_dir, tuple(metrics), name=name or f"learning_curves_{key}"),
+        "reliability": lambda t, rec, key, name=None: figures.reliability_diagrams(
+            t, rec, fig_dir, name=name or f"reliability_{key}"),
+        "tradeoff": lambda t, rec, key, x="weights/zero_frac", y="test/acc", name=None: figures.tradeoff(
+            t, methods_of(t, rec), x, y, fig_dir, name or f"tradeoff_{key}"),
+    }
+
+
+def declared_section(declaration: Declaration, runs: pd.DataFrame, records: list[dict], fig_dir: Path):
+    """The section a study's yaml declares (reglab.report.declared), or None without completed runs."""
+    makers = figure_makers(fig_dir)
+
+    def draw(table, recs):
+        return [path for name, options in declaration.figures.items()
+                for path in makers[name](table, recs, declaration.study, **options)]
+
+    options = {"row_keys": tuple(declaration.row_keys)} if declaration.row_keys else {}
+    return make_section(declaration.study, declaration.title, declaration.command or
+                        f"python train.py -m experiment={declaration.study}", of_study(runs, *declaration.studies),
+                        declaration.rows, declaration.metrics or list(DEFAULT_METRICS), records,
+                        declaration.baseline, draw, goals=declaration.goals, **options)
+
+
 def build_sections(runs: pd.DataFrame, records: list[dict], out_dir: Path) -> tuple[list[Section], list[str]]:
+    """The sections studies declare in their yaml (reglab.report.declared), and the analyses that read across
+    studies or need code of their own (below), in their declared order."""
     fig_dir = out_dir / "figures"
-    sections, skipped = [], []
-    image = of_study(runs, "ablation_cifar10")
-    image = image if not image.empty else of_study(runs, "ablation_digits", "demo")
-    # key, title, command, runs, row variable, metrics, baseline, figure (table, records), summarize options
+    makers = figure_makers(fig_dir)
+    ordered, skipped = [], []
+    found, warnings = declarations(records)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for declaration in found:
+        section = declared_section(declaration, runs, records, fig_dir)
+        if section:
+            ordered.append((declaration.order, section))
+    declared_studies = {study for d in found for study in d.studies}
+    for declaration in declared_in_conf():  # the project's studies with no runs here: how to make them
+        if declaration.study not in declared_studies:
+            skipped.append((declaration.order, f"{declaration.title} (`{declaration.command}`)"))
+    # Analyses across studies: order, key, title, command, runs, row variable, metrics, baseline, figures, options
     specs = [
-        ("l1_weights", "Effect of L1 on weights", "python train.py -m experiment=l1_sweep",
-         of_study(runs, "l1_sweep"), "reg.l1.strength",
-         ["test/acc", "gen_gap", "weights/zero_frac", "weights/small_frac", "weights/l1"], None,
-         lambda t, rec: figures.metric_vs_parameter(t, ["test/acc", "weights/small_frac", "weights/zero_frac"],
-                                                    fig_dir, "l1_sweep", "L1 strength λ", True), {}),
-        ("l2_weights", "Effect of L2 on weights", "python train.py -m experiment=l2_sweep",
-         of_study(runs, "l2_sweep"), "reg.l2.strength", ["test/acc", "gen_gap", "weights/l2", "weights/small_frac"],
-         None, lambda t, rec: figures.metric_vs_parameter(t, ["test/acc", "weights/l2"], fig_dir, "l2_sweep",
-                                                          "L2 strength λ", True), {}),
-        ("l1_vs_l2", "L1 vs L2 across tasks", "python train.py -m experiment=ablation_<task>",
+        (30, "l1_vs_l2", "L1 vs L2 across tasks", "python train.py -m experiment=ablation_<task>",
          with_task(runs, ("none", "l1", "l2")), "reg", ["test/acc", "gen_gap", "weights/small_frac", "weights/l2"],
-         "none", lambda t, rec: figures.weight_histograms(t, rec, fig_dir, values=None), {}),
-        ("dropout_placement", "Dropout in different layers", "python train.py -m experiment=dropout_placement",
-         of_study(runs, "dropout_placement"), "reg", ["test/acc", "val/acc", "gen_gap"], "none", None, {}),
-        ("dropout_rate", "Dropout rate vs performance", "python train.py -m experiment=dropout_rate",
-         of_study(runs, "dropout_rate"), "reg.dropout.p", ["test/acc", "val/acc", "gen_gap"], 0.0,
-         lambda t, rec: figures.metric_vs_parameter(t, ["test/acc", "gen_gap"], fig_dir, "dropout_rate",
-                                                    "dropout rate p"), {}),
-        ("image", "Comparison of techniques on image classification",
-         "python train.py -m experiment=ablation_cifar10 (or ablation_digits, demo)", image, "reg", None, "none",
-         lambda t, rec: figures.training_curves(t, rec, fig_dir, name="curves_image"), {}),
-        ("image_small", "Comparison of techniques on CIFAR-10 where the baseline overfits (2 CPU cores)",
-         "python train.py -m hydra/launcher=cpus experiment=ablation_cifar10_small data.path=DIR",
-         of_study(runs, "ablation_cifar10_small"), "reg", None, "none",
-         lambda t, rec: figures.training_curves(t, rec, fig_dir, name="curves_image_small"), {}),
-        ("nlp", "Comparison on NLP", "python train.py -m experiment=ablation_sst2 data.path=DIR (or any text data)",
+         "none", lambda t, rec: makers["weight_histograms"](t, rec, "l1_vs_l2", name="weight_histograms"), {}),
+        (80, "nlp", "Comparison on NLP", "python train.py -m experiment=ablation_sst2 data.path=DIR (or any text data)",
          text_ablations(runs), "reg", None, "none",
-         lambda t, rec: figures.training_curves(t, rec, fig_dir, name="curves_nlp"), {}),
-        ("dropout_tasks", "Dropout across tasks", "python train.py -m experiment=ablation_<task>",
+         lambda t, rec: makers["curves"](t, rec, "nlp") + makers["weight_histograms"](t, rec, "nlp"), {}),
+        (90, "dropout_tasks", "Dropout across tasks", "python train.py -m experiment=ablation_<task>",
          with_task(runs, ("none", "dropout")), "reg", ["test/acc", "val/acc", "gen_gap"], "none", None, {}),
-        ("l1_vs_prox_l1", "Subgradient L1 vs proximal L1: exact zeros vs accuracy",
+        (100, "l1_vs_prox_l1", "Subgradient L1 vs proximal L1: exact zeros vs accuracy",
          "python train.py -m experiment=l1_vs_prox_l1 (and reg=none l1_lambda=0 for the baseline)",
          l1_methods(runs), "setting", ["test/acc", "weights/zero_frac", "weights/small_frac",
                                        "weights/sparse_bytes", "weights/dense_bytes"], "none",
-         lambda t, rec: figures.tradeoff(t, methods_of(t, rec), "weights/zero_frac", "test/acc", fig_dir,
-                                         "l1_vs_prox_l1"),
+         lambda t, rec: makers["tradeoff"](t, rec, "l1_vs_prox_l1", name="l1_vs_prox_l1"),
          # the study's point is sparsity: exact zeros get a direction here
          {"row_keys": ("reg", "l1_lambda"), "goals": {"weights/zero_frac": "max"}}),
-        ("data_size", "Regularization against training-set size",
-         "python train.py -m experiment=data_size (digits, no augmentation, 600 steps at every size)",
-         of_study(runs, "data_size"), "reg", ["test/acc", "gen_gap", "train/acc"], "none",
-         lambda t, rec: figures.learning_curves(t, rec, fig_dir), {}),
-        ("data_size_cifar10", "Regularization against training-set size, CIFAR-10",
-         "python train.py -m experiment=data_size_cifar10 (no augmentation, 8,000 steps at every size)",
-         of_study(runs, "data_size_cifar10"), "reg", ["test/acc", "gen_gap", "train/acc"], "none",
-         lambda t, rec: figures.learning_curves(t, rec, fig_dir, name="learning_curves_cifar10"), {}),
-        ("mc_dropout", "Dropout at inference: standard vs MC dropout",
+        (130, "mc_dropout", "Dropout at inference: standard vs MC dropout",
          "python train.py -m experiment=mc_dropout (or python eval.py ckpt=PATH mc_samples=30)",
          with_calibration(runs), "reg", CALIBRATION_METRICS, "none",
-         lambda t, rec: figures.reliability_diagrams(t, rec, fig_dir), {}),
+         lambda t, rec: makers["reliability"](t, rec, "mc_dropout", name="reliability"), {}),
     ]
-    for key, title, command, subset, by, metrics, baseline, figure_fn, options in specs:
+    for order, key, title, command, subset, by, metrics, baseline, figure_fn, options in specs:
         section = make_section(key, title, command, subset, by, metrics or list(DEFAULT_METRICS), records,
                                baseline, figure_fn, **options)
-        (sections.append(section) if section else skipped.append(f"{title} (`{command}`)"))
-    for title, command, build in (
-            ("Ng (2004): L1 vs L2 logistic regression as irrelevant features are added",
+        if section:
+            ordered.append((order, section))
+        else:
+            skipped.append((order, f"{title} (`{command}`)"))
+    for order, title, command, build in (
+            (140, "Ng (2004): L1 vs L2 logistic regression as irrelevant features are added",
              "python train.py -m hydra/launcher=cpus experiment=ng2004", ng2004_section),
-            ("L1 as feature selection in text: SST-2 bag-of-words",
+            (150, "L1 as feature selection in text: SST-2 bag-of-words",
              "python train.py -m hydra/launcher=cpus experiment=text_feature_selection data.path=DIR",
              text_feature_selection_section)):
         section = build(runs, records, fig_dir, title, command)
-        (sections.append(section) if section else skipped.append(f"{title} (`{command}`)"))
-    return sections, skipped
+        if section:
+            ordered.append((order, section))
+        else:
+            skipped.append((order, f"{title} (`{command}`)"))
+    ordered.sort(key=lambda item: item[0])  # stable: equal orders keep the order found
+    skipped.sort(key=lambda item: item[0])
+    return [section for _, section in ordered], [text for _, text in skipped]
+
+
+def declared_in_conf() -> list[Declaration]:
+    """The report sections the project's own experiment files declare."""
+    found = []
+    for path in sorted(CONF_EXPERIMENTS.glob("*.yaml")) if CONF_EXPERIMENTS.is_dir() else []:
+        declared = from_conf(path.stem)
+        if declared:
+            try:
+                found.append(check_declaration(path.stem, declared, str(path)))
+            except ConfigError:
+                pass  # named when a study with runs reads it
+    return found
 
 
 def records_in(runs: pd.DataFrame, records: list[dict]) -> list[dict]:
@@ -215,8 +258,27 @@ def relative(path: Path, base: Path) -> str:
     return str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
 
 
-def write_paper(runs: pd.DataFrame, records: list[dict], out_dir: Path) -> tuple[Path, Path]:
+def without_duplicates(sections: list[Section], drawn: list[Path]) -> None:
+    """A section figure whose PNG is byte-identical to one already drawn (the plain report's curves.png for the
+    same runs, or another section's) is removed, and the section points to the first one instead."""
+    seen = {path.read_bytes(): path for path in drawn if path.suffix == ".png" and path.is_file()}
+    for section in sections:
+        kept = []
+        for path in section.figures:
+            if path.suffix != ".png":
+                continue
+            original = seen.setdefault(path.read_bytes(), path)
+            if original != path:
+                for twin in (path, path.with_suffix(".pdf")):
+                    twin.unlink(missing_ok=True)
+            kept += [original, original.with_suffix(".pdf")]
+        section.figures = list(dict.fromkeys(kept))
+
+
+def write_paper(runs: pd.DataFrame, records: list[dict], out_dir: Path, drawn: list[Path] = ()) -> tuple[Path, Path]:
+    """report.md and report.tex; ``drawn``: figures already in out_dir (a section never draws a second copy)."""
     sections, skipped = build_sections(runs, records, out_dir)
+    without_duplicates(sections, list(drawn))
     md = ["# Regularization study report", "", f"{len(records)} runs read.", ""]
     tex = [r"\documentclass{article}", r"\usepackage[margin=2cm]{geometry}", r"\usepackage{booktabs}",
            r"\usepackage{graphicx}", r"\usepackage[T1]{fontenc}", r"\begin{document}",

@@ -520,8 +520,9 @@ def regime_setting(run: dict) -> str:
     parts = [str(given("data"))] if given("data") else []
     if given("split_sizes.train") is not None:
         parts.append(f"{int(given('split_sizes.train')):,} train examples")
-    if given("data.augment") is not None:
-        parts.append("augmented" if bool(given("data.augment")) else "no augmentation")
+    augmentation = active_augmentation(run) if given("data.augment") is not None else None
+    if augmentation is not None:
+        parts.append(f"augmented ({augmentation})" if augmentation else "no augmentation")
     if given("model"):
         parts.append(f"model {given('model')}")
     steps, epochs = given("trainer.max_steps"), given("trainer.max_epochs")
@@ -530,6 +531,20 @@ def regime_setting(run: dict) -> str:
     elif epochs is not None:
         parts.append(f"{int(epochs)} epochs")
     return ", ".join(parts)
+
+
+def active_augmentation(run: dict) -> str:
+    """The augmentations that really ran: 'crop padding 4, horizontal flip', or '' when data.augment is off or
+    every augmentation is (digits: crop padding 0, no flip; text data has none)."""
+    if not bool(run.get("data.augment")):
+        return ""
+    padding, flip = run.get("data.crop_padding"), run.get("data.hflip")
+    active = []
+    if isinstance(padding, (int, float)) and not math.isnan(padding) and padding > 0:
+        active.append(f"random crop, padding {int(padding)}")
+    if flip is not None and not (isinstance(flip, float) and math.isnan(flip)) and bool(flip):
+        active.append("horizontal flip")
+    return ", ".join(active)
 
 
 def regime_lines(table: Table) -> list[str]:
