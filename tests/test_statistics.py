@@ -78,15 +78,26 @@ def test_paired_comparison_equals_scipy_ttest_rel_and_a_hand_computation():
     assert (comparison.low, comparison.high) == pytest.approx((mean - half, mean + half))
     assert (comparison.low, comparison.high) == pytest.approx(tuple(reference.confidence_interval(0.95)))
     assert comparison.test == "paired" and comparison.n == 4
-    assert comparison.boot_low <= mean <= comparison.boot_high
+    # all four differences positive: of the 2^4 sign patterns, only all-plus and all-minus reach |mean|
+    assert comparison.p_sign_flip == pytest.approx(2 / 16)
+    assert math.isnan(comparison.boot_low)  # fewer than 10 pairs: no bootstrap interval
+    many = stats.paired({k: v + 0.01 * (k % 3) for k, v in enumerate(np.linspace(0.6, 0.7, 12))},
+                        dict(enumerate(np.linspace(0.6, 0.7, 12))))
+    assert many.boot_low <= many.diff <= many.boot_high
 
 
-def test_paired_pairs_by_seed_not_by_position():
-    row = {2: 0.70, 0: 0.60, 1: 0.65, 7: 0.99}  # seed 7 has no partner: left out
+def test_paired_pairs_by_seed_not_by_position_and_only_when_the_seeds_match():
+    row = {2: 0.70, 0: 0.60, 1: 0.65}
     base = {0: 0.58, 1: 0.64, 2: 0.66}
     comparison = stats.paired(row, base)
     assert comparison.n == 3 and comparison.diff == pytest.approx((0.02 + 0.01 + 0.04) / 3)
+    assert stats.paired({**row, 7: 0.99}, base) is None  # a run without a partner: not paired (Welch instead)
     assert stats.paired({0: 0.5}, {0: 0.4}) is None  # one pair: nothing to test
+
+
+def test_welch_detectable_difference_has_80_percent_power():
+    comparison = stats.welch([0.60, 0.62, 0.61, 0.63], [0.58, 0.59, 0.61, 0.60])
+    assert stats.two_sample_power(comparison.detectable / comparison.spread, 4) == pytest.approx(0.8)
 
 
 def test_paired_beats_welch_when_seeds_share_their_noise():
@@ -146,6 +157,8 @@ def test_mcnemar_equals_worked_examples():
     small = stats.mcnemar(np.r_[np.ones(3), np.zeros(10), np.ones(50)], np.r_[np.zeros(3), np.ones(10), np.ones(50)])
     assert small.exact and small.p == pytest.approx(2 * 378 / 8192)
     assert stats.mcnemar(np.ones(5), np.ones(5)).p == 1.0
+    balanced = stats.mcnemar(np.r_[np.ones(13), np.zeros(13)], np.r_[np.zeros(13), np.ones(13)])
+    assert balanced.statistic == 0 and balanced.p == 1.0  # b = c: no evidence either way
 
 
 # --- power ---------------------------------------------------------------------------------------------------------

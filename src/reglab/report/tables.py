@@ -29,7 +29,8 @@ import pandas as pd
 
 from reglab.fit import NOT_MEANINGFUL
 from reglab.identity import under
-from reglab.report.stats import Comparison, McNemar, TwoLevel, holm, paired, probability_of_improvement, welch
+from reglab.report.stats import (Comparison, McNemar, TwoLevel, at_level, holm, paired, probability_of_improvement,
+                                 welch)
 
 __all__ = ["Comparison", "holm", "summarize", "to_frame", "to_latex", "to_markdown", "welch"]
 
@@ -123,6 +124,7 @@ class Row:
     condition: str
     seeds: list
     run_dirs: list[str]
+    replicates: list = field(default_factory=list)  # (seed, fold) of each run: what pairs it with the baseline's
     qualifier: str = ""          # what sets it apart from rows of the same value: its label's parentheses
     baseline: str | None = None  # label of the row it is compared with
     underfits: bool = False
@@ -277,7 +279,8 @@ def labelled_rows(entries: list[dict], split_keys: list[str]) -> list[Row]:
         qualifier = "; ".join(names)
         rows.append(Row(f"{entry['value']}" + (f" ({qualifier})" if qualifier else ""), entry["value"],
                         entry["context"] if split_keys else "", entry["condition"],
-                        [r["seed"] for r in entry["runs"]], [r["run_dir"] for r in entry["runs"]], qualifier))
+                        [r["seed"] for r in entry["runs"]], [r["run_dir"] for r in entry["runs"]],
+                        [(r["seed"], r.get("fold", -1)) for r in entry["runs"]], qualifier))
     contexts = {c: i for i, c in enumerate(dict.fromkeys(e["context"] for e in entries))}
     value_rank = {v: i for i, v in enumerate(row_order([r.value for r in rows]))}
     return sorted(rows, key=lambda r: (contexts.get(r.context, 0), value_rank[r.value], r.label))
@@ -287,13 +290,19 @@ def compare(table: Table, sample: dict, baseline: dict, metric: Metric | None = 
     """``sample`` minus ``baseline`` (each {replicate: value}): paired over the replicates both have (table.test
     "paired", needs 2 pairs), else Welch. With ``metric``, P(sample better than baseline) too."""
     comparison = paired(sample, baseline) if table.test == "paired" else None
-    if comparison is None:
+    if comparison is None:  # welch asked for, or the seeds do not match the baseline's
         comparison = welch(list(sample.values()), list(baseline.values()))
     if comparison is not None and metric is not None and metric.better:
         comparison.improvement, comparison.improvement_low, comparison.improvement_high = \
             probability_of_improvement([metric.score(v) for v in sample.values()],
                                        [metric.score(v) for v in baseline.values()])
     return comparison
+
+
+def seed_of(replicate):
+    """(seed, fold) -> the seed, or 'seed/fold' under cross-validation."""
+    seed, fold = replicate if isinstance(replicate, tuple) else (replicate, -1)
+    return seed if fold == -1 else f"{seed}/{int(fold)}"
 
 
 def compare_context(table: Table, members: list[Row], samples: dict, context_name: str) -> Regime:
@@ -309,6 +318,11 @@ def compare_context(table: Table, members: list[Row], samples: dict, context_nam
         regime.train_acc, regime.gen_gap = cells.get((base.label, "train/acc")), cells.get((base.label, "gen_gap"))
         for row in (r for r in members if r is not base):
             row.baseline = base.label
+            ours, theirs = set(row.replicates), set(base.replicates)
+            if table.test == "paired" and ours != theirs:
+                table.notes.append(f"{row.label}: its runs' seeds {sorted(seed_of(k) for k in ours)} are not the "
+                                   f"baseline's {sorted(seed_of(k) for k in theirs)}: compared by Welch's test, "
+                                   "unpaired")
             for metric in table.tested():
                 if (row.label, metric) in cells:
                     cells[(row.label, metric)].comparison = compare(
@@ -332,7 +346,8 @@ def compare_context(table: Table, members: list[Row], samples: dict, context_nam
             if not tie:
                 against = compare(table, {k: info.score(v) for k, v in samples[(r.label, metric)].items()},
                                   best_scores)
-                tie = against is not None and not against.p < SIGNIFICANCE  # NaN p (no spread): told apart
+                # a NaN p (the same difference on every seed, no spread) counts as told apart
+                tie = against is not None and not math.isnan(against.p) and against.p >= SIGNIFICANCE
             cells[(r.label, metric)].best = tie
     return regime
 
@@ -361,8 +376,14 @@ def summarize(runs: pd.DataFrame, by: str = "reg", metrics=DEFAULT_METRICS, base
     # {(row, metric): {replicate: value}}, the replicate being (seed, fold): what pairs a run with the baseline's
     replicate = {r["run_dir"]: (r["seed"], r.get("fold", -1)) for r in done.to_dict("records")}
     indexed = done.set_index("run_dir")
-    samples = {(row.label, m): {replicate[d]: float(v) for d, v in indexed.loc[row.run_dirs, m].dropna().items()}
+    samples = {(row.label, m): {replicate[d]: float(v) for d, v in indexed.loc[row.run_dirs, m].dropna().items()
+                                if math.isfinite(float(v))}
                for row in rows for m in dict.fromkeys(metrics + ["train/acc", "gen_gap"]) if m in done}
+    for row in rows:
+        for m in metrics:
+            if m in done:
+                infinite = [d for d, v in indexed.loc[row.run_dirs, m].dropna().items() if not math.isfinite(float(v))]
+                notes += [f"{d}: {m} is not finite; left out of {row.label}'s {m}" for d in infinite]
     cells = {key: Cell(float(pd.Series(list(s.values())).mean()),
                        float(pd.Series(list(s.values())).std(ddof=1)) if len(s) > 1 else math.nan, len(s))
              for key, s in samples.items() if s}
@@ -385,8 +406,10 @@ def summarize(runs: pd.DataFrame, by: str = "reg", metrics=DEFAULT_METRICS, base
     for metric in table.tested():  # Holm: the family is this column's comparisons, across the whole table
         compared = [cells[(r.label, metric)].comparison for r in rows
                     if (r.label, metric) in cells and cells[(r.label, metric)].comparison]
+        family = sum(not math.isnan(c.p) for c in compared)
         for comparison, adjusted in zip(compared, holm([c.p for c in compared])):
             comparison.p_holm = adjusted
+            at_level(comparison, SIGNIFICANCE / max(1, family))  # power at Holm's first step, as the verdict
     table.cells = {key: cell for key, cell in cells.items() if key[1] in metrics}
     if "test/acc" in metrics:
         add_test_set(table, replicate)
@@ -411,6 +434,9 @@ def add_test_set(table: Table, replicate: dict) -> None:
             table.without_predictions.append(row.label)
     for row in table.rows:
         runs = loaded.get(row.label)
+        if runs and not same_test_set(list(runs.values())):
+            table.notes.append(f"{row.label}: its runs scored different test sets (cross-validation folds, or other "
+                               "data), so it has no test-set interval")
         if not runs or not same_test_set(list(runs.values())):
             continue
         correct = {key: (a["pred"] == a["label"]).astype(float) for key, a in runs.items()}
@@ -611,8 +637,6 @@ def comparison_rows(table: Table) -> list[list[str]]:
     """Every comparison with the baseline, in display units: Δ, 95% CI, test, p, Holm p, the paired bootstrap's
     interval, P(row better), the smallest difference the n detects at 80% power, and the seeds the observed
     difference would need."""
-    from reglab.report.stats import BOOTSTRAP_SAMPLES
-
     out = []
     for row, _, info, c, spec in comparisons(table):
         interval = lambda low, high: ("–" if math.isnan(low) else  # noqa: E731
@@ -621,8 +645,8 @@ def comparison_rows(table: Table) -> list[list[str]]:
             f"{c.improvement:.2f} [{c.improvement_low:.2f}, {c.improvement_high:.2f}]"
         detectable = "–" if math.isnan(c.detectable) else shown(c.detectable, info, spec)
         out.append([row.label, info.label, shown(c.diff, info, spec, sign=True), interval(c.low, c.high),
-                    f"{c.test} (n={c.n})", p_text(c.p), p_text(c.p_holm), interval(c.boot_low, c.boot_high),
-                    p_text(c.p_boot, 1 / BOOTSTRAP_SAMPLES), improvement, detectable, seeds_text(c.seeds_needed)])
+                    f"{c.test} (n={c.n})", p_text(c.p), p_text(c.p_holm), p_text(c.p_sign_flip),
+                    interval(c.boot_low, c.boot_high), improvement, detectable, seeds_text(c.seeds_needed)])
     return out
 
 
@@ -637,15 +661,18 @@ def power_lines(table: Table) -> list[str]:
             continue
         unit = " pt" if info.scale == 100 else ""
         diff = shown(c.diff, info, spec, sign=True) + unit
-        verdict = ("significant" if c.p_holm < SIGNIFICANCE else "not significant") + \
-            (f" (Holm p = {p_text(c.p_holm)})" if not math.isnan(c.p_holm) else " (no spread to test)")
+        if math.isnan(c.p_holm):
+            verdict = "the same difference on every pair: no spread, not testable"
+        else:
+            verdict = f"{'significant' if c.p_holm < SIGNIFICANCE else 'not significant'} (Holm p = {p_text(c.p_holm)})"
         text = f"{row.label} vs {row.baseline}, {info.label}: {diff}, {verdict}"
         if not math.isnan(c.detectable):
             text += (f"; {c.n} {table.replicates} detect ±{shown(c.detectable, info, spec)}{unit} at 80% power"
                      + ("" if c.test == "paired" else " (unpaired)"))
         if c.p_holm >= SIGNIFICANCE and not math.isnan(c.seeds_needed):
             text += ("; no practical number of seeds would detect it" if math.isinf(c.seeds_needed) else
-                     f"; about {int(c.seeds_needed)} seeds would detect {diff} (if the spread stays as observed)")
+                     f"; if the true difference were {diff} with this spread, about {int(c.seeds_needed)} "
+                     f"{table.replicates} would detect it 4 times in 5")
         lines.append(f"- {text}.")
     return lines
 
@@ -666,7 +693,8 @@ def test_set_rows(table: Table) -> list[list[str]]:
                     f"[{shown(level.low, info, spec)}, {shown(level.high, info, spec)}]",
                     "–" if level.seeds < 2 else shown(level.seed_se, info, spec), shown(level.test_se, info, spec),
                     "–" if diff is None else f"{shown(diff.estimate, info, spec, sign=True)} "
-                                             f"[{shown(diff.low, info, spec)}, {shown(diff.high, info, spec)}]",
+                                             f"[{shown(diff.low, info, spec)}, {shown(diff.high, info, spec)}]"
+                                             + (" (one seed: test set only)" if diff.seeds < 2 else ""),
                     ", ".join(f"{p_text(m.p, 1e-4)} (seed {seed}: {m.only_first}/{m.only_second})"
                               for seed, m in tests) or "–"])
     return out
@@ -681,8 +709,10 @@ def test_set_caption(table: Table) -> str:
     return (f"The test set is a sample too ({examples:,} examples): each interval adds the test examples' variance "
             "(a bootstrap that resamples them, the same draw for every seed and both rows) to the seeds' (their "
             "sample variance over n), with a t quantile (Welch-Satterthwaite df); with one seed it has the test "
-            "set's variance only. McNemar: the row's and the baseline's run of one seed, example by example "
-            "(exact below 25 discordant examples).")
+            "set's variance only. The seeds' variance also holds each seed's own test-example noise, so the "
+            "interval errs slightly wide (95-96% coverage in simulation). McNemar: the row's and the baseline's run "
+            "of one seed, example by example (exact below 25 discordant examples), one test per seed, not "
+            "corrected across seeds.")
 
 
 def not_completed_lines(table: Table) -> list[str]:
@@ -708,7 +738,7 @@ def row_cells(table: Table, latex: bool) -> list[tuple[Row, list[str]]]:
 
 def comparison_header(table: Table) -> list[str]:
     return [by_label(table.by), "Metric", f"Δ vs {table.baseline}", "95% CI", "test", "p", "p (Holm)",
-            "bootstrap 95% CI", "p (bootstrap)", "P(better) [95% CI]", "detectable at 80% power", "seeds needed"]
+            "p (sign-flip)", "bootstrap 95% CI", "P(better) [95% CI]", "detectable at 80% power", "seeds needed"]
 
 
 def to_markdown(table: Table) -> str:
@@ -812,7 +842,7 @@ def to_frame(table: Table) -> pd.DataFrame:
             comparison = cell.comparison if cell else None
             record |= {f"{metric} mean": cell.mean if cell else None, f"{metric} std": cell.std if cell else None,
                        f"{metric} n": cell.n if cell else 0}
-            for part in ("diff", "low", "high", "p", "p_holm", "test", "boot_low", "boot_high", "p_boot",
+            for part in ("diff", "low", "high", "p", "p_holm", "test", "boot_low", "boot_high", "p_sign_flip",
                          "improvement", "improvement_low", "improvement_high", "detectable", "seeds_needed"):
                 name = {"low": "ci_low", "high": "ci_high"}.get(part, part)
                 record[f"{metric} {name}"] = getattr(comparison, part) if comparison else None
