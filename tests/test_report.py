@@ -479,18 +479,32 @@ def test_a_study_added_as_one_yaml_appears_in_the_paper_report(tmp_path):
      "report.figures.curves.colour is not an option of curves; allowed: name"),
     ("  order: 5", "  goals: {test/acc: up}", "each goal must be max, min or zero"),
     ("  title: My new study, declared in its yaml alone", "  rows: reg", "report.title is required"),
+    ("  order: 5", "  order: soon", "report.order='soon' must be a number"),
 ])
-def test_a_bad_report_declaration_is_one_line_before_training(tmp_path, line, change, message):
+def test_a_bad_report_declaration_is_named_in_one_line(line, change, message):
+    import yaml
+
+    from reglab.errors import ConfigError
+    from reglab.report.declared import check_declaration
+
+    assert line in NEW_STUDY
+    declared = yaml.safe_load(NEW_STUDY.replace(line, change))["report"]
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_declaration("my_new_study", declared, "study my_new_study")
+
+
+def test_a_bad_report_declaration_stops_the_run_before_training(tmp_path):
     from conftest import run_cli
 
     conf = tmp_path / "my_conf" / "experiment"
     conf.mkdir(parents=True)
-    assert line in NEW_STUDY
-    (conf / "my_new_study.yaml").write_text(NEW_STUDY.replace(line, change))
+    (conf / "my_new_study.yaml").write_text(NEW_STUDY.replace("  figures: [curves, weight_histograms]",
+                                                              "  figures: [histogram]"))
     done = run_cli(f"hydra.searchpath=[file://{tmp_path / 'my_conf'}]", "experiment=my_new_study",
                    f"hydra.run.dir={tmp_path / 'run'}", timeout=120)
-    assert done.returncode == 2 and message in done.stderr and "error: study my_new_study: " in done.stderr
-    assert done.stderr.strip().count("\n") == 0 and not (tmp_path / "run" / "checkpoints").exists()
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0
+    assert "error: study my_new_study: report.figures.histogram is not a figure" in done.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_mcnemar_compares_two_runs_on_their_test_examples(tmp_path, capsys):

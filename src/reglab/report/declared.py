@@ -28,6 +28,10 @@ CONF_EXPERIMENTS = Path(__file__).resolve().parents[3] / "conf" / "experiment"
 FIELDS = {"title": str, "command": str, "rows": str, "baseline": (str, int, float, type(None)),
           "metrics": list, "goals": dict, "figures": (dict, list), "order": (int, float), "studies": list,
           "row_keys": list}
+KIND_NAMES = {"title": "text", "command": "text", "rows": "a choice or config path", "baseline": "a value or null",
+              "metrics": "a list of metric names", "goals": "a mapping of metric to max, min or zero",
+              "figures": "a list or mapping of figure names", "order": "a number", "studies": "a list of study names",
+              "row_keys": "a list of config keys"}
 # Each figure a section may draw, with the options it takes (reglab.report.paper.figure_makers draws them).
 FIGURE_OPTIONS = {"curves": ("name",), "weight_histograms": ("name",),
                   "metric_vs_parameter": ("metrics", "xlabel", "log_x", "name"),
@@ -59,8 +63,7 @@ def check_declaration(study: str | None, report, where: str) -> Declaration:
         raise ConfigError(f"{where}: report.{unknown[0]} is not a report key; allowed: {', '.join(FIELDS)}")
     for key, kinds in FIELDS.items():
         if key in report and not isinstance(report[key], kinds) or isinstance(report.get(key), bool):
-            names = " or ".join(k.__name__ for k in (kinds if isinstance(kinds, tuple) else (kinds,)))
-            raise ConfigError(f"{where}: report.{key}={report[key]!r} must be a {names}")
+            raise ConfigError(f"{where}: report.{key}={report[key]!r} must be {KIND_NAMES[key]}")
     if not report.get("title"):
         raise ConfigError(f"{where}: report.title is required (the section's heading)")
     if not study and not report.get("studies"):
