@@ -754,10 +754,12 @@ def to_markdown(table: Table) -> str:
     if compared:
         head = comparison_header(table)
         lines += ["", f"Difference from the baseline ({table.by}={table.baseline}) of the same context "
-                      f"({test_names(table)}; the bootstrap resamples the pairs and is coarse below about 10; "
-                      "P(better): over all pairs of runs, ties half, stratified bootstrap interval; detectable: the "
-                      "smallest difference this n finds 4 times in 5; seeds needed: the n at which the observed "
-                      "difference would be, if its spread stays as observed):", "",
+                      f"({test_names(table)}; sign-flip: the exact permutation p over the pairs, at least "
+                      "2/2^n; bootstrap interval: from 10 pairs; P(better): a run of the row beats a run of the "
+                      "baseline, over all pairs of runs, ties half, stratified bootstrap interval; detectable: the "
+                      "smallest difference this n finds 4 times in 5; seeds needed: the n that would find a true "
+                      "difference equal to the observed one 4 times in 5, if the spread is as observed; both at "
+                      "Holm's first-step level, 0.05 / the comparisons in the column):", "",
                   markdown_row(head), "|" + "|".join("---" for _ in head) + "|", *map(markdown_row, compared)]
     test_rows = test_set_rows(table)
     if test_rows:
@@ -815,7 +817,7 @@ def to_latex(table: Table, label: str | None = None) -> str:
                   r"\bottomrule", r"\end{tabular}}",
                   rf"\caption{{Difference from {latex_escape(f'{table.by}={table.baseline}')} of the same "
                   rf"context: 95\% interval and $p$ of {latex_escape(test_names(table))}, Holm-adjusted $p$ (per "
-                  r"column), the paired bootstrap, P(row better) with a stratified bootstrap interval, the smallest "
+                  r"column), the exact sign-flip permutation $p$, the paired bootstrap interval (from 10 pairs), P(row better) with a stratified bootstrap interval, the smallest "
                   r"difference detectable at 80\% power with this $n$, and the seeds the observed difference "
                   r"would need. " + " ".join(latex_escape(line[2:]) for line in power_lines(table)) + "}",
                   rf"\label{{{label}-diff}}", r"\end{table}"]
