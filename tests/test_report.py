@@ -256,7 +256,7 @@ def test_latex_table_is_well_formed(ablation):
     assert r"Test acc.\ (\%)" in latex and r"Gen.\ gap (pt)" in latex
     assert full.count("{") == full.count("}")
     if shutil.which("pdflatex"):
-        doc = "\\documentclass{article}\\usepackage{booktabs}\\begin{document}\n" + full + "\n\\end{document}\n"
+        doc = "\\documentclass{article}\\usepackage{booktabs,graphicx,amsmath}\\begin{document}\n" + full + "\n\\end{document}\n"
         (ablation / "t.tex").write_text(doc)
         done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "t.tex"], cwd=ablation, capture_output=True)
         assert done.returncode == 0
@@ -526,3 +526,79 @@ def test_mcnemar_compares_two_runs_on_their_test_examples(tmp_path, capsys):
     assert report_main(["--mcnemar", str(tmp_path / "a"), str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not a predictions archive" in err
+
+
+# --- what an adversary tried (each once crashed, misled or overwrote) ------------------------------------------------
+
+def test_a_damaged_predictions_file_is_named_not_fatal(tmp_path):
+    import numpy as np
+
+    from reglab import predictions
+
+    for reg in ("none", "dropout"):
+        for seed in range(2):
+            write_run(tmp_path, f"reg={reg},seed={seed}", reg, seed, 0.9 + seed / 100)
+            labels = np.arange(50) % 10
+            predictions.save(tmp_path / f"reg={reg},seed={seed}", {"label": labels, "pred": labels,
+                                                                    "confidence": np.ones(50)})
+    archive = tmp_path / "reg=dropout,seed=1" / "test_predictions.npz"
+    archive.write_bytes(archive.read_bytes()[:100])  # cut short, as by a copy that stopped
+    table = summarize(load_runs([tmp_path]), by="reg", metrics=["test/acc"])
+    assert "none" in table.test_set and "dropout" not in table.test_set
+    assert any("dropout" in note and "not a predictions archive" in note for note in table.notes)
+    assert report_main([str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+
+
+def test_a_difference_that_is_the_same_on_every_seed_up_to_float32_is_not_testable(tmp_path):
+    import numpy as np
+
+    for seed in range(3):  # every seed gains exactly 1 of 360 test images, stored as float32
+        base = float(np.float32((300 + seed) / 360))
+        write_run(tmp_path, f"reg=none,seed={seed}", "none", seed, base)
+        write_run(tmp_path, f"reg=l2,seed={seed}", "l2", seed, float(np.float32((301 + seed) / 360)))
+    table = summarize(load_runs([tmp_path]), by="reg", metrics=["test/acc"])
+    comparison = table.cells[("l2", "test/acc")].comparison
+    assert math.isnan(comparison.p) and not table.cells[("l2", "test/acc")].significant
+    assert "no spread, not testable" in to_markdown(table)
+
+
+def test_paper_figures_never_overwrite_each_other_and_titles_are_escaped(ablation, tmp_path):
+    for seed in range(3):  # a fourth row: the plain histogram (every row) and L1-vs-L2's (three) now differ
+        write_run(ablation, f"reg=dropout,seed={seed}", "dropout", seed, 0.92)
+    out = tmp_path / "paper"
+    assert report_main([str(ablation), "--paper", "--out", str(out)]) == 0
+    figures = out / "figures"
+    # the plain report's histogram (every row) and the L1-vs-L2 section's (none, l1, l2) are two files
+    assert (figures / "weight_histograms.png").is_file() and (figures / "weight_histograms_l1_vs_l2.png").is_file()
+    tex = (out / "report.tex").read_text()
+    assert r"\usepackage{amsmath}" in tex and r"\subsection*{Comparison of techniques" in tex
+    from reglab.report.paper import latex_escape
+
+    assert latex_escape("100% & λ_x #1") == r"100\% \& $\lambda$\_x \#1"
+
+
+def test_a_numeric_baseline_matches_a_numeric_row_value(tmp_path):
+    for p, acc in ((0.0, 0.90), (0.2, 0.93)):
+        for seed in range(2):
+            write_run(tmp_path, f"p={p},seed={seed}", "dropout", seed, acc + seed / 100,
+                      config={"reg": {"dropout": {"p": p}}})
+    for baseline in ("0", "0.0", 0):
+        table = summarize(load_runs([tmp_path]), by="reg.dropout.p", metrics=["test/acc"], baseline=baseline)
+        assert table.cells[("0.2", "test/acc")].comparison is not None
+
+
+def test_report_inputs_are_checked_in_one_line(ablation, tmp_path, capsys):
+    (tmp_path / "a_file").write_text("x")
+    assert report_main([str(ablation), "--out", str(tmp_path / "a_file")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert report_main([str(ablation), "--overfit-threshold", "nan"]) == 2
+    assert "--overfit-threshold nan: must be a number of points >= 0" in capsys.readouterr().err
+    from reglab.errors import ConfigError
+    from reglab.report.declared import check_declaration
+
+    for figures, message in (([{"reliability": {}}], "a list holds figure names only"),
+                             ({"tradeoff": {"y": 3}}, "report.figures.tradeoff.y=3 must be text"),
+                             ({"curves": {"name": "../../escape"}}, "must be a plain file name"),
+                             ({"metric_vs_parameter": {"log_x": "false"}}, "must be true or false")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            check_declaration("s", {"title": "t", "figures": figures}, "study s")

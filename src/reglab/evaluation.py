@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -330,7 +331,7 @@ def read_evaluation(run_dir: Path) -> dict | None:
     """``<run_dir>/evaluation.json`` (written by eval.py) as {metrics, calibration}, None if there is none;
     ValueError naming the problem if it is not one."""
     path = Path(run_dir) / EVALUATION_FILE
-    if not path.is_file():
+    if not path.exists():
         return None
     try:
         document = json.loads(path.read_text())
@@ -339,9 +340,11 @@ def read_evaluation(run_dir: Path) -> dict | None:
     if (not isinstance(document, dict) or not isinstance(document.get("metrics"), dict)
             or not isinstance(document.get("calibration"), dict)):
         raise ValueError(f"{path}: not an evaluation record (expected metrics and calibration mappings)")
-    metrics = {k: v for k, v in document["metrics"].items() if k.startswith(("std/", "ts/", "mc/"))
-               and isinstance(v, (int, float)) and not isinstance(v, bool)}
-    return {"metrics": metrics, "calibration": document["calibration"]}
+    ours = {k: v for k, v in document["metrics"].items() if k.startswith(("std/", "ts/", "mc/"))}
+    metrics = {k: v for k, v in ours.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+               and math.isfinite(v)}
+    return {"metrics": metrics, "calibration": document["calibration"],
+            "dropped": sorted(k for k in ours if k not in metrics)}
 
 
 def record_evaluation(results: dict, outcome: dict, source: str, split: str, mc_samples: int, seed: int,

@@ -37,20 +37,23 @@ def save(run_dir: Path, predictions: dict) -> dict:
 def load(run_dir: str | Path) -> dict[str, np.ndarray]:
     """The arrays of ``<run_dir>/test_predictions.npz``; PredictionsError names what is wrong with a bad file."""
     path = Path(run_dir) / PREDICTIONS_FILE
+    if not path.exists():
+        raise PredictionsError(f"{path}: no such file (runs made before reglab saved test predictions have none)")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
-    except FileNotFoundError:
-        raise PredictionsError(f"{path}: no such file (runs made before reglab saved test predictions have none)")\
-            from None
-    except (OSError, ValueError, EOFError) as err:
-        raise PredictionsError(f"{path}: not a predictions archive ({err})") from None
+    except Exception as err:  # a torn zip, flipped bytes, a bare .npy, a folder: all mean the same to a reader
+        reason = "it holds Python objects, which are never loaded" if "allow_pickle" in str(err) else \
+            f"{type(err).__name__}: {err}"
+        raise PredictionsError(f"{path}: not a predictions archive ({reason})") from None
     missing = [key for key in ARRAYS if key not in arrays]
     if missing:
         raise PredictionsError(f"{path}: has no {', '.join(missing)} array (expected {', '.join(ARRAYS)})")
     lengths = {key: arrays[key].shape for key in ARRAYS}
     if any(len(shape) != 1 for shape in lengths.values()) or len({shape[0] for shape in lengths.values()}) != 1:
         raise PredictionsError(f"{path}: arrays of shapes {lengths}; expected one value per test example in each")
+    if next(iter(lengths.values()))[0] == 0:
+        raise PredictionsError(f"{path}: holds no test examples")
     for key in ("label", "pred"):
         if arrays[key].dtype.kind not in "iu":
             raise PredictionsError(f"{path}: {key} is {arrays[key].dtype}, not integer classes")

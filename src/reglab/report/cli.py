@@ -146,7 +146,15 @@ def main(argv=None) -> int:
         print(f"error: --metrics {' '.join(unknown)}: not a final metric of these runs (available: {known})",
               file=sys.stderr)
         return 2
+    for flag, value in (("--overfit-threshold", args.overfit_threshold), ("--underfit-threshold",
+                                                                           args.underfit_threshold)):
+        if not (value >= 0 and value != float("inf")):  # also refuses NaN
+            print(f"error: {flag} {value}: must be a number of points >= 0", file=sys.stderr)
+            return 2
     out_dir = args.out or args.paths[0] / "report"
+    if out_dir.exists() and not out_dir.is_dir():
+        print(f"error: --out {out_dir}: is a file, not a folder", file=sys.stderr)
+        return 2
     out_dir.mkdir(parents=True, exist_ok=True)
     table = summarize(runs, by=args.by, metrics=args.metrics or DEFAULT_METRICS, baseline=args.baseline,
                       goals=dict(args.goal), test=args.test,

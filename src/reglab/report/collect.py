@@ -63,10 +63,13 @@ def with_evaluation(record: dict, run_dir: Path) -> dict:
         return record
     try:
         evaluation = read_evaluation(run_dir)
-    except ValueError as err:
+    except (OSError, ValueError) as err:
         return {**record, "warnings": [*record.get("warnings", []), f"{err}: its evaluation is left out"]}
     if evaluation is None:
         return record
+    if evaluation.get("dropped"):
+        record = {**record, "warnings": [*record.get("warnings", []), f"{run_dir}/evaluation.json: "
+                                         f"{', '.join(evaluation['dropped'])} not numbers; left out"]}
     return {**record, "metrics": {**(record.get("metrics") or {}), **evaluation["metrics"]},
             "calibration": evaluation["calibration"], "evaluation_file": str(run_dir / "evaluation.json")}
 
@@ -138,7 +141,8 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
         row.update(flat_config(config))
         row.update({f"split_sizes.{k}": v for k, v in (record.get("split_sizes") or {}).items()})
         row.update(record.get("choices", {}))
-        row.update(record.get("metrics", {}))
+        row.update({k: v for k, v in (record.get("metrics") or {}).items()  # numbers only: a table averages them
+                    if isinstance(v, (int, float)) and not isinstance(v, bool)})
         rows.append(row)
     return pd.DataFrame(rows)
 

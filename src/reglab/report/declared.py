@@ -19,6 +19,8 @@ hydra.searchpath). A declaration is checked at train time, before any heavy work
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,8 +78,15 @@ def check_declaration(study: str | None, report, where: str) -> Declaration:
     if bad:
         raise ConfigError(f"{where}: report.goals {bad}: each goal must be max, min or zero")
     figures = report.get("figures") or {}
-    figures = {name: {} for name in figures} if isinstance(figures, list) else dict(figures)
-    for name, options in figures.items():
+    if isinstance(figures, list):
+        if any(not isinstance(name, str) for name in figures):
+            raise ConfigError(f"{where}: report.figures={figures!r}: a list holds figure names only; give options "
+                              "as a mapping, e.g. figures: {curves: {}, reliability: {name: calib}}")
+        figures = {name: {} for name in figures}
+    order = report.get("order", 100)
+    if not math.isfinite(float(order)):
+        raise ConfigError(f"{where}: report.order={order!r} must be a finite number")
+    for name, options in dict(figures).items():
         if name not in FIGURE_OPTIONS:
             raise ConfigError(f"{where}: report.figures.{name} is not a figure; allowed: {', '.join(FIGURE_OPTIONS)}")
         if options is not None and not isinstance(options, dict):
@@ -86,12 +95,29 @@ def check_declaration(study: str | None, report, where: str) -> Declaration:
         if unknown:
             raise ConfigError(f"{where}: report.figures.{name}.{unknown[0]} is not an option of {name}; allowed: "
                               f"{', '.join(FIGURE_OPTIONS[name])}")
+        for option, value in (options or {}).items():
+            check_option(f"{where}: report.figures.{name}.{option}", option, value)
     return Declaration(study=study or report["studies"][0], title=report["title"],
                        command=report.get("command") or "", rows=report.get("rows") or "reg",
                        baseline=report.get("baseline", "none"), metrics=report.get("metrics"),
                        goals=dict(goals), figures={k: dict(v or {}) for k, v in figures.items()},
                        order=report.get("order", 100), studies=list(report.get("studies") or [study]),
                        row_keys=report.get("row_keys"), source=where)
+
+
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def check_option(key: str, option: str, value) -> None:
+    """A figure option's type: metric lists are lists of names, flags are booleans, a file name stays in figures/."""
+    if option == "metrics" and (not isinstance(value, list) or any(not isinstance(v, str) for v in value)):
+        raise ConfigError(f"{key}={value!r} must be a list of metric names, e.g. [test/acc, gen_gap]")
+    if option == "log_x" and not isinstance(value, bool):
+        raise ConfigError(f"{key}={value!r} must be true or false")
+    if option in ("xlabel", "x", "y") and not isinstance(value, str):
+        raise ConfigError(f"{key}={value!r} must be text")
+    if option == "name" and not (isinstance(value, str) and SAFE_NAME.match(value)):
+        raise ConfigError(f"{key}={value!r} must be a plain file name (letters, digits, _ . -), no folders")
 
 
 def from_conf(study: str) -> dict | None:
@@ -103,8 +129,9 @@ def from_conf(study: str) -> dict | None:
         return None
     try:
         loaded = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return None
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"{path}: cannot read its report section ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0]})") from None
     report = loaded.get("report") if isinstance(loaded, dict) else None
     return report if report else None
 
@@ -117,13 +144,13 @@ def declarations(records: list[dict]) -> tuple[list[Declaration], list[str]]:
         study = record.get("study")
         if not isinstance(study, str) or study in found or record.get("status") == "unreadable":
             continue
-        declared, where = from_conf(study), str(CONF_EXPERIMENTS / f"{study}.yaml")
-        if declared is None:
-            declared = (record.get("config") or {}).get("report")
-            where = f"{record['run_dir']}/results.json"
-        if not declared:
-            continue
         try:
+            declared, where = from_conf(study), str(CONF_EXPERIMENTS / f"{study}.yaml")
+            if declared is None:
+                declared = (record.get("config") or {}).get("report")
+                where = f"{record['run_dir']}/results.json"
+            if not declared:
+                continue
             found[study] = check_declaration(study, declared, where)
         except ConfigError as err:
             warnings.append(f"{err} (section left out)")

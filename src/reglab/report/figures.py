@@ -76,6 +76,9 @@ def weight_histograms(table: Table, records: list[dict], out_dir: Path, values=N
     series = [(label, hists) for label, hists in series if hists]
     if not series:
         return []
+    edges = series[0][1][0]["edges"]  # one binning per figure: runs of another reglab version may bin otherwise
+    series = [(label, kept) for label, hists in series
+              if (kept := [h for h in hists if list(h.get("edges") or []) == list(edges)])]
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(6, 3.6))
     edges = np.asarray(series[0][1][0]["edges"])

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from reglab.atomic import atomic_write
 from reglab.errors import ConfigError
 from reglab.report import figures, linear
 from reglab.report.collect import completed_runs
 from reglab.report.declared import CONF_EXPERIMENTS, Declaration, check_declaration, declarations, from_conf
-from reglab.report.tables import DEFAULT_METRICS, Table, summarize, to_latex, to_markdown
+from reglab.report.tables import DEFAULT_METRICS, Table, latex_escape, summarize, to_latex, to_markdown
 
 
 @dataclass
@@ -88,29 +89,40 @@ def methods_of(table, records: list[dict], choice: str = "reg") -> dict[str, str
             for row in table.rows if row.run_dirs and row.run_dirs[0] in by_dir}
 
 
-def figure_makers(fig_dir: Path) -> dict:
+def figure_makers(fig_dir: Path, taken: set[str]) -> dict:
     """What a declaration's ``figures:`` names draw: name -> fn(table, records, key, **options) -> paths. Every
-    figure takes ``name`` (its file name; default <figure>_<study>); the others are listed in
+    figure takes ``name`` (its file name; default <figure>_<study>; a name already ``taken`` by another figure of
+    the report gets _<study> appended, so no section overwrites another's); the others are listed in
     reglab.report.declared.FIGURE_OPTIONS."""
-    return {
-        "curves": lambda t, rec, key, name=None: figures.training_curves(t, rec, fig_dir, name=name or f"curves_{key}"),
-        "weight_histograms": lambda t, rec, key, name=None: figures.weight_histograms(
-            t, rec, fig_dir, name=name or f"weight_histograms_{key}"),
-        "metric_vs_parameter": lambda t, rec, key, metrics=None, xlabel=None, log_x=False, name=None:
-            figures.metric_vs_parameter(t, list(metrics or t.metrics[:2]), fig_dir, name or key, xlabel or t.by,
+    def unique(maker):
+        def draw(t, rec, key, name=None, **options):
+            chosen = name or f"{maker.__name__}_{key}"
+            if chosen in taken:
+                chosen = f"{chosen}_{key}" if f"{chosen}_{key}" not in taken else f"{chosen}_{key}_{len(taken)}"
+            taken.add(chosen)
+            return maker(t, rec, key, name=chosen, **options)
+        return draw
+
+    makers = {
+        "curves": lambda t, rec, key, name: figures.training_curves(t, rec, fig_dir, name=name),
+        "weight_histograms": lambda t, rec, key, name: figures.weight_histograms(t, rec, fig_dir, name=name),
+        "metric_vs_parameter": lambda t, rec, key, name, metrics=None, xlabel=None, log_x=False:
+            figures.metric_vs_parameter(t, list(metrics or t.metrics[:2]), fig_dir, name, xlabel or t.by,
                                         bool(log_x)),
-        "learning_curves": lambda t, rec, key, metrics=("test/acc", "gen_gap"), name=None: figures.learning_curves(
-            t, rec, fig_dir, tuple(metrics), name=name or f"learning_curves_{key}"),
-        "reliability": lambda t, rec, key, name=None: figures.reliability_diagrams(
-            t, rec, fig_dir, name=name or f"reliability_{key}"),
-        "tradeoff": lambda t, rec, key, x="weights/zero_frac", y="test/acc", name=None: figures.tradeoff(
-            t, methods_of(t, rec), x, y, fig_dir, name or f"tradeoff_{key}"),
+        "learning_curves": lambda t, rec, key, name, metrics=("test/acc", "gen_gap"): figures.learning_curves(
+            t, rec, fig_dir, tuple(metrics), name=name),
+        "reliability": lambda t, rec, key, name: figures.reliability_diagrams(t, rec, fig_dir, name=name),
+        "tradeoff": lambda t, rec, key, name, x="weights/zero_frac", y="test/acc": figures.tradeoff(
+            t, methods_of(t, rec), x, y, fig_dir, name),
     }
+    for figure, maker in makers.items():
+        maker.__name__ = figure
+        makers[figure] = unique(maker)
+    return makers
 
 
-def declared_section(declaration: Declaration, runs: pd.DataFrame, records: list[dict], fig_dir: Path):
+def declared_section(declaration: Declaration, runs: pd.DataFrame, records: list[dict], makers: dict):
     """The section a study's yaml declares (reglab.report.declared), or None without completed runs."""
-    makers = figure_makers(fig_dir)
 
     def draw(table, recs):
         return [path for name, options in declaration.figures.items()
@@ -123,19 +135,24 @@ def declared_section(declaration: Declaration, runs: pd.DataFrame, records: list
                         declaration.baseline, draw, goals=declaration.goals, **options)
 
 
-def build_sections(runs: pd.DataFrame, records: list[dict], out_dir: Path) -> tuple[list[Section], list[str]]:
+def build_sections(runs: pd.DataFrame, records: list[dict], out_dir: Path, taken: set[str] | None = None
+                   ) -> tuple[list[Section], list[str]]:
     """The sections studies declare in their yaml (reglab.report.declared), and the analyses that read across
-    studies or need code of their own (below), in their declared order."""
+    studies or need code of their own (below), in their declared order. ``taken``: figure names already in
+    out_dir/figures (the plain report's), which no section overwrites."""
     fig_dir = out_dir / "figures"
-    makers = figure_makers(fig_dir)
+    makers = figure_makers(fig_dir, set(taken or ()))
     ordered, skipped = [], []
     found, warnings = declarations(records)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     for declaration in found:
-        section = declared_section(declaration, runs, records, fig_dir)
+        section = declared_section(declaration, runs, records, makers)
         if section:
             ordered.append((declaration.order, section))
+        else:  # it reads other studies' runs (report.studies), and there are none here
+            skipped.append((declaration.order, f"{declaration.title} (`{declaration.command}`: no completed runs "
+                                               f"of {', '.join(declaration.studies)} here)"))
     declared_studies = {study for d in found for study in d.studies}
     for declaration in declared_in_conf():  # the project's studies with no runs here: how to make them
         if declaration.study not in declared_studies:
@@ -144,7 +161,7 @@ def build_sections(runs: pd.DataFrame, records: list[dict], out_dir: Path) -> tu
     specs = [
         (30, "l1_vs_l2", "L1 vs L2 across tasks", "python train.py -m experiment=ablation_<task>",
          with_task(runs, ("none", "l1", "l2")), "reg", ["test/acc", "gen_gap", "weights/small_frac", "weights/l2"],
-         "none", lambda t, rec: makers["weight_histograms"](t, rec, "l1_vs_l2", name="weight_histograms"), {}),
+         "none", lambda t, rec: makers["weight_histograms"](t, rec, "l1_vs_l2"), {}),
         (80, "nlp", "Comparison on NLP", "python train.py -m experiment=ablation_sst2 data.path=DIR (or any text data)",
          text_ablations(runs), "reg", None, "none",
          lambda t, rec: makers["curves"](t, rec, "nlp") + makers["weight_histograms"](t, rec, "nlp"), {}),
@@ -189,12 +206,12 @@ def declared_in_conf() -> list[Declaration]:
     """The report sections the project's own experiment files declare."""
     found = []
     for path in sorted(CONF_EXPERIMENTS.glob("*.yaml")) if CONF_EXPERIMENTS.is_dir() else []:
-        declared = from_conf(path.stem)
-        if declared:
-            try:
+        try:
+            declared = from_conf(path.stem)
+            if declared:
                 found.append(check_declaration(path.stem, declared, str(path)))
-            except ConfigError:
-                pass  # named when a study with runs reads it
+        except ConfigError:
+            pass  # named when a study with runs reads it
     return found
 
 
@@ -277,16 +294,16 @@ def without_duplicates(sections: list[Section], drawn: list[Path]) -> None:
 
 def write_paper(runs: pd.DataFrame, records: list[dict], out_dir: Path, drawn: list[Path] = ()) -> tuple[Path, Path]:
     """report.md and report.tex; ``drawn``: figures already in out_dir (a section never draws a second copy)."""
-    sections, skipped = build_sections(runs, records, out_dir)
+    sections, skipped = build_sections(runs, records, out_dir, {path.stem for path in drawn})
     without_duplicates(sections, list(drawn))
     md = ["# Regularization study report", "", f"{len(records)} runs read.", ""]
     tex = [r"\documentclass{article}", r"\usepackage[margin=2cm]{geometry}", r"\usepackage{booktabs}",
-           r"\usepackage{graphicx}", r"\usepackage[T1]{fontenc}", r"\begin{document}",
+           r"\usepackage{graphicx}", r"\usepackage{amsmath}", r"\usepackage[T1]{fontenc}", r"\begin{document}",
            r"\section*{Regularization study report}"]
     for section in sections:
         md += [f"## {section.title}", "", f"Made by `{section.command}`.", "", section.markdown, ""]
         md += [f"![{p.stem}]({relative(p, out_dir)})" for p in section.figures if p.suffix == ".png"] + [""]
-        tex += [rf"\subsection*{{{section.title}}}", section.latex]
+        tex += [rf"\subsection*{{{latex_escape(section.title)}}}", section.latex]
         for path in section.figures:
             if path.suffix == ".pdf":
                 tex += [r"\begin{figure}[h]", r"\centering",
@@ -296,6 +313,7 @@ def write_paper(runs: pd.DataFrame, records: list[dict], out_dir: Path, drawn: l
         md += ["## Sections without runs", "", *[f"- {s}" for s in skipped], ""]
     tex.append(r"\end{document}")
     md_path, tex_path = out_dir / "report.md", out_dir / "report.tex"
-    md_path.write_text("\n".join(md))
-    tex_path.write_text("\n".join(tex))
+    for path, lines in ((md_path, md), (tex_path, tex)):  # all at once or not at all
+        text = "\n".join(lines)
+        atomic_write(path, lambda handle, text=text: handle.write(text.encode()))
     return md_path, tex_path

@@ -68,6 +68,12 @@ class Comparison:
     improvement_high: float = math.nan
 
 
+def no_spread(sd: float, values) -> bool:
+    """A spread at the level of float rounding (metrics are stored as float32: 1/360 minus 1/360 is not 0) is no
+    spread: testing against it would call any difference significant."""
+    return sd <= 1e-6 * max((abs(v) for v in values), default=0.0) or sd == 0
+
+
 def t_interval(mean: float, se: float, df: float, alpha: float = ALPHA) -> tuple[float, float]:
     from scipy.stats import t as student_t
 
@@ -85,7 +91,7 @@ def paired(sample: dict, baseline: dict) -> Comparison | None:
         return None
     diffs = np.array([sample[k] - baseline[k] for k in keys], dtype=float)
     n, mean, sd = len(diffs), float(diffs.mean()), float(diffs.std(ddof=1))
-    if sd == 0:  # every pair differs by the same amount: no spread to test against
+    if no_spread(sd, [*sample.values(), *baseline.values()]):  # every pair differs by the same amount
         return Comparison(mean, mean, mean, math.nan, "paired", n)
     se = sd / math.sqrt(n)
     low, high = t_interval(mean, se, n - 1)
@@ -133,7 +139,7 @@ def welch(sample: list[float], baseline: list[float]) -> Comparison | None:
     v1 = sum((x - m1) ** 2 for x in sample) / (n1 - 1)
     v2 = sum((x - m2) ** 2 for x in baseline) / (n2 - 1)
     diff, se = m1 - m2, math.sqrt(v1 / n1 + v2 / n2)
-    if se == 0:  # both constant: no spread to test against
+    if no_spread(se, [*sample, *baseline]):  # both constant: no spread to test against
         return Comparison(diff, diff, diff, math.nan, "welch", min(n1, n2))
     df = (v1 / n1 + v2 / n2) ** 2 / ((v1 / n1) ** 2 / (n1 - 1) + (v2 / n2) ** 2 / (n2 - 1))
     low, high = t_interval(diff, se, df)
@@ -248,9 +254,11 @@ class TwoLevel:
     df: float
 
 
-def two_level(scores: np.ndarray, samples: int = BOOTSTRAP_SAMPLES, alpha: float = ALPHA) -> TwoLevel:
+def two_level(scores: np.ndarray, samples: int = BOOTSTRAP_SAMPLES, alpha: float = ALPHA,
+              bounds: tuple[float, float] = (-math.inf, math.inf)) -> TwoLevel:
     """``scores``: (seeds, examples), e.g. 1/0 correctness, or row minus baseline correctness of the same seed
-    on the same example (-1, 0, 1). The estimate is the mean over seeds of each seed's mean over examples."""
+    on the same example (-1, 0, 1). The estimate is the mean over seeds of each seed's mean over examples.
+    ``bounds``: where the quantity can lie (an accuracy in [0, 1]); the interval is cut there."""
     scores = np.asarray(scores, dtype=float)
     if scores.ndim != 2 or scores.shape[1] == 0:
         raise ValueError(f"scores must be (seeds, examples), got shape {scores.shape}")
@@ -270,6 +278,7 @@ def two_level(scores: np.ndarray, samples: int = BOOTSTRAP_SAMPLES, alpha: float
     parts = (seed_var ** 2 / (n - 1) if n > 1 else 0.0) + test_var ** 2 / (m - 1)
     df = variance ** 2 / parts if parts > 0 else math.inf
     low, high = t_interval(estimate, math.sqrt(variance), df, alpha)
+    low, high = max(low, bounds[0]), min(high, bounds[1])
     return TwoLevel(estimate, low, high, n, m, math.sqrt(seed_var), math.sqrt(test_var), df)
 
 

@@ -180,6 +180,17 @@ class Table:
     def metric(self, key: str) -> Metric:
         return metric_info(key, self.goals)
 
+    def is_baseline(self, value) -> bool:
+        """The baseline row's value: the same text, or the same number (--baseline 0 matches a row value 0.0)."""
+        if self.baseline is None:
+            return False
+        if str(value) == self.baseline:
+            return True
+        try:
+            return float(value) == float(self.baseline)
+        except (TypeError, ValueError):
+            return False
+
     def tested(self) -> list[str]:
         """Metrics compared with the baseline: those with a direction."""
         return [m for m in self.metrics if self.metric(m).better]
@@ -241,7 +252,8 @@ def deduplicate(done: pd.DataFrame, by: str) -> tuple[pd.DataFrame, list[str]]:
     keep = order.drop_duplicates(key, keep="last")
     notes = []
     for _, dropped in order[~order.index.isin(keep.index)].iterrows():
-        kept = keep[(keep[key] == dropped[key]).all(axis=1)].iloc[0]
+        same = (keep[key].astype(str) == dropped[key].astype(str)).all(axis=1)  # NaN == NaN as text
+        kept = keep[same].iloc[0]
         notes.append(f"{dropped['run_dir']} repeats {kept['run_dir']} (same condition, seed {dropped['seed']}"
                      + (f", fold {int(dropped['fold'])}" if dropped.get("fold", -1) >= 0 else "") + "): "
                      "counted once")
@@ -307,7 +319,7 @@ def seed_of(replicate):
 
 def compare_context(table: Table, members: list[Row], samples: dict, context_name: str) -> Regime:
     """Within one context: compare each row with the baseline row, mark underfitting rows, bold the best."""
-    bases = [r for r in members if table.baseline is not None and str(r.value) == table.baseline]
+    bases = [r for r in members if table.is_baseline(r.value)]
     base = bases[0] if len(bases) == 1 else None
     if len(bases) > 1:
         table.notes.append(f"{len(bases)} baseline rows ({', '.join(b.label for b in bases)}) in one context: "
@@ -319,7 +331,7 @@ def compare_context(table: Table, members: list[Row], samples: dict, context_nam
         for row in (r for r in members if r is not base):
             row.baseline = base.label
             ours, theirs = set(row.replicates), set(base.replicates)
-            if table.test == "paired" and ours != theirs:
+            if table.test == "paired" and ours != theirs and len(ours) > 1 and len(theirs) > 1:
                 table.notes.append(f"{row.label}: its runs' seeds {sorted(seed_of(k) for k in ours)} are not the "
                                    f"baseline's {sorted(seed_of(k) for k in theirs)}: compared by Welch's test, "
                                    "unpaired")
@@ -382,8 +394,10 @@ def summarize(runs: pd.DataFrame, by: str = "reg", metrics=DEFAULT_METRICS, base
     for row in rows:
         for m in metrics:
             if m in done:
-                infinite = [d for d, v in indexed.loc[row.run_dirs, m].dropna().items() if not math.isfinite(float(v))]
-                notes += [f"{d}: {m} is not finite; left out of {row.label}'s {m}" for d in infinite]
+                values = indexed.loc[row.run_dirs, m]
+                if values.notna().any():  # some runs have it: say why the others count out (the cell shows n=k)
+                    notes += [f"{d}: {m} is {v} (not a finite number); left out of {row.label}'s {m}"
+                              for d, v in values.items() if not math.isfinite(float(v))]
     cells = {key: Cell(float(pd.Series(list(s.values())).mean()),
                        float(pd.Series(list(s.values())).std(ddof=1)) if len(s) > 1 else math.nan, len(s))
              for key, s in samples.items() if s}
@@ -430,8 +444,10 @@ def add_test_set(table: Table, replicate: dict) -> None:
     for row in table.rows:
         try:
             loaded[row.label] = {replicate[d]: load(d) for d in row.run_dirs}
-        except PredictionsError:
+        except PredictionsError as err:
             table.without_predictions.append(row.label)
+            if "no such file" not in str(err):  # a damaged file is named; a run from before the feature is not
+                table.notes.append(f"{row.label}: {err}; no test-set interval for it")
     for row in table.rows:
         runs = loaded.get(row.label)
         if runs and not same_test_set(list(runs.values())):
@@ -440,14 +456,21 @@ def add_test_set(table: Table, replicate: dict) -> None:
         if not runs or not same_test_set(list(runs.values())):
             continue
         correct = {key: (a["pred"] == a["label"]).astype(float) for key, a in runs.items()}
-        table.test_set[row.label] = two_level(np.stack(list(correct.values())))
+        table.test_set[row.label] = two_level(np.stack(list(correct.values())), bounds=(0.0, 1.0))
         base = loaded.get(row.baseline) if row.baseline else None
-        if not base or not same_test_set(list(runs.values()) + list(base.values())):
+        if not base:
             continue
-        pairs = [key for key in runs if key in base]
-        if pairs:
+        pairs = list(runs)
+        if set(pairs) != set(base):
+            table.notes.append(f"{row.label}: its seeds are not the baseline's, so it has no test-set difference "
+                               "or McNemar test (they pair runs of one seed)")
+        elif not same_test_set(list(runs.values()) + list(base.values())):
+            table.notes.append(f"{row.label}: scored another test set than the baseline, so it has no test-set "
+                               "difference or McNemar test")
+        else:
             base_correct = {key: (base[key]["pred"] == base[key]["label"]).astype(float) for key in pairs}
-            table.test_set_diff[row.label] = two_level(np.stack([correct[k] - base_correct[k] for k in pairs]))
+            table.test_set_diff[row.label] = two_level(np.stack([correct[k] - base_correct[k] for k in pairs]),
+                                                       bounds=(-1.0, 1.0))
             table.mcnemar[row.label] = [(key[0] if key[1] == -1 else key, mcnemar(correct[key], base_correct[key]))
                                         for key in pairs]
 
@@ -602,6 +625,7 @@ def regime_lines(table: Table) -> list[str]:
 
 TEST_NAMES = {"paired": "the paired t-test over matched seeds", "welch": "Welch's t-test (unpaired, unequal "
                                                                           "variances)"}
+FOLD_TEST_NAMES = {**TEST_NAMES, "paired": "the paired t-test over matched folds and seeds"}
 
 
 def test_names(table: Table) -> str:
@@ -609,9 +633,10 @@ def test_names(table: Table) -> str:
     used = list(dict.fromkeys(c.comparison.test for c in table.cells.values() if c.comparison))
     if not used:
         used = [table.test]
+    names = FOLD_TEST_NAMES if "folds" in table.replicates else TEST_NAMES
     if used == ["paired", "welch"] or used == ["welch", "paired"]:
-        return TEST_NAMES["paired"] + " (Welch's t-test for rows whose seeds do not match the baseline's)"
-    return TEST_NAMES[used[0]]
+        return names["paired"] + " (Welch's t-test for rows whose seeds do not match the baseline's)"
+    return names[used[0]]
 
 
 def p_text(p: float, floor: float | None = None) -> str:
@@ -705,8 +730,9 @@ TEST_SET_HEADER = ["Test acc. (%)", "95% interval (seeds + test examples)", "SE 
 
 
 def test_set_caption(table: Table) -> str:
-    examples = next(iter(table.test_set.values())).examples
-    return (f"The test set is a sample too ({examples:,} examples): each interval adds the test examples' variance "
+    sizes = sorted({level.examples for level in table.test_set.values()})
+    examples = f"{sizes[0]:,}" if len(sizes) == 1 else f"{sizes[0]:,} to {sizes[-1]:,}, by row"
+    return (f"The test set is a sample too ({examples} examples): each interval adds the test examples' variance "
             "(a bootstrap that resamples them, the same draw for every seed and both rows) to the seeds' (their "
             "sample variance over n), with a t quantile (Welch-Satterthwaite df); with one seed it has the test "
             "set's variance only. The seeds' variance also holds each seed's own test-example noise, so the "
@@ -798,7 +824,7 @@ def default_label(table: Table) -> str:
 
 def to_latex(table: Table, label: str | None = None) -> str:
     """Booktabs tables, ready for \\input (needs \\usepackage{booktabs}): the results, then the differences from the
-    baseline. Needs \\usepackage{booktabs} and {graphicx}. ``label`` (default: one derived from the table's rows, so two tables never share it) is the
+    baseline. Needs \\usepackage{booktabs}, {graphicx} and {amsmath}. ``label`` (default: one derived from the table's rows, so two tables never share it) is the
     results table's; the differences table gets ``<label>-diff``."""
     label = label or default_label(table)
     columns = "l" + "r" * (len(table.metrics) + 1)
