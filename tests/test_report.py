@@ -558,8 +558,13 @@ def test_a_difference_that_is_the_same_on_every_seed_up_to_float32_is_not_testab
         write_run(tmp_path, f"reg=l2,seed={seed}", "l2", seed, float(np.float32((301 + seed) / 360)))
     table = summarize(load_runs([tmp_path]), by="reg", metrics=["test/acc"])
     comparison = table.cells[("l2", "test/acc")].comparison
-    assert math.isnan(comparison.p) and not table.cells[("l2", "test/acc")].significant
-    assert "no spread, not testable" in to_markdown(table)
+    # the paired test has no spread to go on, so the rows' own spread decides (Welch), and it says so
+    assert comparison.test == "welch" and comparison.p > 0.05 and not table.cells[("l2", "test/acc")].significant
+    assert "Welch's t-test" in to_markdown(table)
+    from reglab.report.stats import paired
+
+    base = {s: float(np.float32((300 + s) / 360)) for s in range(3)}
+    assert math.isnan(paired({s: float(np.float32((301 + s) / 360)) for s in range(3)}, base).p)
 
 
 def test_paper_figures_never_overwrite_each_other_and_titles_are_escaped(ablation, tmp_path):

@@ -69,9 +69,10 @@ class Comparison:
 
 
 def no_spread(sd: float, values) -> bool:
-    """A spread at the level of float rounding (metrics are stored as float32: 1/360 minus 1/360 is not 0) is no
-    spread: testing against it would call any difference significant."""
-    return sd <= 1e-6 * max((abs(v) for v in values), default=0.0) or sd == 0
+    """A spread at the level of float rounding (metrics are float32: a gap of 1/360 minus 1/360 is not 0) is no
+    spread: testing against it would call any difference significant. Below 1e-6 (or a millionth of the values'
+    size) is rounding: no test set of under a million examples resolves it."""
+    return sd <= 1e-6 * max(1.0, max((abs(v) for v in values), default=0.0))
 
 
 def t_interval(mean: float, se: float, df: float, alpha: float = ALPHA) -> tuple[float, float]:

@@ -302,8 +302,11 @@ def compare(table: Table, sample: dict, baseline: dict, metric: Metric | None = 
     """``sample`` minus ``baseline`` (each {replicate: value}): paired over the replicates both have (table.test
     "paired", needs 2 pairs), else Welch. With ``metric``, P(sample better than baseline) too."""
     comparison = paired(sample, baseline) if table.test == "paired" else None
-    if comparison is None:  # welch asked for, or the seeds do not match the baseline's
-        comparison = welch(list(sample.values()), list(baseline.values()))
+    if comparison is None or math.isnan(comparison.p):
+        # Welch asked for, or the seeds do not match the baseline's, or every pair differs by the same amount (a
+        # paired test has no spread to go on; the rows' own spread still tells a 25-point gap from noise)
+        unpaired = welch(list(sample.values()), list(baseline.values()))
+        comparison = unpaired if comparison is None or (unpaired and not math.isnan(unpaired.p)) else comparison
     if comparison is not None and metric is not None and metric.better:
         comparison.improvement, comparison.improvement_low, comparison.improvement_high = \
             probability_of_improvement([metric.score(v) for v in sample.values()],
@@ -358,7 +361,7 @@ def compare_context(table: Table, members: list[Row], samples: dict, context_nam
             if not tie:
                 against = compare(table, {k: info.score(v) for k, v in samples[(r.label, metric)].items()},
                                   best_scores)
-                # a NaN p (the same difference on every seed, no spread) counts as told apart
+                # no p at all (both rows constant, or one run each) counts as told apart
                 tie = against is not None and not math.isnan(against.p) and against.p >= SIGNIFICANCE
             cells[(r.label, metric)].best = tie
     return regime
@@ -635,7 +638,8 @@ def test_names(table: Table) -> str:
         used = [table.test]
     names = FOLD_TEST_NAMES if "folds" in table.replicates else TEST_NAMES
     if used == ["paired", "welch"] or used == ["welch", "paired"]:
-        return names["paired"] + " (Welch's t-test for rows whose seeds do not match the baseline's)"
+        return names["paired"] + (" (Welch's t-test where the seeds do not match the baseline's, or every pair "
+                                  "differs by the same amount)")
     return names[used[0]]
 
 
