@@ -129,8 +129,13 @@ def declared_section(declaration: Declaration, runs: pd.DataFrame, records: list
                 for path in makers[name](table, recs, declaration.study, **options)]
 
     options = {"row_keys": tuple(declaration.row_keys)} if declaration.row_keys else {}
+    subset = of_study(runs, *declaration.studies)
+    if not completed_runs(subset).empty and declaration.rows not in subset:
+        print(f"warning: {declaration.source}: report.rows={declaration.rows!r} is not a choice or config path of "
+              f"{declaration.study}'s runs; its section is left out", file=sys.stderr)
+        return None
     return make_section(declaration.study, declaration.title, declaration.command or
-                        f"python train.py -m experiment={declaration.study}", of_study(runs, *declaration.studies),
+                        f"python train.py -m experiment={declaration.study}", subset,
                         declaration.rows, declaration.metrics or list(DEFAULT_METRICS), records,
                         declaration.baseline, draw, goals=declaration.goals, **options)
 
@@ -152,7 +157,7 @@ def build_sections(runs: pd.DataFrame, records: list[dict], out_dir: Path, taken
             ordered.append((declaration.order, section))
         else:  # it reads other studies' runs (report.studies), and there are none here
             skipped.append((declaration.order, f"{declaration.title} (`{declaration.command}`: no completed runs "
-                                               f"of {', '.join(declaration.studies)} here)"))
+                                               f"of {', '.join(declaration.studies)} here, or a warning above)"))
     declared_studies = {study for d in found for study in d.studies}
     for declaration in declared_in_conf():  # the project's studies with no runs here: how to make them
         if declaration.study not in declared_studies:
