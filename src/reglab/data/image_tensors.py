@@ -134,9 +134,16 @@ class ImageTensorDataModule(ClassificationDataModule):
         """The crops and flips of a batch come from (seed, rank, epoch, batch), never from the global RNG that
         dropout also draws from: for a seed, every regularizer sees the same augmented batches (matched seeds),
         and a resumed run sees the ones it would have seen."""
-        rank, _ = rank_and_world(self.trainer)
-        batch = self.trainer.fit_loop.epoch_loop.batch_progress.current.ready
-        return keyed_generator([AUGMENTATION_STREAM, self.seed, rank, self.trainer.current_epoch, batch], device)
+        trainer = self.trainer
+        progress = getattr(getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None), "batch_progress", None)
+        if progress is not None:
+            batch = progress.current.ready
+        else:  # a datamodule driven by hand, outside a Trainer's loop: each call its own batch
+            self._augmented_batches = getattr(self, "_augmented_batches", 0) + 1
+            batch = self._augmented_batches
+        key = [AUGMENTATION_STREAM, self.seed, getattr(trainer, "global_rank", 0), getattr(trainer, "current_epoch", 0),
+               batch]
+        return keyed_generator(key, device)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch
