@@ -17,10 +17,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH_SPEC)
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
+	@echo "installed; in each new shell: . $(VENV)/bin/activate"
 
 demo: install
 	$(OFFLINE) $(PY) train.py -m experiment=demo hydra.sweep.dir=$(DEMO_DIR)
 	$(VENV)/bin/reglab-report $(DEMO_DIR) --paper --out $(DEMO_DIR)/report
+	@echo "next, in each new shell: . $(VENV)/bin/activate   (then python train.py ..., eval.py and reglab-report work as the README writes them)"
 
 test: install
 	$(OFFLINE) $(PY) -m pytest -q

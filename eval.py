@@ -1,9 +1,11 @@
 """Evaluate a checkpoint with standard inference and MC dropout: `python eval.py ckpt=PATH mc_samples=30`."""
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
-from reglab import resolvers
+from reglab import overrides, resolvers
 
 resolvers.register()
 
@@ -16,4 +18,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    # Any path works as typed, a sweep job's too (logs/multiruns/demo/reg=dropout,seed=0/checkpoints/last.ckpt):
+    # Hydra's grammar would read its ',' and '=' as syntax.
+    sys.argv[1:] = overrides.quote_path_values(sys.argv[1:], ("ckpt",))
     main()

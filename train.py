@@ -19,7 +19,8 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    problem = overrides.unknown_choice(sys.argv[1:], Path(__file__).parent / "conf")
+    conf = Path(__file__).parent / "conf"
+    problem = overrides.unknown_choice(sys.argv[1:], conf) or overrides.unknown_key(sys.argv[1:], conf)
     if problem:
         sys.exit(print(f"error: {problem}", file=sys.stderr) or 2)
     main()

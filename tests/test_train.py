@@ -235,3 +235,33 @@ def test_a_dry_run_into_a_completed_folder_of_another_config_changes_nothing(tmp
     after = {str(p.relative_to(run_dir)): (p.stat().st_size, p.stat().st_mtime_ns)
              for p in run_dir.rglob("*") if p.is_file()}
     assert after == before and not (run_dir / "replaced").exists()
+
+
+@pytest.mark.parametrize("override,message", [
+    ("trainer.max_epoch=3", "trainer.max_epoch: not a config key; did you mean trainer.max_epochs?"),
+    ("model.widht=[8]", "model.widht: not a config key; did you mean model.widths?"),
+    ("trainer.max_steps=3", "a Lightning Trainer argument that conf/trainer does not set; add it with "
+                            "+trainer.max_steps=VALUE"),
+])
+def test_a_mistyped_key_is_one_line_naming_the_nearest(tmp_path, override, message):
+    done = run_cli("data=digits", override, f"hydra.run.dir={tmp_path / 'run'}", timeout=60)
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0, done.stderr
+    assert message in done.stderr and (override.startswith("trainer.max_steps") or "+" not in done.stderr)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_sweep_jobs_checkpoint_path_works_as_typed_in_eval(tmp_path):
+    """A sweep job's folder holds ',' and '=' (reg=dropout,seed=0), which Hydra's grammar reads as syntax."""
+    from reglab.overrides import hydra_value, quote_path_values
+
+    run_dir = tmp_path / "reg=dropout,seed=0"
+    done = run_cli("data=digits", "reg=dropout", "trainer.max_epochs=1", "data.train_size=200",
+                   f"hydra.run.dir={hydra_value(str(run_dir))}", timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    assert f"evaluate: python eval.py ckpt={ckpt} mc_samples=30" in done.stdout + done.stderr
+    evaluated = run_cli(f"ckpt={ckpt}", "mc_samples=2", script="eval.py", timeout=120)
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    assert (run_dir / "evaluation.json").is_file()
+    assert quote_path_values(["ckpt='already/quoted'", "mc_samples=3"], ("ckpt",)) == ["ckpt='already/quoted'",
+                                                                                        "mc_samples=3"]

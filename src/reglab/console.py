@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shlex
 import sys
 import time
 import warnings
@@ -18,6 +19,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 
 from reglab.fit import NOT_MEANINGFUL, underfit_reason
+from reglab.overrides import paste_ready
 
 VERBOSE = False  # set from the config's ``verbose`` by reglab.run before anything is logged
 
@@ -129,8 +131,12 @@ def closing_block(record, output_dir: Path, wandb_dir: Path | None, in_sweep: bo
     lines.append(f"  results: {shown(output_dir / 'results.json')}")
     if wandb_dir is not None:
         lines.append(f"  W&B run logged offline; to upload it: wandb sync {shown(wandb_dir)}")
+    checkpoint = output_dir / "checkpoints" / "last.ckpt"
+    if checkpoint.is_file():
+        lines.append(f"  evaluate: python eval.py {paste_ready('ckpt', shown(checkpoint))} mc_samples=30")
+    kept = [o for o in record.overrides if o.split("=")[0].lstrip("+~") not in ("reg", "seed")]
     lines.append(f"  next: reglab-report {shown(output_dir)}   (or an ablation: python train.py -m "
-                 "reg=none,l1,l2 seed=0,1,2)")
+                 f"{' '.join(map(shlex.quote, kept)) + ' ' if kept else ''}reg=none,l1,l2 seed=0,1,2)")
     return lines
 
 
