@@ -92,3 +92,16 @@ def test_each_data_set_pairs_with_a_model_that_fits_unless_one_is_named(make_con
     bow = make_config("data=text_bow", fast=False)
     assert bow.model._target_.endswith("LinearClassifier") and bow.optim._target_ == "torch.optim.LBFGS"
     assert bow.data.batch_size == "full"
+
+
+def test_the_terminal_bar_counts_epochs_from_one_as_the_epoch_lines_do():
+    from reglab.console import EpochBar
+
+    bar = EpochBar()
+
+    class Trainer:
+        max_epochs = 30
+
+    bar._trainer = Trainer()
+    assert bar._get_train_description(0).strip() == "Epoch 1/30"
+    assert bar._get_train_description(29).strip() == "Epoch 30/30"

@@ -250,3 +250,17 @@ def sweep_summary(sweep: Path, started: float) -> list[str]:
                      "(train longer, raise optim.lr, or use a larger model)")
     lines.append(f"next: reglab-report {shown(sweep)}")
     return lines
+
+
+def EpochBar():  # noqa: N802 - a class made on first use: importing Lightning's rich bar costs an import of rich
+    """Lightning's rich progress bar, counting epochs from 1 as the epoch lines do ("Epoch 1/30", not "0/29")."""
+    from pytorch_lightning.callbacks import RichProgressBar
+
+    class CountingFromOne(RichProgressBar):
+        def _get_train_description(self, current_epoch: int) -> str:
+            text = f"Epoch {current_epoch + 1}" + (f"/{self.trainer.max_epochs}" if self.trainer.max_epochs
+                                                    and self.trainer.max_epochs > 0 else "")
+            width = len(self.validation_description)
+            return f"{text:{width}}" if width > len(text) else text
+
+    return CountingFromOne()

@@ -120,9 +120,7 @@ def build_run(cfg: DictConfig, record: RunRecord, rank: int = 0, resume_from: Pa
     progress_bar = cfg.trainer.get("enable_progress_bar")
     progress_bar = console.is_terminal() if progress_bar is None else bool(progress_bar)
     if progress_bar and console.is_terminal():
-        from pytorch_lightning.callbacks import RichProgressBar
-
-        callbacks.append(RichProgressBar())
+        callbacks.append(console.EpochBar())
     elif not progress_bar:
         callbacks.append(EpochLine(history))
     trainer = instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers,
