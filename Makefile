@@ -1,4 +1,5 @@
 # make demo: a small real ablation, offline, on 2 CPU cores.   make test: the test suite, offline.
+# make docs-check: re-measure the numbers the docs quote.
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
@@ -8,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 OFFLINE := HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 WANDB_MODE=offline
 DEMO_DIR ?= logs/multiruns/demo
 
-.PHONY: install demo test clean
+.PHONY: install demo test docs-check clean
 
 install: $(VENV)/.installed
 
@@ -26,6 +27,9 @@ demo: install
 
 test: install
 	$(OFFLINE) $(PY) -m pytest -q
+
+docs-check: install  # re-measure the cheap numbers README and docs/ quote (about 4 min); update the docs from it
+	$(OFFLINE) $(PY) scripts/docs_check.py
 
 clean:
 	rm -rf logs .cache .pytest_cache

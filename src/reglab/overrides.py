@@ -89,8 +89,9 @@ def unknown_key(arguments: list[str], conf_dir: str | Path) -> str | None:
     if any(a in ("-m", "--multirun") or a.startswith("-") for a in arguments):
         return None
     dotted = [a for a in arguments if regex.match(r"^[A-Za-z_][\w]*(\.[\w]+)+=", a)]
-    if not dotted:
-        return None
+    known = known_key_names(conf_dir)
+    if all(a.split("=")[0].rsplit(".", 1)[-1] in known for a in dotted):
+        return None  # every name is one some config file sets: Hydra composes it (a wrong group is its own error)
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import ConfigCompositionException
@@ -145,3 +146,15 @@ def is_trainer_argument(name: str) -> bool:
     from pytorch_lightning import Trainer
 
     return name in inspect.signature(Trainer.__init__).parameters
+
+
+def known_key_names(conf_dir: str | Path) -> set[str]:
+    """Every key name any config file sets (a quick scan, no YAML parse): an override whose last name is among
+    them needs no trial composition, so a correct command line pays nothing for the typo check."""
+    import re as regex
+
+    names = set()
+    for path in Path(conf_dir).rglob("*.yaml"):
+        names.update(regex.findall(r"^\s*(?:- )?([A-Za-z_][\w]*)\s*:", path.read_text(), flags=regex.M))
+        names.update(regex.findall(r"[{,]\s*([A-Za-z_][\w]*)\s*:", path.read_text()))  # flow mappings: {lr: 2e-3}
+    return names
