@@ -135,6 +135,21 @@ def test_cli_multirun_names_job_folders_and_report_reads_them(tmp_path):
     assert lines[0].startswith("| Regularizer | n | Test acc. (%)")
     assert lines[2].startswith("| none | 1 |") and lines[3].startswith("| l1 | 1 |")
     assert (tmp_path / "report" / "table.csv").is_file() and (tmp_path / "report" / "table.tex").is_file()
+    # A value with a path in it is not spelled out in the folder name: a short hash stands for it.
+    assert all("tags" not in name and name.endswith(",h-ce021aa6") for name in job_dirs), job_dirs
+
+    # Folders named the old way (every override spelled out) are taken over by a re-run, not run again.
+    for name in job_dirs:
+        reg = "l1" if "reg=l1" in name else "none"
+        legacy = ",".join(sorted(["data=digits", f"reg={reg}", "trainer.max_epochs=1", "tags=[a/b]",
+                                  "model.widths=[8]", "model.convs_per_stage=1", "model.fc_hidden=16"]))
+        (sweep / name).rename(sweep / legacy.replace("/", "_"))
+    again = run_cli("-m", "data=digits", "reg=none,l1", "trainer.max_epochs=1", "logger=csv", "tags=[a/b]",
+                    "model.widths=[8]", "model.convs_per_stage=1", "model.fc_hidden=16",
+                    f"hydra.sweep.dir={sweep}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "2 skipped (already complete)" in again.stdout + again.stderr
+    assert sorted(p.parent.name for p in sweep.rglob("results.json")) == job_dirs
 
 
 def folder_state(sweep: Path) -> dict:

@@ -20,6 +20,29 @@ def path_safe(text: str) -> str:
     return name
 
 
+LONG_VALUE = 40  # an override longer than this goes into the folder name's hash, not in full
+
+
+def job_folder(task_overrides, exclude_keys) -> str:
+    """A sweep job's folder: its overrides as Hydra's override_dirname writes them (sorted, 'reg=dropout,seed=0'),
+    except that a path (data.path=../shared/data/cifar10-sample) or a long value is not spelled out: those go
+    into one short hash at the end ('reg=dropout,seed=0,h-3fa2c1d0'), so names stay short and readable and two
+    jobs that differ only there still get two folders. A sweep without paths or long values keeps exactly the
+    names it always had, so its finished jobs are still found and skipped."""
+    import hashlib
+
+    lines, hidden = [], []
+    for line in sorted(str(o) for o in task_overrides):
+        key = line.split("=", 1)[0].lstrip("+~")
+        if key in set(exclude_keys):
+            continue
+        value = line.split("=", 1)[1] if "=" in line else ""
+        (hidden if "/" in value or len(line) > LONG_VALUE else lines).append(line)
+    if hidden:
+        lines.append("h-" + hashlib.sha1(",".join(hidden).encode()).hexdigest()[:8])
+    return path_safe(",".join(lines))
+
+
 def launch_stamp() -> str:
     """The run folder's name. Under torchrun or srun every rank runs Hydra itself, a moment apart: they must
     agree on one folder, so it is named by the launch, not by the clock."""
@@ -46,6 +69,7 @@ def unless_dry_run(value, otherwise=None, *, _root_):
 
 def register() -> None:
     OmegaConf.register_new_resolver("path_safe", path_safe, replace=True)
+    OmegaConf.register_new_resolver("job_folder", job_folder, replace=True)
     OmegaConf.register_new_resolver("launch_stamp", launch_stamp, replace=True, use_cache=True)
     OmegaConf.register_new_resolver("gpu_count", gpu_count, replace=True, use_cache=True)
     OmegaConf.register_new_resolver("unless_dry_run", unless_dry_run, replace=True)

@@ -25,7 +25,7 @@ profiling.mark("imports_started")
 
 from omegaconf import DictConfig, OmegaConf
 
-from reglab import console, distributed, errors, folder_lock
+from reglab import console, distributed, errors, folder_lock, resolvers
 from reglab.errors import ConfigError, Interrupted, ReglabError
 from reglab.gpu_slots import claim_slot, launcher_choice, launcher_jobs
 from reglab.identity import RunLabel, run_identity
@@ -138,6 +138,28 @@ def save_hydra_files(cfg: DictConfig, output_dir: Path) -> None:
         atomic_write(output_dir / ".hydra" / name, lambda handle, text=text: handle.write(text.encode()))
 
 
+def adopt_legacy_folder(output_dir: Path) -> None:
+    """A sweep job whose folder name spelled out a path (data.path=.._shared_data_x,reg=none,seed=0: reglab before
+    short job folders) takes that folder over under its short name, so a re-run still finds the finished job and
+    resumes the unfinished one instead of starting over beside it."""
+    if not console.is_multirun():
+        return
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        legacy = output_dir.parent / resolvers.path_safe(HydraConfig.get().job.override_dirname)
+    except Exception:  # noqa: BLE001 - no Hydra (a test, a script): nothing to adopt
+        return
+    if legacy == output_dir or not legacy.is_dir() or not any(legacy.iterdir()):
+        return
+    if output_dir.is_dir() and any(output_dir.iterdir()):
+        return  # the short folder has a run of its own: leave both
+    if output_dir.is_dir():
+        output_dir.rmdir()  # Hydra made it empty a moment ago
+    os.replace(legacy, output_dir)
+    log.info("job folder %s is now %s (shorter job folder names)", legacy.name, output_dir.name)
+
+
 def hold_folder(cfg: DictConfig, output_dir: Path):
     """This process's lock on the run folder (reglab.folder_lock), or None where it takes none: a dry run writes
     nothing, and in a DDP job launched from outside (torchrun, srun) rank 0 holds it for every rank."""
@@ -168,6 +190,8 @@ def train(cfg: DictConfig) -> dict:
     train: here, on a GPU claimed from the node's pool (hydra/launcher=gpus), or in one process per device
     (DDP). The folder is released however the run ends."""
     output_dir = Path(cfg.paths.output_dir)
+    if not cfg.get("dry_run", False) and distributed.global_rank() == 0:
+        adopt_legacy_folder(output_dir)
     lock = hold_folder(cfg, output_dir)
     try:
         return train_holding(cfg, output_dir)
