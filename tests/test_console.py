@@ -105,3 +105,20 @@ def test_the_terminal_bar_counts_epochs_from_one_as_the_epoch_lines_do():
     bar._trainer = Trainer()
     assert bar._get_train_description(0).strip() == "Epoch 1/30"
     assert bar._get_train_description(29).strip() == "Epoch 30/30"
+
+
+def test_a_long_epoch_says_how_far_it_is(caplog):
+    import logging
+
+    from reglab.callbacks import EpochHistory, EpochLine
+
+    class Trainer:
+        is_global_zero, num_training_batches, max_epochs, current_epoch = True, 4000, 3, 0
+
+    line = EpochLine(EpochHistory(), heartbeat_s=0.0)
+    line.on_train_epoch_start(Trainer(), None)
+    with caplog.at_level(logging.INFO, logger="reglab.callbacks"):
+        line.on_train_batch_end(Trainer(), None, None, None, 1199)
+    text = caplog.records[-1].getMessage()
+    assert text.startswith("epoch 1/3: batch 1,200/4,000 (30%), ") and "batches/s, about " in text
+    assert text.endswith("left in the epoch")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import numpy as np
@@ -196,3 +197,21 @@ def test_train_batches_per_epoch_is_the_loaders_length_without_a_loader(cifar_py
         assert counts[2] == len(sampler) == sum(1 for _ in sampler)
     with pytest.raises(ConfigError, match="data.batch_size=16 is the global batch size"):
         dm.train_batches_per_epoch(3)
+
+
+def test_decoding_says_what_it_does_and_library_bars_stay_off_the_console(cifar_parquet, tmp_path, monkeypatch,
+                                                                          caplog, capfd):
+    import logging
+
+    from reglab.data import images
+
+    monkeypatch.setattr(images, "HEARTBEAT_S", 0.0)  # a progress line before every image
+    monkeypatch.setattr(images, "ANNOUNCE_FROM", 1)
+    with caplog.at_level(logging.INFO, logger="reglab.data.images"):
+        decoded = images.load_parquet(cifar_parquet, tmp_path / "hf", "RGB")
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(line.endswith("images (once: later runs read the decoded cache)") for line in lines)
+    assert any(re.search(r"decoding .*: 1/80 images, [\d,]+/s, about \d+ s left", line) for line in lines), lines
+    assert decoded["splits"]["train"][0].shape[0] == 80
+    err = capfd.readouterr().err
+    assert "Generating train split" not in err and "Downloading data" not in err

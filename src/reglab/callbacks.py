@@ -68,8 +68,31 @@ class EpochLine(pl.Callback):
     one a line is printed only when ``every_s`` seconds have passed since the last, and for the last epoch.
     Reads the row EpochHistory has just added."""
 
-    def __init__(self, history: EpochHistory, every_s: float = 10.0):
+    def __init__(self, history: EpochHistory, every_s: float = 10.0, heartbeat_s: float = 60.0):
         self.history, self.every_s, self._last = history, every_s, None
+        self.heartbeat_s = heartbeat_s  # a long epoch says how far it is at least this often
+        self._epoch_started = self._beat = None
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._epoch_started = self._beat = time.monotonic()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        """Within an epoch of minutes: 'epoch 1/3: batch 1,200/4,000 (30%), 5.2 batches/s, about 9 min left'."""
+        now = time.monotonic()
+        if not trainer.is_global_zero or self._beat is None or now - self._beat < self.heartbeat_s:
+            return
+        self._beat = now
+        done = batch_idx + 1
+        batches = trainer.num_training_batches
+        total = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None
+        epoch = f"{trainer.current_epoch + 1}/{total}" if total else str(trainer.current_epoch + 1)
+        rate = done / (now - self._epoch_started)
+        text = f"epoch {epoch}: batch {done:,}"
+        if isinstance(batches, int) and batches > 0:
+            left = (batches - done) / rate
+            text += (f"/{batches:,} ({100 * done / batches:.0f}%), {rate:.1f} batches/s, about "
+                     + (f"{left / 60:.0f} min" if left >= 90 else f"{left:.0f} s") + " left in the epoch")
+        log.info(text)
 
     def on_train_epoch_end(self, trainer, pl_module):
         if not trainer.is_global_zero or not self.history.rows:

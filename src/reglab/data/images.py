@@ -22,10 +22,13 @@ A data set with a layout of its own subclasses ``ImageDataModule`` (see reglab.d
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
+import logging
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,6 +40,35 @@ from reglab.data.base import check_classes_present, check_data_path, check_int, 
 from reglab.data.image_tensors import ImageSplits, ImageTensorDataModule, carve_validation
 from reglab.data.sources import SPLIT_ALIASES, hub_reachable, split_of
 from reglab.errors import ConfigError, DataUnavailableError
+
+log = logging.getLogger(__name__)
+HEARTBEAT_S = 20.0     # while decoding, a progress line at least this often: the console never goes quiet for long
+ANNOUNCE_FROM = 5000   # images: decoding this many says so before it starts
+
+
+@contextlib.contextmanager
+def quiet_datasets():
+    """The datasets library's own bars ("Generating train split", "Downloading data: 0/50000 files" for local
+    files) stay off the console: reglab prints its own progress lines (decode_images). verbose=true keeps them."""
+    from datasets.utils import logging as datasets_logging
+
+    from reglab import console
+
+    was_on = datasets_logging.is_progress_bar_enabled()
+    if was_on and not console.VERBOSE:
+        datasets_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            datasets_logging.enable_progress_bar()
+
+
+def progress_text(done: int, total: int, elapsed: float) -> str:
+    rate = done / elapsed if elapsed > 0 else 0.0
+    left = (total - done) / rate if rate > 0 else float("nan")
+    eta = f"about {left / 60:.0f} min left" if left >= 90 else f"about {left:.0f} s left"
+    return f"{done:,}/{total:,} images, {rate:,.0f}/s, {eta}"
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 IMAGE_MODES = ("RGB", "L")
@@ -82,7 +114,15 @@ def decode_images(encoded: list, where: str, mode: str, locate: Locate) -> torch
     from PIL import Image
 
     arrays = []
+    total, started = len(encoded), time.monotonic()
+    last = started
+    if total >= ANNOUNCE_FROM:
+        log.info("decoding %s: %s images (once: later runs read the decoded cache)", where, f"{total:,}")
     for i, item in enumerate(encoded):
+        now = time.monotonic()
+        if i and now - last >= HEARTBEAT_S:
+            last = now
+            log.info("decoding %s: %s", where, progress_text(i, total, now - started))
         source = item.get("path") if item.get("bytes") is None else io.BytesIO(item["bytes"])
         name = item.get("path") or locate(i)
         try:
@@ -238,7 +278,9 @@ def load_parquet(root: Path, hf_cache: Path, mode: str, num_classes: int | None 
             if rows == 0:
                 raise DataUnavailableError(f"{path}: holds no rows (an empty {split} split)")
         try:
-            loaded[split] = load_dataset("parquet", data_files={split: paths}, split=split, cache_dir=str(hf_cache))
+            with quiet_datasets():
+                loaded[split] = load_dataset("parquet", data_files={split: paths}, split=split,
+                                             cache_dir=str(hf_cache))
         except Exception as err:
             raise read_failure(f"{', '.join(paths)}: cannot read parquet", err, hf_cache) from None
     rows = {split: rows_of_files([(path, pq.read_metadata(path).num_rows) for path in paths])
@@ -250,7 +292,8 @@ def load_imagefolder(root: Path, hf_cache: Path, mode: str, num_classes: int | N
     from datasets import load_dataset
 
     try:
-        loaded = load_dataset("imagefolder", data_dir=str(root), cache_dir=str(hf_cache))
+        with quiet_datasets():
+            loaded = load_dataset("imagefolder", data_dir=str(root), cache_dir=str(hf_cache))
     except Exception as err:
         raise read_failure(f"{root}: cannot read image folder", err, hf_cache) from None
     return splits_from_datasets(loaded, lambda split: f"{root} ({split})", mode, num_classes)
