@@ -211,6 +211,12 @@ def test_any_lightning_logger_and_any_torch_optimizer_plug_in_from_config_alone(
     run_dir = ROOT / cfg.paths.output_dir
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     assert (run_dir / "csv" / "metrics.csv").is_file()
+    # and TensorBoard itself (installed with reglab) reads them back
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    assert "val/acc" in events.Tags()["scalars"]
 
 
 @pytest.mark.parametrize("overrides,message", [
