@@ -89,9 +89,12 @@ def unknown_key(arguments: list[str], conf_dir: str | Path) -> str | None:
     if any(a in ("-m", "--multirun") or a.startswith("-") for a in arguments):
         return None
     dotted = [a for a in arguments if regex.match(r"^[A-Za-z_][\w]*(\.[\w]+)+=", a)]
-    known = known_key_names(conf_dir)
-    if all(a.split("=")[0].rsplit(".", 1)[-1] in known for a in dotted):
-        return None  # every name is one some config file sets: Hydra composes it (a wrong group is its own error)
+    if not dotted:
+        return None
+    if not any(a.startswith(("experiment=", "hparams_search=", "debug=")) for a in arguments):
+        known = known_key_paths(conf_dir)
+        if all(a.split("=")[0] in known for a in dotted):
+            return None  # every key is one a config file of its group sets: no trial composition needed
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import ConfigCompositionException
@@ -148,13 +151,25 @@ def is_trainer_argument(name: str) -> bool:
     return name in inspect.signature(Trainer.__init__).parameters
 
 
-def known_key_names(conf_dir: str | Path) -> set[str]:
-    """Every key name any config file sets (a quick scan, no YAML parse): an override whose last name is among
-    them needs no trial composition, so a correct command line pays nothing for the typo check."""
-    import re as regex
+def known_key_paths(conf_dir: str | Path) -> set[str]:
+    """Every dotted key path that a file of a config group (or train.yaml) sets, experiments and other opt-in
+    groups aside: a command line whose keys are all among them needs no trial composition, so a correct command
+    line pays nothing for the typo check. A key that only some choice or an experiment sets is composed."""
+    import yaml
 
-    names = set()
-    for path in Path(conf_dir).rglob("*.yaml"):
-        names.update(regex.findall(r"^\s*(?:- )?([A-Za-z_][\w]*)\s*:", path.read_text(), flags=regex.M))
-        names.update(regex.findall(r"[{,]\s*([A-Za-z_][\w]*)\s*:", path.read_text()))  # flow mappings: {lr: 2e-3}
-    return names
+    paths = set()
+    root = Path(conf_dir)
+    for path in root.rglob("*.yaml"):
+        group = path.parent.relative_to(root).as_posix()
+        if group.split("/")[0] in ("experiment", "hparams_search", "debug", "hydra"):
+            continue
+        text = path.read_text()
+        try:
+            tree = yaml.safe_load(text) or {}
+        except yaml.YAMLError:
+            continue
+        if not isinstance(tree, dict):
+            continue
+        prefix = "" if group == "." or "@package _global_" in text else group.replace("/", ".") + "."
+        paths.update(prefix + key for key in flat_keys(tree))
+    return paths
