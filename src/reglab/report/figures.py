@@ -64,15 +64,14 @@ def records_of(table: Table, records: list[dict]) -> dict[str, list[dict]]:
     return {row.label: [by_dir[d] for d in row.run_dirs if d in by_dir] for row in table.rows}
 
 
-def weight_histograms(table: Table, records: list[dict], out_dir: Path, values=None,
+def weight_histograms(table: Table, records: list[dict], out_dir: Path,
                       name: str = "weight_histograms") -> list[Path]:
-    """|w| distribution of the final weights, one line per row whose value is in ``values`` (all rows if
-    ``values`` is None), counts summed over the row's seeds: L1 piles weights up near zero, L2 shrinks them all.
+    """|w| distribution of the final weights, one line per row of the table (a section that wants fewer passes a
+    table of fewer rows), counts summed over the row's seeds: L1 piles weights up near zero, L2 shrinks them all.
     The underflow bin (|w| below the first edge, exact zeros included) is drawn apart and labelled."""
-    rows = [r for r in table.rows if values is None or str(r.value) in values]
     per_row = records_of(table, records)
     series = [(row.label, [r["weight_histogram"] for r in per_row[row.label] if r.get("weight_histogram")])
-              for row in rows]
+              for row in table.rows]
     series = [(label, hists) for label, hists in series if hists]
     if not series:
         return []

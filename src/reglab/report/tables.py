@@ -453,10 +453,11 @@ def add_test_set(table: Table, replicate: dict) -> None:
                 table.notes.append(f"{row.label}: {err}; no test-set interval for it")
     for row in table.rows:
         runs = loaded.get(row.label)
-        if runs and not same_test_set(list(runs.values())):
+        if not runs:
+            continue
+        if not same_test_set(list(runs.values())):
             table.notes.append(f"{row.label}: its runs scored different test sets (cross-validation folds, or other "
                                "data), so it has no test-set interval")
-        if not runs or not same_test_set(list(runs.values())):
             continue
         correct = {key: (a["pred"] == a["label"]).astype(float) for key, a in runs.items()}
         table.test_set[row.label] = two_level(np.stack(list(correct.values())), bounds=(0.0, 1.0))
