@@ -57,7 +57,7 @@ def test_decoded_cache_is_reused_and_never_half_written(cifar_parquet, tmp_path,
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again although a cache exists")
 
-    monkeypatch.setattr(CIFAR10DataModule, "decode_source", no_decoding)
+    monkeypatch.setattr(CIFAR10DataModule, "read_source", no_decoding)
     second = cifar(cifar_parquet, tmp_path)
     second.setup()
     assert torch.equal(first.splits.train[0], second.splits.train[0])
@@ -207,11 +207,98 @@ def test_decoding_says_what_it_does_and_library_bars_stay_off_the_console(cifar_
 
     monkeypatch.setattr(images, "HEARTBEAT_S", 0.0)  # a progress line before every image
     monkeypatch.setattr(images, "ANNOUNCE_FROM", 1)
+    monkeypatch.setattr(images, "CHUNK", 1)  # progress is counted per chunk handed to a decoding process
     with caplog.at_level(logging.INFO, logger="reglab.data.images"):
-        decoded = images.load_parquet(cifar_parquet, tmp_path / "hf", "RGB")
+        source = images.read_parquet(cifar_parquet, tmp_path / "hf")
+        decoded = source.splits["train"].decode(torch.arange(80), "RGB")
     lines = [r.getMessage() for r in caplog.records]
-    assert any(line.endswith("images (once: later runs read the decoded cache)") for line in lines)
+    assert any(line.endswith("images on 1 core (once: later runs read the decoded cache)") for line in lines)
     assert any(re.search(r"decoding .*: 1/80 images, [\d,]+/s, about \d+ s left", line) for line in lines), lines
-    assert decoded["splits"]["train"][0].shape[0] == 80
+    assert decoded.shape == (80, 3, 32, 32)
     err = capfd.readouterr().err
     assert "Generating train split" not in err and "Downloading data" not in err
+
+
+def test_train_size_decodes_only_the_rows_a_run_keeps_and_the_cache_grows_by_what_is_missing(cifar_imagefolder,
+                                                                                              tmp_path, monkeypatch):
+    """60,000 images and data.train_size=2000 must not decode 60,000: only the kept training rows, validation and
+    test are decoded; a later run with more rows decodes only those, and both see the same pixels for a row."""
+    from reglab.data import images
+
+    decoded_counts = []
+    real_decode = images.decode_images
+
+    def counting(encoded, *args, **kwargs):
+        decoded_counts.append(len(encoded))
+        return real_decode(encoded, *args, **kwargs)
+
+    monkeypatch.setattr(images, "decode_images", counting)
+    small = cifar(cifar_imagefolder, tmp_path, train_size=10, train_eval_size=5)
+    small.setup()
+    assert len(small.splits.train[1]) == 10 and sum(decoded_counts) == 10 + 20 + 30  # train kept + val + test
+    larger = cifar(cifar_imagefolder, tmp_path, train_size=30, train_eval_size=5)
+    decoded_counts.clear()
+    larger.setup()
+    assert sum(decoded_counts) == 20  # the nested subset: 10 of its 30 rows were cached by the first run
+    full = cifar(cifar_imagefolder, tmp_path)
+    full.setup()
+    assert len(list((tmp_path / "cache" / "cifar10").glob("*.pt"))) == 1  # one cache per source, grown in place
+    decoded_counts.clear()
+    again = cifar(cifar_imagefolder, tmp_path, train_size=30, train_eval_size=5)
+    again.setup()
+    assert decoded_counts == []  # everything is cached now: nothing decoded, the source's files not even read
+    for dm in (small, larger, again):
+        assert torch.equal(dm.splits.val[0], full.splits.val[0]) and torch.equal(dm.splits.test[0],
+                                                                                 full.splits.test[0])
+    assert torch.equal(larger.splits.train[0], again.splits.train[0])
+    train_rows = {tuple(x.flatten().tolist()) for x in full.splits.train[0]}
+    assert {tuple(x.flatten().tolist()) for x in small.splits.train[0]} <= train_rows
+
+
+def test_decoding_on_several_processes_gives_the_same_pixels_and_names_a_bad_file(cifar_imagefolder, tmp_path,
+                                                                                   monkeypatch):
+    import shutil
+
+    from reglab.data import images
+
+    monkeypatch.setattr(images, "CHUNK", 7)  # rows cross chunk boundaries
+    source = images.scan_imagefolder(cifar_imagefolder)
+    items = source.splits["train"].items
+    locate = source.splits["train"].locate
+    one = images.decode_images(items, "train", "RGB", locate, processes=1)
+    two = images.decode_images(items, "train", "RGB", locate, processes=2)
+    assert one.shape == (80, 3, 32, 32) and torch.equal(one, two)
+    broken = tmp_path / "broken"
+    shutil.copytree(cifar_imagefolder, broken)
+    bad = sorted((broken / "train" / "horse").glob("*.png"))[-1]
+    bad.write_bytes(b"not a png")
+    source = images.scan_imagefolder(broken)
+    with pytest.raises(DataUnavailableError, match=rf"cannot decode image {re.escape(str(bad))}: "):
+        images.decode_images(source.splits["train"].items, "train", "RGB", source.splits["train"].locate,
+                             processes=2)
+
+
+def test_image_folder_layouts_name_splits_and_classes_as_the_datasets_library_does(tmp_path):
+    """Class = the image's folder; split = a split-named folder above it at any depth (else train); classes
+    sorted. An image outside any class folder is one line naming it."""
+    from PIL import Image
+
+    from reglab.data.images import scan_imagefolder
+
+    def image(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (4, 4)).save(path)
+
+    for path in ("copy/train_images/dog/a.png", "copy/train_images/cat/b.png", "copy/train_images/cat/c.jpg",
+                 "copy/valid/dog/d.png", "copy/test/cat/e.png", "copy/test/cat/.hidden.png"):
+        image(tmp_path / "nested" / path)
+    source = scan_imagefolder(tmp_path / "nested")
+    assert source.class_names == ["cat", "dog"]
+    assert {split: s.labels.tolist() for split, s in source.splits.items()} == {
+        "train": [0, 0, 1], "validation": [1], "test": [0]}
+    image(tmp_path / "flat" / "bird" / "a.png")
+    image(tmp_path / "flat" / "fish" / "b.png")
+    assert list(scan_imagefolder(tmp_path / "flat").splits) == ["train"]
+    image(tmp_path / "loose" / "train" / "a.png")
+    with pytest.raises(DataUnavailableError, match=r"train/a.png: is not in a class folder"):
+        scan_imagefolder(tmp_path / "loose")

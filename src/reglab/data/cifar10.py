@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from reglab.data.image_cache import EncodedSource, EncodedSplit
 from reglab.data.images import ImageDataModule, pixels
 from reglab.errors import DataUnavailableError
 
@@ -71,7 +72,8 @@ def batch_arrays(path: Path, batch: dict) -> tuple[np.ndarray, np.ndarray]:
     return data, labels
 
 
-def load_python_batches(root: Path, mode: str = "RGB") -> dict:
+def load_python_batches(root: Path, mode: str = "RGB") -> EncodedSource:
+    """The batches as an EncodedSource whose images are already pixels (a CIFAR batch stores them raw)."""
     def images(paths: list[Path]) -> tuple[torch.Tensor, torch.Tensor]:
         arrays = [batch_arrays(path, unpickle(path)) for path in paths]
         data = np.concatenate([a[0] for a in arrays]).reshape(-1, 3, 32, 32)
@@ -90,10 +92,13 @@ def load_python_batches(root: Path, mode: str = "RGB") -> dict:
     train_files = sorted(root.glob("data_batch_*"))
     if not train_files:
         raise DataUnavailableError(f"{root}: no data_batch_* files")
-    splits = {"train": images(train_files)}
-    if (root / "test_batch").is_file():
-        splits["test"] = images([root / "test_batch"])
-    return {"splits": splits, "class_names": [n.decode() if isinstance(n, bytes) else n for n in names]}
+    files = {"train": train_files} | ({"test": [root / "test_batch"]} if (root / "test_batch").is_file() else {})
+    splits = {}
+    for split, paths in files.items():
+        pixels_of_split, labels = images(paths)
+        where = ", ".join(str(p) for p in paths)
+        splits[split] = EncodedSplit(labels, pixels_of_split, where, lambda row, where=where: f"{where} row {row}")
+    return EncodedSource(splits, [n.decode() if isinstance(n, bytes) else n for n in names])
 
 
 class CIFAR10DataModule(ImageDataModule):
@@ -110,7 +115,7 @@ class CIFAR10DataModule(ImageDataModule):
                 return "python_batches", candidate
         return super().detect_layout(root)
 
-    def decode_source(self, layout: str, root: Path | None) -> dict:
+    def read_source(self, layout: str, root: Path | None) -> EncodedSource:
         if layout == "python_batches":
             return load_python_batches(root, self.image_mode)
-        return super().decode_source(layout, root)
+        return super().read_source(layout, root)

@@ -83,12 +83,18 @@ class ImageTensorDataModule(ClassificationDataModule):
         index = training_subset(splits.train[1], self.train_size, self.subset_seed)
         if index is not None:
             splits.train = (splits.train[0][index], splits.train[1][index])
+        splits = self.decoded(splits)
         self.splits, self._test_split = splits, splits.test_split
         train_images = splits.train[0].float() / 255.0  # statistics of what is trained on
         self.mean = train_images.mean(dim=(0, 2, 3))
         self.std = train_images.std(dim=(0, 2, 3)).clamp_min(1e-3)
         eval_index = train_eval_index(len(splits.train[1]), self.train_eval_size)
         self.train_eval = (splits.train[0][eval_index], splits.train[1][eval_index])
+
+    def decoded(self, splits: ImageSplits) -> ImageSplits:
+        """The splits with pixels: a source read lazily (reglab.data.images) decodes here, after validation is
+        carved and data.train_size applied, only the rows that are kept."""
+        return splits
 
     def split_tensors(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(images, labels) of split ``name``: "train", "val", "test" or "train_eval"."""

@@ -1,4 +1,4 @@
-"""Any labelled image classification data from the hub or a local copy, decoded once into a cached uint8 tensor.
+"""Any labelled image classification data from the hub or a local copy, decoded into cached uint8 tensors.
 
 Sources: ``data.hub_name`` (and ``hub_config``) on the Hugging Face hub, or ``data.path=DIR`` in one of these
 local layouts, detected in this order:
@@ -6,14 +6,15 @@ local layouts, detected in this order:
   - image folder: one subfolder per class, optionally under train/ validation/ test/
 Columns: the image in ``img`` or ``image``, the class in ``label`` or ``labels`` (integer ids or a ClassLabel).
 
-What is decoded is checked before anything is cached, with one error naming the file and row: every label in
-[0, num_classes), every image of the data set one size (within a split and across splits), and the class count
-equal to ``data.num_classes`` when the data set declares one (CIFAR-10: 10). Local files are read through a
-temporary Hugging Face cache, so a bad source leaves nothing behind; only hub downloads are kept under
-``cache_dir/hf``.
+A source is read as labels plus encoded images; the labels are checked before anything is decoded or cached,
+with one error naming the file and row: every label in [0, num_classes), and the class count equal to
+``data.num_classes`` when the data set declares one (CIFAR-10: 10). Only the rows a run keeps are decoded (after
+validation is carved and ``data.train_size`` applied; reglab.data.image_cache), on every core, and each decoded
+image must have the data set's one size. Local parquet files are read through a temporary Hugging Face cache, so
+a bad source leaves nothing behind; only hub downloads are kept under ``cache_dir/hf``.
 
 ``data.image_mode`` is what every image is converted to while decoding: ``RGB`` (3 channels) or ``L`` (grayscale,
-1 channel). The decoded splits are cached under ``cache_dir/<cache_folder>`` (written atomically), keyed by the
+1 channel). Decoded pixels are cached under ``cache_dir/<cache_folder>`` (written atomically), keyed by the
 source's files or hub name and the mode, so a changed source is decoded again.
 
 Validation is the source's validation split when it has one, otherwise ``val_size`` images carved from train;
@@ -35,8 +36,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from reglab.atomic import atomic_torch_save, check_writable_dir
+from reglab.atomic import check_writable_dir
 from reglab.data.base import check_classes_present, check_data_path, check_int, or_list
+from reglab.data.image_cache import DecodedImages, EncodedSource, EncodedSplit, Locate, SourceRows, shape_text
 from reglab.data.image_tensors import ImageSplits, ImageTensorDataModule, carve_validation
 from reglab.data.sources import SPLIT_ALIASES, hub_reachable, split_of
 from reglab.errors import ConfigError, DataUnavailableError
@@ -73,7 +75,9 @@ def progress_text(done: int, total: int, elapsed: float) -> str:
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 IMAGE_MODES = ("RGB", "L")
 WIDE_MODES = ("I", "F", "I;16", "I;16B", "I;16L", "I;16N")  # PIL modes of more than 8 bits a channel
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
+PARALLEL_FROM = 2000  # images: fewer decode faster in this process than a pool of processes starts
+CHUNK = 500           # images a decoding process is handed at a time
 
 
 def pixels(image, mode: str) -> np.ndarray:
@@ -90,9 +94,6 @@ def source_fingerprint(layout: str, root: Path, variant: str = "") -> str:
     return hashlib.sha1(blob).hexdigest()[:16]
 
 
-Locate = Callable[[int], str]  # row of a split -> where it is, for messages: "DIR/train.parquet row 12"
-
-
 def rows_of_files(files: list[tuple[str, int]]) -> Locate:
     """A split read from several files in order, [(file, its row count)]: split row -> "file row r"."""
     def locate(row: int) -> str:
@@ -104,45 +105,82 @@ def rows_of_files(files: list[tuple[str, int]]) -> Locate:
     return locate
 
 
-def shape_text(shape) -> str:
-    return "x".join(str(int(n)) for n in shape)
-
-
-def decode_images(encoded: list, where: str, mode: str, locate: Locate) -> torch.Tensor:
-    """PNG/JPEG bytes or paths -> (N, C, H, W) uint8 in ``mode``. Runs once per source; the result is cached.
-    Every image must have the first one's size: the first that does not is named (its file, or its row)."""
+def decode_chunk(job: tuple[list, str]) -> tuple[list[np.ndarray], tuple[str, str] | None]:
+    """Decode encoded images in order until one fails: (the arrays, None) or (the arrays before it, (what went
+    wrong, detail)). Runs in a decoding process, so it returns the failure instead of a message that would need
+    the row's name."""
     from PIL import Image
 
+    items, mode = job
     arrays = []
-    total, started = len(encoded), time.monotonic()
-    last = started
-    if total >= ANNOUNCE_FROM:
-        log.info("decoding %s: %s images (once: later runs read the decoded cache)", where, f"{total:,}")
-    for i, item in enumerate(encoded):
-        now = time.monotonic()
-        if i and now - last >= HEARTBEAT_S:
-            last = now
-            log.info("decoding %s: %s", where, progress_text(i, total, now - started))
+    for item in items:
         source = item.get("path") if item.get("bytes") is None else io.BytesIO(item["bytes"])
-        name = item.get("path") or locate(i)
         try:
             with Image.open(source) as image:
                 if image.mode in WIDE_MODES or image.mode.startswith("I;16"):
-                    raise DataUnavailableError(
-                        f"{name}: is a {image.mode} image (16-bit or float pixels); reglab reads 8-bit images, "
-                        "and converting would clip it: convert the files to 8-bit first")
+                    return arrays, ("wide", image.mode)
                 arrays.append(pixels(image, mode))
-        except DataUnavailableError:
-            raise
         except Exception as err:
-            raise DataUnavailableError(f"{where}: cannot decode image {name}: {err}") from None
-        if arrays[-1].shape != arrays[0].shape:
-            first = encoded[0].get("path") or locate(0)
-            raise DataUnavailableError(
-                f"{name}: image is {shape_text(arrays[-1].shape)} (height x width x channels) but {first} is "
-                f"{shape_text(arrays[0].shape)}; every image of a data set must have one size (resize them first)")
-    if not arrays:
+            return arrays, ("unreadable", str(err))
+    return arrays, None
+
+
+def decoding_processes(total: int) -> int:
+    """How many processes decode ``total`` images: every core this process may use, on Linux (fork: the pool
+    starts in milliseconds); one where a pool would cost more than it saves, or cannot start (a daemon process)."""
+    import multiprocessing
+    import os
+    import sys
+
+    if total < PARALLEL_FROM or not sys.platform.startswith("linux") or multiprocessing.current_process().daemon:
+        return 1
+    return max(1, min(len(os.sched_getaffinity(0)), 8))
+
+
+def decode_images(encoded: list, where: str, mode: str, locate: Locate, processes: int | None = None
+                  ) -> torch.Tensor:
+    """PNG/JPEG bytes or paths -> (N, C, H, W) uint8 in ``mode``, decoded by ``processes`` processes (default:
+    decoding_processes). Every image must have the first one's size: the first that does not is named (its file,
+    or its row), as is the first that cannot be decoded."""
+    import multiprocessing
+
+    total, started = len(encoded), time.monotonic()
+    if not total:
         raise DataUnavailableError(f"{where}: split is empty")
+    processes = decoding_processes(total) if processes is None else processes
+    if total >= ANNOUNCE_FROM:
+        log.info("decoding %s: %s images on %d core%s (once: later runs read the decoded cache)", where,
+                 f"{total:,}", processes, "s" if processes > 1 else "")
+    jobs = ((encoded[i:i + CHUNK], mode) for i in range(0, total, CHUNK))
+    pool = multiprocessing.get_context("fork").Pool(processes) if processes > 1 else None
+    arrays: list[np.ndarray] = []
+    last = started
+    try:
+        for decoded, failure in (pool.imap(decode_chunk, jobs) if pool else map(decode_chunk, jobs)):
+            for array in decoded:
+                if array.shape != (arrays[0].shape if arrays else array.shape):
+                    name, first = encoded[len(arrays)].get("path") or locate(len(arrays)), \
+                        encoded[0].get("path") or locate(0)
+                    raise DataUnavailableError(
+                        f"{name}: image is {shape_text(array.shape)} (height x width x channels) but {first} is "
+                        f"{shape_text(arrays[0].shape)}; every image of a data set must have one size (resize them "
+                        "first)")
+                arrays.append(array)
+            if failure is not None:
+                name = encoded[len(arrays)].get("path") or locate(len(arrays))
+                kind, detail = failure
+                if kind == "wide":
+                    raise DataUnavailableError(
+                        f"{name}: is a {detail} image (16-bit or float pixels); reglab reads 8-bit images, and "
+                        "converting would clip it: convert the files to 8-bit first")
+                raise DataUnavailableError(f"{where}: cannot decode image {name}: {detail}")
+            now = time.monotonic()
+            if now - last >= HEARTBEAT_S and len(arrays) < total:
+                last = now
+                log.info("decoding %s: %s", where, progress_text(len(arrays), total, now - started))
+    finally:
+        if pool is not None:
+            pool.terminate()
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
@@ -162,42 +200,28 @@ def class_count_reason(num_classes: int | None, class_names) -> str:
     return f"the label column names {len(class_names)} classes"
 
 
-def check_decoded(decoded: dict, num_classes: int | None, source: str) -> None:
-    """What every layout's decoded data must satisfy before it is cached or used: the declared class count,
-    labels in range, and one image size across splits (a model is built for one input size)."""
-    splits, names = decoded["splits"], decoded["class_names"]
+def check_labelled(labels: dict[str, torch.Tensor], names: list, num_classes: int | None, source: str,
+                   locate: Callable[[str], Locate] | None = None) -> None:
+    """What every source's labels must satisfy before anything is decoded or cached: the declared class count,
+    labels in range, no empty split, and more than one class to train on."""
     if num_classes is not None and len(names) != num_classes:
         shown = ", ".join(map(str, names[:12])) + (", ..." if len(names) > 12 else "")
         raise DataUnavailableError(f"{source}: has {len(names)} classes ({shown}) but data.num_classes="
                                    f"{num_classes}; point data.path at the right data, or set data.num_classes")
     reason = class_count_reason(num_classes, names)
-    for split, (images, labels) in splits.items():
+    for split, split_labels in labels.items():
         where = f"{source} ({split} split)"
-        if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
-            kind = f"{images.dtype} of shape {shape_text(images.shape)}" if isinstance(images, torch.Tensor) else \
-                type(images).__name__
-            raise DataUnavailableError(f"{where}: images are {kind}; expected uint8 pixels, N x channels x height x "
-                                       "width")
-        if len(images) != len(labels):
-            raise DataUnavailableError(f"{where}: {len(images)} images but {len(labels)} labels")
-        if len(labels) == 0:
+        if len(split_labels) == 0:
             raise DataUnavailableError(f"{where}: split is empty")
-        check_labels(labels, len(names), lambda row, where=where: f"{where} row {row}", reason)
-    if "train" in splits:
-        check_classes_present(splits["train"][1], names, source)
-    shapes = {split: tuple(images.shape[1:]) for split, (images, _) in splits.items() if len(images)}
-    reference = "train" if "train" in shapes else next(iter(shapes), None)
-    for split, shape in shapes.items():
-        if shape != shapes[reference]:
-            raise DataUnavailableError(
-                f"{source}: the {split} split's images are {shape_text(shape)} (channels x height x width) but the "
-                f"{reference} split's are {shape_text(shapes[reference])}; every split must have one image size")
+        check_labels(split_labels, len(names), locate(split) if locate else
+                     (lambda row, where=where: f"{where} row {row}"), reason)
+    if "train" in labels:
+        check_classes_present(labels["train"], names, source)
 
 
-def dataset_to_tensors(dataset, where: str, mode: str, locate: Locate
-                       ) -> tuple[torch.Tensor, torch.Tensor, list[str] | None]:
-    """A `datasets.Dataset` in the hub's schema (img/image + label) -> uint8 images, labels, class names (None
-    when the labels are plain integers)."""
+def encoded_split(dataset, where: str, locate: Locate) -> tuple[EncodedSplit, list[str] | None]:
+    """A `datasets.Dataset` in the hub's schema (img/image + label) -> its labels and encoded images (nothing is
+    decoded), and its class names (None when the labels are plain integers)."""
     from datasets import Image
 
     image_column = next((c for c in ("img", "image") if c in dataset.column_names), None)
@@ -209,7 +233,7 @@ def dataset_to_tensors(dataset, where: str, mode: str, locate: Locate
         raise DataUnavailableError(f"{where}: column {label_column!r} holds {getattr(feature, 'dtype', feature)}; "
                                    "expected integer class ids or a ClassLabel")
     # The raw Arrow columns: casting or decoding through `datasets` would validate a ClassLabel on its own and
-    # fail without naming the file or row; check_labels does that below.
+    # fail without naming the file or row; check_labels does that.
     table = dataset.with_format("arrow")[:]
     encoded = Image().cast_storage(table.column(image_column).combine_chunks()).to_pylist()
     label_array = table.column(label_column).combine_chunks()
@@ -217,29 +241,29 @@ def dataset_to_tensors(dataset, where: str, mode: str, locate: Locate
         row = label_array.is_null().to_pylist().index(True)
         raise DataUnavailableError(f"{locate(row)}: label is missing")
     labels = torch.from_numpy(label_array.to_numpy(zero_copy_only=False).astype(np.int64))
-    return decode_images(encoded, where, mode, locate), labels, getattr(feature, "names", None)
+    return EncodedSplit(labels, encoded, where, locate), getattr(feature, "names", None)
 
 
-def splits_from_datasets(loaded, where, mode: str, num_classes: int | None = None,
-                         locate: Callable[[str], Locate] | None = None) -> dict:
-    """{split name: datasets.Dataset} -> decoded {"splits": {split: (images, labels)}, "class_names": [...]};
-    ``where(split)`` names the source in errors, ``locate(split)`` a row of it. Without ClassLabel names, class k
-    is named "k" (k < num_classes, when the data set declares a count). Labels are checked here, where a bad one
-    can still be traced to its file and row."""
+def source_from_datasets(loaded, where, num_classes: int | None = None,
+                         locate: Callable[[str], Locate] | None = None) -> EncodedSource:
+    """{split name: datasets.Dataset} -> EncodedSource, its labels checked; ``where(split)`` names the source in
+    errors, ``locate(split)`` a row of it. Without ClassLabel names, class k is named "k" (k < num_classes, when
+    the data set declares a count). Labels are checked here, where a bad one can still be traced to its file and
+    row."""
     locate = locate or (lambda split: lambda row: f"{where(split)} row {row}")
-    decoded, class_names = {}, None
+    splits, class_names = {}, None
     for name, dataset in loaded.items():
-        images, labels, names = dataset_to_tensors(dataset, where(name), mode, locate(name))
-        decoded[name], class_names = (images, labels), class_names or names
+        splits[name], names = encoded_split(dataset, where(name), locate(name))
+        class_names = class_names or names
     if class_names is None:
-        count = num_classes or 1 + max((int(labels.max()) for _, labels in decoded.values() if len(labels)),
+        count = num_classes or 1 + max((int(split.labels.max()) for split in splits.values() if len(split.labels)),
                                        default=-1)
         class_names = [str(i) for i in range(count)]
     reason = class_count_reason(num_classes, class_names)
-    for name, (_, labels) in decoded.items():
-        check_labels(labels, len(class_names), locate(name), reason)
-    splits = {SPLIT_ALIASES.get(name, name): tensors for name, tensors in decoded.items()}
-    return {"splits": splits, "class_names": list(class_names)}
+    for name, split in splits.items():
+        check_labels(split.labels, len(class_names), locate(name), reason)
+    return EncodedSource({SPLIT_ALIASES.get(name, name): split for name, split in splits.items()},
+                         list(class_names))
 
 
 def read_failure(what: str, err: BaseException, hf_cache: Path) -> Exception:
@@ -256,7 +280,7 @@ def read_failure(what: str, err: BaseException, hf_cache: Path) -> Exception:
     return DataUnavailableError(f"{what}: {err}")
 
 
-def load_parquet(root: Path, hf_cache: Path, mode: str, num_classes: int | None = None) -> dict:
+def read_parquet(root: Path, hf_cache: Path, num_classes: int | None = None) -> EncodedSource:
     import pyarrow.parquet as pq
     from datasets import load_dataset
 
@@ -285,26 +309,47 @@ def load_parquet(root: Path, hf_cache: Path, mode: str, num_classes: int | None 
             raise read_failure(f"{', '.join(paths)}: cannot read parquet", err, hf_cache) from None
     rows = {split: rows_of_files([(path, pq.read_metadata(path).num_rows) for path in paths])
             for split, paths in files.items()}
-    return splits_from_datasets(loaded, lambda split: ", ".join(files[split]), mode, num_classes, rows.get)
+    return source_from_datasets(loaded, lambda split: ", ".join(files[split]), num_classes, rows.get)
 
 
-def load_imagefolder(root: Path, hf_cache: Path, mode: str, num_classes: int | None = None) -> dict:
-    from datasets import load_dataset
+def scan_imagefolder(root: Path) -> EncodedSource:
+    """An image folder: one subfolder per class (its name is the class), under a split folder (train/, val/,
+    test/, or any name ``split_of`` reads a split from) at any depth, or under none (train). Classes are the
+    sorted folder names, as the datasets library's imagefolder builder names them. Read with one walk of the
+    tree: that builder resolves dozens of glob patterns over it, 41.5 s against the walk's 0.7 s for CIFAR-10's
+    50,000 files here (scripts/bench_decode.py --datasets-builder, docs/benchmarks.md)."""
+    import os
 
-    try:
-        with quiet_datasets():
-            loaded = load_dataset("imagefolder", data_dir=str(root), cache_dir=str(hf_cache))
-    except Exception as err:
-        raise read_failure(f"{root}: cannot read image folder", err, hf_cache) from None
-    return splits_from_datasets(loaded, lambda split: f"{root} ({split})", mode, num_classes)
+    files: dict[str, list[tuple[str, str]]] = {}
+    for folder, subfolders, names in os.walk(root):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        parts = Path(folder).relative_to(root).parts
+        images = sorted(n for n in names if not n.startswith(".") and Path(n).suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            continue
+        split = next((split_of(part) for part in parts[:-1] if split_of(part)), "train")
+        if not parts or parts[-1].lower() in SPLIT_ALIASES:
+            raise DataUnavailableError(
+                f"{Path(folder) / images[0]}: is not in a class folder; an image folder holds one subfolder per "
+                "class (its name is the class), optionally under train/, validation/, test/")
+        files.setdefault(split, []).extend((str(Path(folder) / name), parts[-1]) for name in images)
+    if "train" not in files:
+        raise DataUnavailableError(f"{root}: no training images (a train/ folder, or class folders at the top)")
+    class_names = sorted({label for split in files.values() for _, label in split})
+    index = {name: i for i, name in enumerate(class_names)}
+    splits = {split: EncodedSplit(torch.tensor([index[label] for _, label in entries], dtype=torch.long),
+                                  [{"path": path, "bytes": None} for path, _ in entries], f"{root} ({split})",
+                                  lambda row, entries=entries: entries[row][0])
+              for split, entries in files.items()}
+    return EncodedSource(splits, class_names)
 
 
-def load_hub(name: str, config: str | None, cache_dir: Path, mode: str, num_classes: int | None = None) -> dict:
+def read_hub(name: str, config: str | None, cache_dir: Path, num_classes: int | None = None) -> EncodedSource:
     from datasets import load_dataset
 
     loaded = load_dataset(name, config, cache_dir=str(cache_dir / "hf"))
     source = name if config is None else f"{name}/{config}"
-    return splits_from_datasets(loaded, lambda split: f"{source} ({split})", mode, num_classes)
+    return source_from_datasets(loaded, lambda split: f"{source} ({split})", num_classes)
 
 
 class ImageDataModule(ImageTensorDataModule):
@@ -332,6 +377,7 @@ class ImageDataModule(ImageTensorDataModule):
             raise ConfigError(f"data.carve_val={carve_val!r}: must be true or false")
         self.carve_val = carve_val
         self.num_classes = None if num_classes is None else check_int("num_classes", num_classes, minimum=2)
+        self._decoded: DecodedImages | None = None
 
     # -- where the data is ------------------------------------------------------------------------------------
     def detect_layout(self, root: Path) -> tuple[str, Path]:
@@ -358,44 +404,54 @@ class ImageDataModule(ImageTensorDataModule):
         return str(self.path) if self.path is not None else (
             self.hub_name if self.hub_config is None else f"{self.hub_name}/{self.hub_config}")
 
-    def decode_source(self, layout: str, root: Path | None) -> dict:
-        """The source decoded: {"splits": {split: (uint8 images, labels)}, "class_names": [...]}."""
-        if layout in ("parquet", "imagefolder"):
-            # Through a throwaway Hugging Face cache: the decoded tensors are what is kept (and only once checked).
+    def read_source(self, layout: str, root: Path | None) -> EncodedSource:
+        """The source's labels and encoded images (nothing decoded yet), its labels checked."""
+        if layout == "parquet":
+            # Through a throwaway Hugging Face cache: the decoded pixels are what is kept.
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(prefix="hf-", dir=self.cache_dir) as hf_cache:
-                read = load_parquet if layout == "parquet" else load_imagefolder
-                return read(root, Path(hf_cache), self.image_mode, self.num_classes)
+                return read_parquet(root, Path(hf_cache), self.num_classes)
+        if layout == "imagefolder":
+            return scan_imagefolder(root)
         if not hub_reachable():
             raise DataUnavailableError(
                 f"{self.hub_name} is not cached under {self.cache_dir} and the Hugging Face hub is unreachable. "
                 f"Give a local copy with data.path=DIR ({or_list(self.layouts)}), or run once online. To try reglab "
                 "without a download: data=digits (scikit-learn's bundled digits).")
-        return load_hub(self.hub_name, self.hub_config, self.cache_dir, self.image_mode, self.num_classes)
+        return read_hub(self.hub_name, self.hub_config, self.cache_dir, self.num_classes)
+
+    def decoded_images(self) -> DecodedImages:
+        """This source's cache: every row's label, and the pixels of the rows decoded so far. Its labels are
+        checked on every load: data.num_classes is not part of the cache key."""
+        if self._decoded is None:
+            cache, layout, root = self.cache_file()
+            decoded = DecodedImages(cache, lambda: self.read_source(layout, root), self.image_mode,
+                                    self.source_name())
+            check_labelled(decoded.labels, decoded.class_names, self.num_classes, self.source_name())
+            self._decoded = decoded
+        return self._decoded
+
+    def decode(self, wanted: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """{split: rows} -> {split: their uint8 images}, decoding (and caching) only the rows not cached yet."""
+        decoded = self.decoded_images()
+        if any(len(decoded.missing(split, rows)) for split, rows in wanted.items()):
+            check_writable_dir(self.cache_dir, "paths.cache_dir", "decoded data is cached there")
+        return decoded.images(wanted)
 
     def load_decoded(self) -> dict:
-        cache, layout, root = self.cache_file()
-        decoded = None
-        if cache.is_file():
-            try:
-                decoded = torch.load(cache, weights_only=True)
-            except Exception:
-                cache.unlink(missing_ok=True)  # unreadable (foreign or old format): decode again
-        if decoded is not None:  # checked again: data.num_classes is not part of the cache key
-            check_decoded(decoded, self.num_classes, self.source_name())
-            return decoded
-        check_writable_dir(self.cache_dir, "paths.cache_dir", "decoded data is cached there")
-        decoded = self.decode_source(layout, root)
-        check_decoded(decoded, self.num_classes, self.source_name())
-        atomic_torch_save(cache, decoded)
-        return decoded
+        """Every split decoded: {"splits": {split: (uint8 images, labels)}, "class_names": [...]}."""
+        decoded = self.decoded_images()
+        images = self.decode({split: torch.arange(len(labels)) for split, labels in decoded.labels.items()})
+        return {"splits": {split: (images[split], labels) for split, labels in decoded.labels.items()},
+                "class_names": decoded.class_names}
 
     def load_splits(self) -> ImageSplits:
-        decoded = self.load_decoded()
-        splits, names = decoded["splits"], decoded["class_names"]
-        for split, (_, labels) in splits.items():
-            if len(labels) == 0:
-                raise DataUnavailableError(f"{self.title} {split} split is empty")
+        """The splits as row numbers of the source (SourceRows): ``decoded`` turns the rows a run keeps into
+        pixels, so validation carving and data.train_size decide what is decoded."""
+        decoded = self.decoded_images()
+        names = decoded.class_names
+        splits = {split: (SourceRows(split, torch.arange(len(labels))), labels)
+                  for split, labels in decoded.labels.items()}
         if "validation" in splits and not self.carve_val:
             train, val = splits["train"], splits["validation"]
         else:
@@ -406,3 +462,20 @@ class ImageDataModule(ImageTensorDataModule):
             # The source's own validation split is never tuned on here, so it can honestly serve as the test.
             return ImageSplits(train, val, splits["validation"], names, test_split="validation (held out)")
         return ImageSplits(train, val, val, names, test_split="validation")
+
+    def decoded(self, splits: ImageSplits) -> ImageSplits:
+        kept = [pair for pair in (splits.train, splits.val, splits.test) if isinstance(pair[0], SourceRows)]
+        wanted: dict[str, torch.Tensor] = {}
+        for images, _ in kept:
+            wanted[images.split] = torch.cat([wanted.get(images.split, images.rows[:0]), images.rows])
+        wanted = {split: rows.unique() for split, rows in wanted.items()}
+        pixels = self.decode(wanted)
+
+        def as_pixels(pair):
+            images, labels = pair
+            if not isinstance(images, SourceRows):
+                return pair
+            return pixels[images.split][torch.searchsorted(wanted[images.split], images.rows)], labels
+
+        splits.train, splits.val, splits.test = as_pixels(splits.train), as_pixels(splits.val), as_pixels(splits.test)
+        return splits
