@@ -223,6 +223,14 @@ def test_cnn_on_text_fails_at_start_up(make_config):
         check_config(make_config("data=digits", "model=transformer"))
 
 
+def test_models_that_fit_include_those_that_extend_another_option():
+    """cnn_small has no _target_ of its own (defaults: [cnn]): it still takes images, so it is listed."""
+    from reglab.checks import models_taking
+
+    assert models_taking("image") == ["cnn", "cnn_small", "resnet18"]
+    assert {"transformer", "text_cnn"} <= set(models_taking("tokens")) and "cnn_small" not in models_taking("tokens")
+
+
 @pytest.mark.slow
 def test_short_sst2_run_writes_results(make_config, sst2_tsv):
     cfg = make_config("data=sst2", "model=transformer", "reg=[l2,dropout]", f"data.path={sst2_tsv}",

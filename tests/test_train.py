@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import math
 import subprocess
 import sys
@@ -135,15 +136,28 @@ def test_cli_multirun_names_job_folders_and_report_reads_them(tmp_path):
     assert lines[0].startswith("| Regularizer | n | Test acc. (%)")
     assert lines[2].startswith("| none | 1 |") and lines[3].startswith("| l1 | 1 |")
     assert (tmp_path / "report" / "table.csv").is_file() and (tmp_path / "report" / "table.tex").is_file()
-    # A value with a path in it is not spelled out in the folder name: a short hash stands for it.
-    assert all("tags" not in name and name.endswith(",h-ce021aa6") for name in job_dirs), job_dirs
+    # Only the swept key is spelled out; what every job shares (data=digits, a path-like tags=[a/b], ...) is in
+    # one short hash, the same for both jobs, and every override is in results.json.
+    assert [name.split(",h-")[0] for name in job_dirs] == ["reg=l1", "reg=none"], job_dirs
+    assert len({name.split(",h-")[1] for name in job_dirs}) == 1 and re.fullmatch(r"reg=l1,h-[0-9a-f]{8}",
+                                                                                    job_dirs[0])
+    results = json.loads((sweep / job_dirs[0] / "results.json").read_text())
+    assert {"data=digits", "reg=l1"} <= set(results["overrides"]) and results["config"]["tags"] == ["a/b"]
+    assert "tags=[a/b]" in (sweep / job_dirs[0] / ".hydra" / "overrides.yaml").read_text()
+    other = run_cli("-m", "data=digits", "reg=l1", "trainer.max_epochs=1", "logger=csv", "model.widths=[8]",
+                    "model.convs_per_stage=1", "model.fc_hidden=16", f"hydra.sweep.dir={sweep}", "dry_run=true")
+    assert other.returncode == 0 and "skip (completed)" not in other.stdout  # other shared values: another hash
+    assert f"{sweep}/h-" in other.stdout, other.stdout  # nothing swept: the hash alone
 
-    # Folders named the old way (every override spelled out) are taken over by a re-run, not run again.
+    # Folders named the old ways (every override spelled out; every short override spelled out) are taken over
+    # by a re-run, not run again.
     for name in job_dirs:
         reg = "l1" if "reg=l1" in name else "none"
-        legacy = ",".join(sorted(["data=digits", f"reg={reg}", "trainer.max_epochs=1", "tags=[a/b]",
-                                  "model.widths=[8]", "model.convs_per_stage=1", "model.fc_hidden=16"]))
-        (sweep / name).rename(sweep / legacy.replace("/", "_"))
+        spelled = ["data=digits", f"reg={reg}", "trainer.max_epochs=1", "model.widths=[8]",
+                   "model.convs_per_stage=1", "model.fc_hidden=16"]
+        oldest = ",".join(sorted(spelled + ["tags=[a/b]"])).replace("/", "_")
+        shorter = ",".join(sorted(spelled)) + ",h-ce021aa6"  # the hash of tags=[a/b] alone
+        (sweep / name).rename(sweep / (oldest if reg == "l1" else shorter))
     again = run_cli("-m", "data=digits", "reg=none,l1", "trainer.max_epochs=1", "logger=csv", "tags=[a/b]",
                     "model.widths=[8]", "model.convs_per_stage=1", "model.fc_hidden=16",
                     f"hydra.sweep.dir={sweep}")
@@ -184,7 +198,8 @@ def test_multirun_survives_a_failing_job_and_resumes_without_rerunning(tmp_path)
     assert again.returncode == 0
     assert again.stdout.count("skip (completed)") == 1  # the finished job is not run again
     assert trained(again) == 0
-    assert json.loads((sweep / next(iter(results)) / "results.json").read_text()) == results[next(iter(results))]
+    finished = next(name for name, result in results.items() if result["status"] == "completed")
+    assert json.loads((sweep / finished / "results.json").read_text()) == results[finished]
 
 
 def test_optuna_search_runs_trials_as_normal_runs(tmp_path):

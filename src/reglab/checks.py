@@ -57,10 +57,22 @@ def models_taking(input_kind: str) -> list[str]:
     """The model choices (conf/model/*.yaml) whose class takes ``input_kind`` input."""
     from omegaconf import OmegaConf
 
+    def target(path, seen=()):
+        """The option's _target_, or the one of the option it extends (``defaults: [cnn]``, as cnn_small does)."""
+        option = OmegaConf.load(path)
+        if option.get("_target_") is not None or path in seen:
+            return option.get("_target_")
+        for parent in option.get("defaults") or []:
+            if isinstance(parent, str) and parent != "_self_" and (path.parent / f"{parent}.yaml").is_file():
+                found = target(path.parent / f"{parent}.yaml", (*seen, path))
+                if found is not None:
+                    return found
+        return None
+
     fitting = []
     for path in sorted(config_dir().glob("model/*.yaml")):
         try:
-            if import_target(str(OmegaConf.load(path).get("_target_"))).input_kind == input_kind:
+            if import_target(str(target(path))).input_kind == input_kind:
                 fitting.append(path.stem)
         except Exception:
             continue

@@ -153,6 +153,9 @@ class SweepSummary(Callback):
         # environment) note under it the folders another process held, so the summary counts them.
         os.environ[SWEEP_ID] = f"{os.getpid()}-{time.time_ns()}"
         os.environ[SWEEP_STARTED] = repr(self.started)
+        from reglab.resolvers import sweep_started
+
+        sweep_started(config)
 
     def on_multirun_end(self, config, **kwargs) -> None:
         if config.get("dry_run", False):

@@ -23,12 +23,21 @@ def path_safe(text: str) -> str:
 LONG_VALUE = 40  # an override longer than this goes into the folder name's hash, not in full
 
 
+SWEPT_KEYS = "REGLAB_SWEPT_KEYS"  # the keys a sweep varies, set where it starts (sweep_started) for its jobs
+
+
 def job_folder(task_overrides, exclude_keys) -> str:
-    """A sweep job's folder: its overrides as Hydra's override_dirname writes them (sorted, 'reg=dropout,seed=0'),
-    except that a path (data.path=../shared/data/cifar10-sample) or a long value is not spelled out: those go
-    into one short hash at the end ('reg=dropout,seed=0,h-3fa2c1d0'), so names stay short and readable and two
-    jobs that differ only there still get two folders. A sweep without paths or long values keeps exactly the
-    names it always had, so its finished jobs are still found and skipped."""
+    """A sweep job's folder: the keys the sweep varies, as key=value, sorted ('reg=dropout,seed=0'). Everything
+    else the job was given (the overrides all its jobs share, a path such as data.path=..., a value longer than
+    40 characters) goes into one short hash at the end ('reg=dropout,seed=0,h-3fa2c1d0'): names stay short,
+    readable and safe to paste into any reglab command, and two sweeps that differ only there still get two
+    folders. The full overrides are in each job's results.json and .hydra/overrides.yaml."""
+    value = os.environ.get(SWEPT_KEYS)
+    return folder_name(task_overrides, exclude_keys, None if value is None else set(filter(None, value.split(","))))
+
+
+def folder_name(task_overrides, exclude_keys, swept: set | None) -> str:
+    """job_folder with the swept keys given; ``swept=None`` (not known) spells out every short override."""
     import hashlib
 
     lines, hidden = [], []
@@ -37,10 +46,35 @@ def job_folder(task_overrides, exclude_keys) -> str:
         if key in set(exclude_keys):
             continue
         value = line.split("=", 1)[1] if "=" in line else ""
-        (hidden if "/" in value or len(line) > LONG_VALUE else lines).append(line)
+        shown = (swept is None or key in swept) and "/" not in value and len(line) <= LONG_VALUE
+        (lines if shown else hidden).append(line)
     if hidden:
         lines.append("h-" + hashlib.sha1(",".join(hidden).encode()).hexdigest()[:8])
     return path_safe(",".join(lines))
+
+
+def sweep_started(config) -> None:
+    """Where a sweep starts, before any job: note the keys it varies (a command-line list, range() or glob, or
+    its sweeper's params) for its jobs' folder names. The jobs (this process, loky workers, submitit jobs) inherit
+    the environment. Unparseable overrides leave it unset: then every short override is spelled out."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    lines = [str(line) for line in config.hydra.overrides.task]
+    params = config.hydra.sweeper.get("params") or {}
+    lines += [f"{key}={value}" for key, value in params.items()]
+    try:
+        overrides = OverridesParser.create().parse_overrides(lines)
+    except Exception:  # noqa: BLE001 - Hydra itself reports a bad override; the folder names fall back
+        os.environ.pop(SWEPT_KEYS, None)
+        return
+    swept = sorted({o.key_or_group for o in overrides if o.is_sweep_override()})
+    os.environ[SWEPT_KEYS] = ",".join(swept)
+
+
+def legacy_folder_names(task_overrides, exclude_keys, override_dirname: str) -> list[str]:
+    """What reglab named a job's folder before: every override spelled out (Hydra's override_dirname), then every
+    short override spelled out with paths hashed. A re-run takes such a folder over (reglab.run)."""
+    return [path_safe(override_dirname), folder_name(task_overrides, exclude_keys, None)]
 
 
 def launch_stamp() -> str:

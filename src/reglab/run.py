@@ -139,18 +139,24 @@ def save_hydra_files(cfg: DictConfig, output_dir: Path) -> None:
 
 
 def adopt_legacy_folder(output_dir: Path) -> None:
-    """A sweep job whose folder name spelled out a path (data.path=.._shared_data_x,reg=none,seed=0: reglab before
-    short job folders) takes that folder over under its short name, so a re-run still finds the finished job and
-    resumes the unfinished one instead of starting over beside it."""
+    """A sweep job whose folder has an older name (every override spelled out, data.path=.._shared_data_x,
+    reg=none,seed=0,trainer.max_epochs=3: reglab before job folders named the swept keys only) takes that folder
+    over under its short name, so a re-run still finds the finished job and resumes the unfinished one instead of
+    starting over beside it."""
     if not console.is_multirun():
         return
     try:
         from hydra.core.hydra_config import HydraConfig
 
-        legacy = output_dir.parent / resolvers.path_safe(HydraConfig.get().job.override_dirname)
+        hydra_cfg = HydraConfig.get()
+        names = resolvers.legacy_folder_names(hydra_cfg.overrides.task,
+                                              hydra_cfg.job.config.override_dirname.exclude_keys,
+                                              hydra_cfg.job.override_dirname)
     except Exception:  # noqa: BLE001 - no Hydra (a test, a script): nothing to adopt
         return
-    if legacy == output_dir or not legacy.is_dir() or not any(legacy.iterdir()):
+    legacy = next((output_dir.parent / name for name in names if output_dir.parent / name != output_dir
+                   and (output_dir.parent / name).is_dir() and any((output_dir.parent / name).iterdir())), None)
+    if legacy is None:
         return
     if output_dir.is_dir() and any(output_dir.iterdir()):
         return  # the short folder has a run of its own: leave both
