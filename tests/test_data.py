@@ -210,7 +210,7 @@ def test_decoding_says_what_it_does_and_library_bars_stay_off_the_console(cifar_
     monkeypatch.setattr(images, "CHUNK", 1)  # progress is counted per chunk handed to a decoding process
     with caplog.at_level(logging.INFO, logger="reglab.data.images"):
         source = images.read_parquet(cifar_parquet, tmp_path / "hf")
-        decoded = source.splits["train"].decode(torch.arange(80), "RGB")
+        decoded = images.decode_rows(source.splits["train"], torch.arange(80), "RGB")
     lines = [r.getMessage() for r in caplog.records]
     assert any(line.endswith("images on 1 core (once: later runs read the decoded cache)") for line in lines)
     assert any(re.search(r"decoding .*: 1/80 images, [\d,]+/s, about \d+ s left", line) for line in lines), lines

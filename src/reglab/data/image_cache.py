@@ -33,13 +33,8 @@ class EncodedSplit:
     where: str       # the split's files, for messages
     locate: Locate   # row -> its file and row, for messages
 
-    def decode(self, rows: torch.Tensor, mode: str) -> torch.Tensor:
-        from reglab.data.images import decode_images
 
-        if isinstance(self.items, torch.Tensor):
-            return self.items[rows]
-        picked = rows.tolist()
-        return decode_images([self.items[r] for r in picked], self.where, mode, lambda i: self.locate(picked[i]))
+DecodeRows = Callable[[EncodedSplit, torch.Tensor], torch.Tensor]  # (split, rows) -> their uint8 images
 
 
 @dataclass
@@ -87,8 +82,9 @@ def stored_splits(stored) -> dict | None:
 class DecodedImages:
     """One source's labels and the pixels decoded so far; ``images(split, rows)`` decodes what is missing."""
 
-    def __init__(self, cache: Path, read_source: Callable[[], EncodedSource], mode: str, source_name: str):
-        self.cache, self.read_source, self.mode, self.source_name = cache, read_source, mode, source_name
+    def __init__(self, cache: Path, read_source: Callable[[], EncodedSource], decode_rows: DecodeRows,
+                 source_name: str):
+        self.cache, self.read_source, self.decode_rows, self.source_name = cache, read_source, decode_rows, source_name
         self.source: EncodedSource | None = None
         stored = self.load(cache)
         if stored is None:
@@ -134,7 +130,7 @@ class DecodedImages:
         if self.source is None:
             self.source = self.read_source()
         for split, rows in missing.items():
-            new = self.source.splits[split].decode(rows, self.mode)
+            new = self.decode_rows(self.source.splits[split], rows)
             reference = self.image_shape()
             if reference is not None and tuple(new.shape[1:]) != reference[1]:
                 raise DataUnavailableError(

@@ -184,6 +184,14 @@ def decode_images(encoded: list, where: str, mode: str, locate: Locate, processe
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
+def decode_rows(split: EncodedSplit, rows: torch.Tensor, mode: str) -> torch.Tensor:
+    """Rows of an encoded split -> their (N, C, H, W) uint8 images in ``mode``; errors name each row's file."""
+    if isinstance(split.items, torch.Tensor):  # stored as pixels already
+        return split.items[rows]
+    picked = rows.tolist()
+    return decode_images([split.items[r] for r in picked], split.where, mode, lambda i: split.locate(picked[i]))
+
+
 def check_labels(labels: torch.Tensor, num_classes: int, locate: Locate, why: str) -> None:
     """Every label a class id in [0, num_classes); the first that is not is named by ``locate``. ``why``: where
     the class count comes from, for the message."""
@@ -425,8 +433,8 @@ class ImageDataModule(ImageTensorDataModule):
         checked on every load: data.num_classes is not part of the cache key."""
         if self._decoded is None:
             cache, layout, root = self.cache_file()
-            decoded = DecodedImages(cache, lambda: self.read_source(layout, root), self.image_mode,
-                                    self.source_name())
+            decoded = DecodedImages(cache, lambda: self.read_source(layout, root),
+                                    lambda split, rows: decode_rows(split, rows, self.image_mode), self.source_name())
             check_labelled(decoded.labels, decoded.class_names, self.num_classes, self.source_name())
             self._decoded = decoded
         return self._decoded
