@@ -42,6 +42,8 @@ def test_a_first_run_prints_a_header_one_line_per_epoch_and_a_closing_block(tmp_
     assert f"results: {tmp_path / 'results.json'}" in text
     assert f"W&B run logged offline; to upload it: wandb sync {tmp_path / 'wandb'}/offline-run-" in text
     assert text.count("wandb sync") == 1 and f"next: reglab-report {tmp_path}" in text
+    # the ablation it suggests keeps the run's own overrides (data=digits: else it would train CIFAR-10)
+    assert "(or an ablation: python train.py -m data=digits trainer.max_epochs=1 reg=none,l1,l2 seed=0,1,2)" in text
     assert "Seed set to 0" in (tmp_path / "train.log").read_text()  # the file keeps what the console leaves out
 
 

@@ -161,6 +161,8 @@ def test_prox_l1_on_bag_of_words_lists_its_sentiment_words_by_name(sentiment_tsv
                    "data.batch_size=32", "logger=csv", f"paths.cache_dir={tmp_path / 'cache'}",
                    f"hydra.run.dir={tmp_path / 'run'}")
     assert done.returncode == 0, done.stderr[-3000:]
+    console = done.stdout + done.stderr  # sparse batches: torch's notice about them stays off the console
+    assert "Sparse" not in console and "Generating" not in console and "warning" not in console.lower(), console
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     features = results["features"]
     assert results["input_kind"] == "features" and results["metrics"]["test/acc"] > 0.9

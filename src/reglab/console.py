@@ -115,6 +115,16 @@ def test_split_note(test_split: str | None) -> str:
     return "test/* is measured on the held-out test split"
 
 
+def typed_overrides(record) -> list[str]:
+    """The run's overrides as typed (experiment=... included), for a command that repeats them; the run's
+    condition overrides where Hydra did not compose it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return [str(o) for o in HydraConfig.get().overrides.task]
+    return list(record.overrides)
+
+
 def closing_block(record, output_dir: Path, wandb_dir: Path | None, in_sweep: bool) -> list[str]:
     """The lines a finished run ends with. In a sweep, one line per job (the sweep's summary says the rest)."""
     metrics = record.metrics
@@ -134,7 +144,7 @@ def closing_block(record, output_dir: Path, wandb_dir: Path | None, in_sweep: bo
     checkpoint = output_dir / "checkpoints" / "last.ckpt"
     if checkpoint.is_file():
         lines.append(f"  evaluate: python eval.py {paste_ready('ckpt', shown(checkpoint))} mc_samples=30")
-    kept = [o for o in record.overrides if o.split("=")[0].lstrip("+~") not in ("reg", "seed")]
+    kept = [o for o in typed_overrides(record) if o.split("=")[0].lstrip("+~") not in ("reg", "seed")]
     lines.append(f"  next: reglab-report {shown(output_dir)}   (or an ablation: python train.py -m "
                  f"{' '.join(map(shlex.quote, kept)) + ' ' if kept else ''}reg=none,l1,l2 seed=0,1,2)")
     return lines
