@@ -131,10 +131,28 @@ BAD_FILES = [
     ("train.jsonl", '{"text": "good", "label": 1}\n{"text": "bad", "label": 0}\n{"text": "meh"}\n',
      r"train\.jsonl:3: no label \('label', data.label_column\)"),
     ("train.tsv", "text\tlabel\ngood\t1\nbad\t0\nmeh\n", r"train\.tsv:4: 1 fields, but the header has 2"),
-    ("train.tsv", "sentence\tlabel\ngood\t1\n", r"train\.tsv:1: expected a 'text' column \(data.text_column\) "
-                                                 r"in the header line, found \['sentence', 'label'\]"),
+    ("train.tsv", "phrase\tlabel\ngood\t1\n", r"train\.tsv:1: expected a 'text' column \(data.text_column\) or "
+                                               r"one of sentence, review, .* in the header line, found \['phrase', "
+                                               r"'label'\]"),
     ("train.csv", "", r"train\.csv: the file is empty"),
 ]
+
+
+def test_a_text_field_under_a_usual_name_is_read_without_naming_it(tmp_path):
+    """GLUE's SST-2 calls its text `sentence`, review data `review`: with data.text_column at its default they
+    are read as shipped (the README's `experiment=kim_cnn data.path=DIR`); a name set on purpose is kept to."""
+    root, reviews = tmp_path / "glue", tmp_path / "reviews"
+    root.mkdir(), reviews.mkdir()
+    for name, seed, n in (("train", 0, 30), ("dev", 1, 6)):
+        (root / f"{name}.tsv").write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in rows(n, seed)))
+        (reviews / f"{name}.jsonl").write_text("".join(json.dumps({"review": t, "label": y}) + "\n"
+                                                       for t, y in rows(n, seed)))
+    for folder in (root, reviews):
+        dm = text_data(folder, tmp_path)
+        dm.setup()
+        assert dm.split_sizes["train"] == 30 and dm.split_sizes["val"] == 6
+    with pytest.raises(DataUnavailableError, match=r"expected a 'title' column \(data.text_column\) in the header"):
+        text_data(root, tmp_path, text_column="title").setup()
 
 
 @pytest.mark.parametrize("name,content,message", BAD_FILES)

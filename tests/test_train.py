@@ -166,6 +166,16 @@ def test_cli_multirun_names_job_folders_and_report_reads_them(tmp_path):
     assert sorted(p.parent.name for p in sweep.rglob("results.json")) == job_dirs
 
 
+def test_a_sweep_without_a_study_gets_a_timestamped_folder_and_a_study_its_own(tmp_path):
+    """`study: null` is in the config: the sweep folder falls back to the time (not "None", which every ad-hoc
+    sweep would share)."""
+    plain = run_cli("-m", "data=digits", "reg=none,l1", f"paths.log_dir={tmp_path}", "dry_run=true")
+    study = run_cli("-m", "experiment=demo", f"paths.log_dir={tmp_path}", "dry_run=true")
+    assert plain.returncode == 0 and study.returncode == 0, plain.stderr[-2000:] + study.stderr[-2000:]
+    assert re.search(rf"-> {tmp_path}/multiruns/\d{{4}}-\d\d-\d\d_\d\d-\d\d-\d\d/reg=l1,h-", plain.stdout), plain.stdout
+    assert f"-> {tmp_path}/multiruns/demo/reg=l1," in study.stdout and "None" not in plain.stdout + study.stdout
+
+
 def folder_state(sweep: Path) -> dict:
     """Every file in the sweep's job folders, with its size and modification time."""
     return {str(p.relative_to(sweep)): (p.stat().st_size, p.stat().st_mtime_ns)

@@ -104,6 +104,9 @@ def unless_dry_run(value, otherwise=None, *, _root_):
 def register() -> None:
     OmegaConf.register_new_resolver("path_safe", path_safe, replace=True)
     OmegaConf.register_new_resolver("job_folder", job_folder, replace=True)
+    # oc.select falls back only where a key is missing; `study: null` is present, and would name a sweep "None".
+    OmegaConf.register_new_resolver("if_null", lambda value, fallback: fallback if value is None else value,
+                                    replace=True)
     OmegaConf.register_new_resolver("launch_stamp", launch_stamp, replace=True, use_cache=True)
     OmegaConf.register_new_resolver("gpu_count", gpu_count, replace=True, use_cache=True)
     OmegaConf.register_new_resolver("unless_dry_run", unless_dry_run, replace=True)

@@ -173,10 +173,10 @@ class TextClassificationDataModule(ClassificationDataModule):
 
     def text_file(self, data, where: str) -> TextFile:
         """A hub (or saved) split as read."""
-        if self.text_column not in data.column_names:
-            raise DataUnavailableError(f"{where}: expected a {self.text_column!r} column (data.text_column), "
-                                       f"found {data.column_names}")
-        texts = data[self.text_column]
+        text_column = self.columns.text_in(data.column_names)
+        if text_column is None:
+            raise DataUnavailableError(f"{where}: expected a {self.columns.missing_text()}, found {data.column_names}")
+        texts = data[text_column]
         if not texts:
             raise DataUnavailableError(f"{where}: split is empty")
         has_labels = self.label_column in data.column_names

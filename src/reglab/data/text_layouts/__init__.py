@@ -34,12 +34,33 @@ class TextFile:
     lines: list[int]
 
 
+# What data sets call their text field. With data.text_column one of these (the default, text), a file that
+# names its text otherwise (GLUE's SST-2: sentence) is read as it ships, without a data.text_column override.
+TEXT_COLUMN_NAMES = ("text", "sentence", "review", "content", "document", "comment", "tweet", "body")
+
+
 @dataclass(frozen=True)
 class Columns:
     """Which field holds the text and which the label, where a layout has named fields (data.text_column, ...)."""
 
     text: str = "text"
     label: str = "label"
+
+    def text_in(self, fields) -> str | None:
+        """The field of ``fields`` that holds the text: data.text_column where the file has it; else, when that
+        is one of the usual names (TEXT_COLUMN_NAMES), the first of those the file has; else None."""
+        fields = list(fields)
+        if self.text in fields:
+            return self.text
+        if self.text in TEXT_COLUMN_NAMES:
+            return next((name for name in TEXT_COLUMN_NAMES if name in fields), None)
+        return None
+
+    def missing_text(self, field: str = "column") -> str:
+        """What a file without its text field lacks, for messages: "'text' column (data.text_column) or ..."."""
+        others = [name for name in TEXT_COLUMN_NAMES if name != self.text]
+        named = f"{self.text!r} {field} (data.text_column)"
+        return named if self.text not in TEXT_COLUMN_NAMES else f"{named} or one of {', '.join(others)}"
 
 
 class TextLayout:

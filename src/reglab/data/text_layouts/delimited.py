@@ -24,17 +24,18 @@ class Delimited(TextLayout):
         return [field.strip() for field in next(csv.reader([line], **self.dialect()), [])]
 
     def sniff(self, lines: list[str], columns: Columns) -> bool:
-        return bool(lines) and columns.text in self.header(lines[0])
+        return bool(lines) and columns.text_in(self.header(lines[0])) is not None
 
     def read(self, path: Path, columns: Columns) -> TextFile:
         csv.field_size_limit(sys.maxsize)
         reader = csv.reader(io.StringIO(read_text(path)), **self.dialect())
         header = next((row for row in reader if any(field.strip() for field in row)), [])
         header = [field.strip() for field in header]
-        if columns.text not in header:
-            raise DataUnavailableError(f"{path}:{reader.line_num}: expected a {columns.text!r} column "
-                                       f"(data.text_column) in the header line, found {header}")
-        text_at = header.index(columns.text)
+        text_column = columns.text_in(header)
+        if text_column is None:
+            raise DataUnavailableError(f"{path}:{reader.line_num}: expected a {columns.missing_text()} in the header "
+                                       f"line, found {header}")
+        text_at = header.index(text_column)
         label_at = header.index(columns.label) if columns.label in header else None
         texts, labels, lines = [], [], []
         for row in reader:

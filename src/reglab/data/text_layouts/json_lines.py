@@ -29,10 +29,11 @@ class JsonLines(TextLayout):
             row = parsed(line)
             if not isinstance(row, dict):
                 raise DataUnavailableError(f"{path}:{number}: not a JSON object on one line")
-            if columns.text not in row:
-                raise DataUnavailableError(f"{path}:{number}: no {columns.text!r} key (data.text_column); "
+            text_key = columns.text_in(row)
+            if text_key is None:
+                raise DataUnavailableError(f"{path}:{number}: no {columns.missing_text('key')}; "
                                            f"keys {sorted(row)}")
-            texts.append(row[columns.text])
+            texts.append(row[text_key])
             labels.append(label_name(row.get(columns.label)))
             lines.append(number)
         return TextFile(str(path), texts, labels, lines)

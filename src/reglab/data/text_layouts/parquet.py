@@ -23,10 +23,10 @@ class Parquet(TextLayout):
             table = pq.read_table(path)
         except Exception as err:
             raise DataUnavailableError(f"{path}: cannot read as parquet: {err}") from None
-        if columns.text not in table.column_names:
-            raise DataUnavailableError(f"{path}: expected a {columns.text!r} column (data.text_column), found "
-                                       f"{table.column_names}")
-        texts = table.column(columns.text).to_pylist()
+        text_column = columns.text_in(table.column_names)
+        if text_column is None:
+            raise DataUnavailableError(f"{path}: expected a {columns.missing_text()}, found {table.column_names}")
+        texts = table.column(text_column).to_pylist()
         labels = ([label_name(v) for v in table.column(columns.label).to_pylist()]
                   if columns.label in table.column_names else [""] * len(texts))
         return TextFile(str(path), texts, labels, list(range(1, len(texts) + 1)))
