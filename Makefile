@@ -25,8 +25,8 @@ demo: install
 	$(VENV)/bin/reglab-report $(DEMO_DIR) --paper --out $(DEMO_DIR)/report
 	@echo "next, in each new shell: . $(VENV)/bin/activate   (then python train.py ..., eval.py and reglab-report work as the README writes them)"
 
-test: install
-	$(OFFLINE) $(PY) -m pytest -q
+test: install  # on every core (pytest-xdist): the tests are independent, each in its own temporary folders
+	$(OFFLINE) $(PY) -m pytest -q -n auto
 
 docs-check: install  # re-measure the cheap numbers README and docs/ quote (about 4 min); update the docs from it
 	$(OFFLINE) $(PY) scripts/docs_check.py

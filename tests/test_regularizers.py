@@ -388,3 +388,33 @@ def test_build_regularizers_reports_bad_value_as_config_error():
     cfg.l2.strength = -1.0
     with pytest.raises(ConfigError, match="strength"):
         build_regularizers(cfg)
+
+
+def every_regularizer_entry() -> list[tuple[str, dict]]:
+    """Every regularizer entry of every conf/reg/*.yaml: (its class path, its settings)."""
+    entries = {}
+    for path in sorted((CONF / "reg").glob("*.yaml")):
+        for entry in (OmegaConf.to_container(OmegaConf.load(path)) or {}).values():
+            if isinstance(entry, dict) and "_target_" in entry:
+                entries.setdefault(entry["_target_"], entry)
+    return sorted(entries.items())
+
+
+BAD_VALUES = {"strength": -1.0, "decay": -1.0, "l1": -1.0, "p": 1.5, "smoothing": 1.5, "max_norm": -1.0,
+              "alpha": 2.0, "warmup": "cosine"}
+
+
+@pytest.mark.parametrize("target,entry", every_regularizer_entry(), ids=lambda v: v if isinstance(v, str) else "")
+def test_every_regularizers_errors_name_the_key_it_is_configured_under(target, entry):
+    """Built under any config key (reg=per_layer's l1_head), a bad value names reg.<that key>.<field>, and a
+    field the class does not take is one line listing the ones it does."""
+    for field, bad in BAD_VALUES.items():
+        if field not in entry and field != "warmup":
+            continue
+        with pytest.raises(ConfigError) as raised:
+            build_regularizers(OmegaConf.create({"my_head": {**entry, field: bad}}))
+        assert str(raised.value).startswith(f"reg.my_head.{field}"), str(raised.value)
+    with pytest.raises(ConfigError, match=r"^reg\.my_head\.bogus: \w+ has no such field; allowed: ") as raised:
+        build_regularizers(OmegaConf.create({"my_head": {**entry, "bogus": 1}}))
+    allowed = str(raised.value).split("allowed: ")[1].split(", ")
+    assert set(entry) - {"_target_"} <= set(allowed) and "\n" not in str(raised.value)

@@ -19,6 +19,7 @@ The LightningModule calls these without knowing which regularizers exist.
 
 from __future__ import annotations
 
+import contextvars
 from fnmatch import fnmatchcase
 from typing import Iterable, Sequence
 
@@ -62,6 +63,9 @@ def check_non_negative(owner: str, key: str, value: float | None) -> None:
 
 
 WARMUPS = ("constant", "linear")
+# The config key a regularizer is being built under (build_regularizers): its checks run in __init__, before
+# anyone could set the name, and must name the key as configured (reg.l1_head.strength), not the class's default.
+CONFIG_KEY: contextvars.ContextVar[str | None] = contextvars.ContextVar("reglab_regularizer_key", default=None)
 
 
 class Regularizer:
@@ -73,6 +77,13 @@ class Regularizer:
 
     name = "regularizer"
     supports_warmup = True  # False where the strength is not a penalty or prox threshold (decay, max-norm)
+
+    def __new__(cls, *args, **kwargs):
+        regularizer = super().__new__(cls)
+        key = CONFIG_KEY.get()
+        if key is not None:
+            regularizer.name = key  # before __init__'s checks, which name reg.<self.name>.<field>
+        return regularizer
 
     def __init__(self, include: Sequence[str] = (), exclude: Sequence[str] = (), only: Sequence[str] = (),
                  warmup: str = "constant", warmup_epochs: float = 0.0):

@@ -24,7 +24,7 @@ class DropConnect(Regularizer):
 
     def __init__(self, p: float = 0.5, modules=("head.*",)):
         if p is None or not 0.0 <= float(p) < 1.0:
-            raise ConfigError(f"reg.dropconnect.p={p!r}: must be in [0, 1)")
+            raise ConfigError(f"reg.{self.name}.p={p!r}: must be in [0, 1)")
         super().__init__()
         self.p = float(p)
         self.module_patterns = list(modules or ())
@@ -37,7 +37,7 @@ class DropConnect(Regularizer):
                        if isinstance(module, nn.Linear) and any(fnmatchcase(name, p) for p in self.module_patterns)]
         if not self._layers:
             linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-            raise ConfigError(f"reg.dropconnect.modules={self.module_patterns}: match no Linear layer of the model "
+            raise ConfigError(f"reg.{self.name}.modules={self.module_patterns}: match no Linear layer of the model "
                               f"(its Linear layers: {', '.join(linears)[:300] or 'none'})")
         # The forward is swapped on these instances only: parameter names, state dicts and checkpoints are untouched.
         for layer in self._layers:

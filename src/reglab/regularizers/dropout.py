@@ -5,8 +5,8 @@ from reglab.regularizers.base import Regularizer
 
 def _check_rate(key: str, p) -> float:
     if p is None:
-        raise ConfigError(f"reg.dropout.{key}=None: a dropout rate must be in [0, 1)")
-    dropout_rate(f"reg.dropout.{key}", p)
+        raise ConfigError(f"{key}=None: a dropout rate must be in [0, 1)")
+    dropout_rate(key, p)
     return float(p)
 
 
@@ -22,13 +22,14 @@ class Dropout(Regularizer):
 
     def __init__(self, p: float | None = None, rates: dict | None = None):
         super().__init__()
-        self.p = None if p is None else _check_rate("p", p)
-        self.rates = {site: _check_rate(f"rates.{site}", rate) for site, rate in dict(rates or {}).items()}
+        self.p = None if p is None else _check_rate(f"reg.{self.name}.p", p)
+        self.rates = {site: _check_rate(f"reg.{self.name}.rates.{site}", rate)
+                      for site, rate in dict(rates or {}).items()}
 
     def site_rates(self, site_types, defaults: dict | None = None) -> dict[str, float]:
         unknown = sorted(set(self.rates) - set(site_types))
         if unknown:
-            raise ConfigError(f"reg.dropout.rates: unknown site type(s) {unknown}; this model has {sorted(site_types)}")
+            raise ConfigError(f"reg.{self.name}.rates: unknown site type(s) {unknown}; this model has {sorted(site_types)}")
         fallback = {site: (defaults or {}).get(site, DEFAULT_RATE) if self.p is None else self.p for site in site_types}
         return {site: self.rates.get(site, fallback[site]) for site in site_types}
 

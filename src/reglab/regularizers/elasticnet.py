@@ -15,14 +15,14 @@ class ElasticNet(Regularizer):
         direct = l1_strength is not None or l2_strength is not None
         if direct:
             if l1_strength is None or l2_strength is None:
-                raise ConfigError("reg.elasticnet: give both l1_strength and l2_strength, or neither")
+                raise ConfigError(f"reg.{self.name}: give both l1_strength and l2_strength, or neither")
             check_non_negative(self.name, "l1_strength", l1_strength)
             check_non_negative(self.name, "l2_strength", l2_strength)
         else:
             if strength is None or alpha is None:
-                raise ConfigError("reg.elasticnet: give strength and alpha, or l1_strength and l2_strength")
+                raise ConfigError(f"reg.{self.name}: give strength and alpha, or l1_strength and l2_strength")
             check_non_negative(self.name, "strength", strength)
-            fraction("reg.elasticnet.alpha", alpha)
+            fraction(f"reg.{self.name}.alpha", alpha)
             l1_strength, l2_strength = strength * alpha, strength * (1.0 - alpha)
         super().__init__(**selection)
         self.l1_strength = float(l1_strength)

@@ -11,7 +11,7 @@ class LabelSmoothing(Regularizer):
     supports_warmup = False
 
     def __init__(self, smoothing: float = 0.1):
-        below_one("reg.label_smoothing.smoothing", smoothing)
+        below_one(f"reg.{self.name}.smoothing", smoothing)
         super().__init__()
         self.label_smoothing = float(smoothing)
 

@@ -15,8 +15,8 @@ class MaxNorm(Regularizer):
 
     def __init__(self, max_norm: float = 3.0, **selection):
         if max_norm is None:
-            raise ConfigError("reg.maxnorm.max_norm=None: must be a number > 0")
-        positive("reg.maxnorm.max_norm", max_norm)
+            raise ConfigError(f"reg.{self.name}.max_norm=None: must be a number > 0")
+        positive(f"reg.{self.name}.max_norm", max_norm)
         super().__init__(**selection)
         self.max_norm = float(max_norm)
 
