@@ -95,7 +95,7 @@ def test_sweep_values_are_checked_and_valid_lists_pass():
     (["reg=dropout", "reg.dropout.p=1.5"], "reg.dropout.p=1.5: a dropout rate must be in [0, 1)"),
     (["data=sst2", "model=cnn"], "model=cnn takes image input but data=sst2 gives tokens input"),
     (["trainer.max_epochs=0"], "trainer.max_epochs=0: must be >= 1"),
-    (["reg=l1", "+reg.l1.strenght=1"], "reg.l1: "),
+    (["reg=l1", "+reg.l1.strenght=1"], "reg.l1.strenght: L1 has no such field; allowed: strength, "),
     (["reg=elasticnet", "reg.elasticnet.alpha=2"], "reg.elasticnet.alpha=2: must be in [0, 1]"),
     (["data.batch_size=0"], "data.batch_size=0: must be > 0"),
     (["data.path=/does/not/exist"], "data.path='/does/not/exist': directory does not exist"),
