@@ -99,3 +99,24 @@ def test_wandb_group_and_name_for_a_lambda_sweep(tmp_path):
         for key in ("study", "seed", "choices", "condition_id"):  # the config has results.json's keys
             assert logged["config"][key] == results[key]
         assert logged["config"]["config"]["reg"] == results["config"]["reg"]
+
+
+def test_the_top_level_keys_are_declared_once_and_match_conf_train_yaml():
+    """identity.TOP_LEVEL_KEYS is the one declaration: conf/train.yaml's groups and keys are exactly its keys, and
+    the launch / not-condition lists and the typo check are derived from it."""
+    from omegaconf import OmegaConf
+
+    from reglab import identity, values
+    from conftest import ROOT
+
+    train = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "train.yaml"))
+    groups = {next(iter(entry)) for entry in train.pop("defaults") if isinstance(entry, dict)}
+    declared = (groups - {"hydra", "experiment", "hparams_search", "debug"}) | set(train)
+    assert declared == set(identity.TOP_LEVEL_KEYS)
+    assert set(identity.TOP_LEVEL_KEYS.values()) == {"condition", "replicate", "label", "launch"}
+    assert values.TOP_LEVEL_KEYS is identity.TOP_LEVEL_KEYS
+    assert set(identity.LAUNCH_KEYS) == {"paths", "dry_run", "skip_completed", "resume", "checkpoint_every_n_steps",
+                                         "optimized_metric", "verbose", "report"}
+    top_level_not_condition = {key for key in identity.NOT_CONDITION if "." not in key}
+    assert top_level_not_condition == {"seed", "study", "tags", "logger", "mc_samples", "compile",
+                                       *identity.LAUNCH_KEYS}

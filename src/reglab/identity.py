@@ -17,16 +17,30 @@ from dataclasses import dataclass
 
 SCHEMA_VERSION = 2  # of results.json; 2: Hydra's own choices, overrides and condition_id
 
-LAUNCH_KEYS = ("paths", "dry_run", "skip_completed", "resume", "checkpoint_every_n_steps", "optimized_metric",
-               "verbose", "report")  # report: how a study's runs are reported (reglab.report.declared), not run
+# Every top-level key of conf/train.yaml (its groups and its plain keys), declared once with what it is to a run;
+# the tuples below and reglab.values' typo check derive from it, and a test checks it against conf/train.yaml.
+#   condition: what is trained and measured; runs that differ in it are different experiments
+#   replicate: one repeat of a condition (the seed): part of a run's identity, not of its condition
+#   label:     names or tags a run, or changes only how fast it runs or what is evaluated after training
+#   launch:    where a run writes and how it is launched: not even part of its identity
+TOP_LEVEL_KEYS = {
+    "data": "condition", "model": "condition", "reg": "condition", "optim": "condition", "trainer": "condition",
+    "callbacks": "condition", "test_ckpt": "condition", "small_weight_eps": "condition",
+    "seed": "replicate",
+    "study": "label", "tags": "label", "logger": "label", "mc_samples": "label", "compile": "label",
+    "paths": "launch", "dry_run": "launch", "skip_completed": "launch", "resume": "launch",
+    "checkpoint_every_n_steps": "launch", "optimized_metric": "launch", "verbose": "launch",
+    "report": "launch",  # how a study's runs are reported (reglab.report.declared), not how they run
+}
+LAUNCH_KEYS = tuple(key for key, role in TOP_LEVEL_KEYS.items() if role == "launch")
 # the global batch fixes the science, not these; the progress bar is only what the console shows
 TRAINER_LAUNCH_KEYS = ("devices", "strategy", "num_nodes", "enable_progress_bar")
 # Dotted keys (and everything under them) that never tell two conditions apart.
 # A cross-validation fold (data.fold) is a replicate, as a seed is: runs of every fold pool into one condition.
-NOT_CONDITION = ("seed", "data.fold", "study", "tags", "logger", "mc_samples", "compile", "data.num_workers",
-                 "data.device_resident", "data.eval_batch_size", "trainer.accelerator",
+NOT_CONDITION = (*(key for key, role in TOP_LEVEL_KEYS.items() if role != "condition"), "data.fold",
+                 "data.num_workers", "data.device_resident", "data.eval_batch_size", "trainer.accelerator",
                  "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
-                 "trainer.default_root_dir", *LAUNCH_KEYS, *(f"trainer.{k}" for k in TRAINER_LAUNCH_KEYS))
+                 "trainer.default_root_dir", *(f"trainer.{k}" for k in TRAINER_LAUNCH_KEYS))
 # Command-line keys that select or label a study rather than set one of its values.
 NOT_LABEL = ("experiment", "debug", "hparams_search", "hydra")
 

@@ -9,11 +9,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from reglab.errors import ConfigError, is_number
-
-# Top-level keys conf/train.yaml declares (an experiment file may declare more, e.g. lam).
-TOP_LEVEL_KEYS = ("data", "model", "reg", "optim", "trainer", "logger", "callbacks", "paths", "seed", "study",
-                  "test_ckpt", "small_weight_eps", "tags", "skip_completed", "dry_run", "resume",
-                  "checkpoint_every_n_steps", "optimized_metric", "mc_samples", "compile", "verbose", "report")
+from reglab.identity import TOP_LEVEL_KEYS  # conf/train.yaml's keys, declared once (an experiment may add more)
 
 
 def non_negative(key: str, value) -> None:
