@@ -19,6 +19,7 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from reglab import profiling
+from reglab.console import time_left
 from reglab.errors import preemption_handler
 from reglab.results import to_float
 
@@ -90,8 +91,7 @@ class EpochLine(pl.Callback):
         text = f"epoch {epoch}: batch {done:,}"
         if isinstance(batches, int) and batches > 0:
             left = (batches - done) / rate
-            text += (f"/{batches:,} ({100 * done / batches:.0f}%), {rate:.1f} batches/s, about "
-                     + (f"{left / 60:.0f} min" if left >= 90 else f"{left:.0f} s") + " left in the epoch")
+            text += f"/{batches:,} ({100 * done / batches:.0f}%), {rate:.1f} batches/s, {time_left(left)} in the epoch"
         log.info(text)
 
     def on_train_epoch_end(self, trainer, pl_module):

@@ -115,6 +115,11 @@ def test_split_note(test_split: str | None) -> str:
     return "test/* is measured on the held-out test split"
 
 
+def time_left(seconds: float) -> str:
+    """An ETA as progress lines say it: 'about 9 min left' from 90 s on, else 'about 40 s left'."""
+    return f"about {seconds / 60:.0f} min left" if seconds >= 90 else f"about {seconds:.0f} s left"
+
+
 def typed_overrides(record) -> list[str]:
     """The run's overrides as typed (experiment=... included), for a command that repeats them; the run's
     condition overrides where Hydra did not compose it."""

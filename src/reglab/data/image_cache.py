@@ -80,7 +80,7 @@ def stored_splits(stored) -> dict | None:
 
 
 class DecodedImages:
-    """One source's labels and the pixels decoded so far; ``images(split, rows)`` decodes what is missing."""
+    """One source's labels and the pixels decoded so far; ``images({split: rows})`` decodes what is missing."""
 
     def __init__(self, cache: Path, read_source: Callable[[], EncodedSource], decode_rows: DecodeRows,
                  source_name: str):

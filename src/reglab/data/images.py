@@ -67,10 +67,11 @@ def quiet_datasets():
 
 
 def progress_text(done: int, total: int, elapsed: float) -> str:
+    from reglab.console import time_left
+
     rate = done / elapsed if elapsed > 0 else 0.0
     left = (total - done) / rate if rate > 0 else float("nan")
-    eta = f"about {left / 60:.0f} min left" if left >= 90 else f"about {left:.0f} s left"
-    return f"{done:,}/{total:,} images, {rate:,.0f}/s, {eta}"
+    return f"{done:,}/{total:,} images, {rate:,.0f}/s, {time_left(left)}"
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 IMAGE_MODES = ("RGB", "L")
@@ -208,8 +209,7 @@ def class_count_reason(num_classes: int | None, class_names) -> str:
     return f"the label column names {len(class_names)} classes"
 
 
-def check_labelled(labels: dict[str, torch.Tensor], names: list, num_classes: int | None, source: str,
-                   locate: Callable[[str], Locate] | None = None) -> None:
+def check_labelled(labels: dict[str, torch.Tensor], names: list, num_classes: int | None, source: str) -> None:
     """What every source's labels must satisfy before anything is decoded or cached: the declared class count,
     labels in range, no empty split, and more than one class to train on."""
     if num_classes is not None and len(names) != num_classes:
@@ -221,8 +221,7 @@ def check_labelled(labels: dict[str, torch.Tensor], names: list, num_classes: in
         where = f"{source} ({split} split)"
         if len(split_labels) == 0:
             raise DataUnavailableError(f"{where}: split is empty")
-        check_labels(split_labels, len(names), locate(split) if locate else
-                     (lambda row, where=where: f"{where} row {row}"), reason)
+        check_labels(split_labels, len(names), lambda row, where=where: f"{where} row {row}", reason)
     if "train" in labels:
         check_classes_present(labels["train"], names, source)
 
