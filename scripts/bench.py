@@ -160,17 +160,17 @@ def time_reglab(cfg, splits: dict, output_dir: Path, warmup: int, steps: int) ->
 
     from reglab.job import build_run
     from reglab.loggers import finish_wandb
+    from reglab.preflight import validate
     from reglab.results import RunRecord
-    from reglab.run import prepare
 
     cfg = cfg.copy()
-    label = prepare(cfg)
     with open_dict(cfg):
         cfg.trainer.max_steps = warmup + steps + 1
         cfg.paths.output_dir = str(output_dir)
+    run = validate(cfg)
     raw = RawLoop(cfg, splits, warmup + steps)
     clock = paired_clock(raw, warmup, steps)
-    parts = build_run(cfg, RunRecord.start(cfg, label), extra_callbacks=(clock,), label=label)
+    parts = build_run(run, RunRecord.start(cfg, run.label), extra_callbacks=(clock,))
     try:
         parts.trainer.fit(parts.module, datamodule=parts.datamodule)
     finally:
@@ -234,14 +234,13 @@ def mc_throughput(base: list[str], args) -> dict:
     reg=dropout's rates), same process; the two alternate, so the machine's drift cancels in each pair."""
     from reglab.data.augment import normalize
     from reglab.evaluation import mc_probabilities
-    from reglab.regularizers import build_regularizers
-    from reglab.run import prepare
+    from reglab.preflight import validate
 
     cfg = compose(base + ["reg=dropout"])
-    prepare(cfg)
+    run = validate(cfg)
     splits = load_splits(cfg)
     raw = RawLoop(cfg, splits, total_steps=10 ** 6)
-    for regularizer in build_regularizers(cfg.reg):
+    for regularizer in run.regularizers:
         regularizer.configure(raw.model)
     images, _ = splits["train"]
     eval_batch = int(cfg.data.eval_batch_size)

@@ -130,12 +130,98 @@ def subprocess_environment() -> dict:
     return {**env, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
 
 
-def run_cli(*args: str, cwd=ROOT, timeout=300, env=None, program=None, script="train.py"
+def run_cli(*args: str, cwd=ROOT, timeout=300, env=None, program=None, script="train.py", fresh=False
             ) -> subprocess.CompletedProcess:
-    """`python <script> <args>` (train.py; or under ``program``, e.g. torchrun) in a subprocess, offline."""
+    """`python <script> <args>` (train.py; or under ``program``, e.g. torchrun) in a process of its own, offline.
+    It is forked from a server that imported torch and Lightning once (tests/warm_cli.py), unless ``fresh``:
+    a test of start-up itself (time to an error, everything a new process prints) gets a new interpreter, as
+    does every command when REGLAB_TEST_FRESH_CLI=1."""
     env = {**subprocess_environment(), **(env or {})}
-    return subprocess.run([*(program or [sys.executable]), str(ROOT / script), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    argv = [str(ROOT / script), *args]
+    if program is None and not fresh and os.environ.get("REGLAB_TEST_FRESH_CLI") != "1":
+        server = WarmCLI.shared()
+        if server.can_run(env):
+            return server.run(argv, cwd, env, timeout)
+    return subprocess.run([*(program or [sys.executable]), *argv], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+class WarmCLI:
+    """This test process's client of tests/warm_cli.py (one server per pytest worker, started on first use)."""
+
+    _shared: WarmCLI | None = None
+    # read when an interpreter starts or when torch / datasets are imported: a command that sets them differently
+    # from the server gets a fresh interpreter (PYTHONPATH is applied by the child itself)
+    START_UP_VARIABLES = ("PYTHON", "HF_", "TORCH", "OMP_", "MKL_", "CUDA", "TMPDIR", "RANK", "LOCAL_RANK",
+                          "WORLD_SIZE", "SLURM_", "JSM_", "PMI_", "OMPI_")
+
+    @classmethod
+    def shared(cls) -> WarmCLI:
+        if cls._shared is None or cls._shared.process.poll() is not None:
+            cls._shared = cls()
+        return cls._shared
+
+    def __init__(self):
+        import atexit
+
+        self.env = subprocess_environment()
+        import tempfile
+
+        self.log = Path(tempfile.mkdtemp(prefix="reglab-warm-cli-")) / "server.log"  # what the server says
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen([sys.executable, str(ROOT / "tests" / "warm_cli.py")], cwd=ROOT,
+                                            env=self.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                            stderr=log, bufsize=0)
+        self.buffer = b""
+        atexit.register(self.process.kill)
+        if self.answer(timeout=300) is None:  # {"ready": true}
+            raise RuntimeError(f"the warm CLI server did not start: {self.log.read_text()[-2000:]}")
+
+    def can_run(self, env: dict) -> bool:
+        keys = {k for k in set(env) | set(self.env) if k.startswith(self.START_UP_VARIABLES) and k != "PYTHONPATH"}
+        return all(env.get(k) == self.env.get(k) for k in keys)
+
+    def answer(self, timeout: float) -> dict | None:
+        """The server's next line, or None when none came within ``timeout`` seconds."""
+        import json
+        import select
+        import time
+
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            ready, _, _ = select.select([self.process.stdout], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                return None
+            chunk = os.read(self.process.stdout.fileno(), 65536)
+            if not chunk:
+                raise RuntimeError(f"the warm CLI server ended: {self.log.read_text()[-2000:]}")
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return json.loads(line)
+
+    def run(self, argv: list[str], cwd, env: dict, timeout: float) -> subprocess.CompletedProcess:
+        import json
+        import signal
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="reglab-cli-") as folder:
+            out, err = Path(folder) / "stdout", Path(folder) / "stderr"
+            out.touch()
+            err.touch()
+            request = {"argv": argv, "cwd": str(cwd), "env": env, "stdout": str(out), "stderr": str(err)}
+            self.process.stdin.write((json.dumps(request) + "\n").encode())
+            started = self.answer(timeout=60)
+            if started is None:
+                raise RuntimeError(f"the warm CLI server did not fork: {self.log.read_text()[-2000:]}")
+            pid = started["pid"]
+            ended = self.answer(timeout)
+            if ended is None:
+                os.kill(pid, signal.SIGKILL)
+                self.answer(timeout=60)
+                raise subprocess.TimeoutExpired([sys.executable, *argv], timeout, output=out.read_text(errors="replace"),
+                                                stderr=err.read_text(errors="replace"))
+            return subprocess.CompletedProcess([sys.executable, *argv], ended["code"],
+                                               out.read_text(errors="replace"), err.read_text(errors="replace"))
 
 
 # Small and fast: a tiny CNN, a couple of epochs, CPU, no W&B unless a test asks for it.

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from conftest import CONF, compose_config
 from reglab.regularizers import Regularizer, build_regularizers, drop_unselected
 from reglab.identity import RunLabel
-from reglab.checks import check_config
+from reglab.preflight import validate
 
 
 def group_choices(group: str) -> list[str]:
@@ -36,7 +36,7 @@ def test_defaults(tmp_path):
         "data": "cifar10", "model": "cnn", "reg": "none", "optim": "adamw"}
     assert not any(k.startswith("hydra") for k in choices)
     assert not cfg.reg
-    check_config(cfg)
+    validate(cfg)
 
 
 def test_combos_and_lists_compose_the_same(tmp_path):
@@ -74,7 +74,7 @@ def test_unknown_group_choice_is_one_line_before_anything_loads(tmp_path, overri
     from conftest import run_cli
 
     started = time.time()
-    done = run_cli(override, f"hydra.run.dir={tmp_path}")
+    done = run_cli(override, f"hydra.run.dir={tmp_path}", fresh=True)  # start-up is the subject
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"error: {message}"), done.stderr
     assert time.time() - started < 20
@@ -105,7 +105,7 @@ def test_bad_values_are_caught_before_any_data_or_model(make_config, overrides, 
     """Issue 7's list: each is a ConfigError naming the key, the value and what is allowed, from validate()
     alone (no data loaded, no model built). The CLI turns it into one line and exit code 2 (test_train)."""
     from reglab.errors import ConfigError
-    from reglab.checks import validate
+    from reglab.preflight import validate
 
     cfg = make_config(*overrides)
     drop_unselected(cfg.reg)

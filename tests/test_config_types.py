@@ -22,7 +22,7 @@ from reglab.errors import ConfigError
     (["+seeed=3"], "seeed: not a config key (a typo?); top-level keys are"),
 ])
 def test_wrong_types_and_typos_are_one_line_errors_naming_the_key(make_config, overrides, message):
-    from reglab.checks import validate
+    from reglab.preflight import validate
     from reglab.regularizers import drop_unselected
 
     cfg = make_config("data=digits", *overrides)
@@ -33,7 +33,7 @@ def test_wrong_types_and_typos_are_one_line_errors_naming_the_key(make_config, o
 
 
 def test_a_data_path_that_is_a_file_says_so(make_config, tmp_path):
-    from reglab.checks import validate
+    from reglab.preflight import validate
 
     a_file = tmp_path / "train.parquet"
     a_file.write_bytes(b"not a folder")

@@ -70,8 +70,8 @@ def test_every_shipped_model_and_datamodule_meets_its_contract(tmp_path):
 
 
 def test_the_cli_reports_a_broken_model_in_one_line(make_config):
-    from reglab.checks import check_config
+    from reglab.preflight import validate
 
     cfg = make_config("data=digits", "model._target_=test_contracts.NoSites")
     with pytest.raises(ConfigError, match="NoSites lacks dropout_sites"):
-        check_config(cfg)
+        validate(cfg)

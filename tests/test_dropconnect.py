@@ -120,7 +120,9 @@ def test_a_checkpoint_without_the_state_is_a_clear_error():
 def test_config_and_bad_values():
     (reg,) = build_regularizers(OmegaConf.load(CONF / "reg" / "dropconnect.yaml"))
     assert reg.name == "dropconnect" and reg.p == 0.5 and reg.module_patterns == ["head.*"]
-    with pytest.raises(ConfigError, match=r"reg.dropconnect.p=1.0: must be in \[0, 1\)"):
+    with pytest.raises(ConfigError, match=r"reg.dropconnect.p=1.0: a dropout rate must be in \[0, 1\)"):
         DropConnect(p=1.0)
+    with pytest.raises(ConfigError, match=r"reg.dropconnect.p=None: a dropout rate must be in \[0, 1\)"):
+        DropConnect(p=None)
     with pytest.raises(ConfigError, match=r"reg.dropconnect.modules=\['nothing.\*'\]: match no Linear layer"):
         DropConnect(modules=["nothing.*"]).configure(TwoLayer())

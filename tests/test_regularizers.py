@@ -400,21 +400,76 @@ def every_regularizer_entry() -> list[tuple[str, dict]]:
     return sorted(entries.items())
 
 
-BAD_VALUES = {"strength": -1.0, "decay": -1.0, "l1": -1.0, "p": 1.5, "smoothing": 1.5, "max_norm": -1.0,
-              "alpha": 2.0, "warmup": "cosine"}
+def a_bad_value(rule):
+    """A value the rule refuses: a string for a number or a choice; a mapping with one for a mapping rule."""
+    from reglab.values import EachValue
+
+    return {"site": "not-a-number"} if isinstance(rule, EachValue) else "not-a-number"
 
 
 @pytest.mark.parametrize("target,entry", every_regularizer_entry(), ids=lambda v: v if isinstance(v, str) else "")
 def test_every_regularizers_errors_name_the_key_it_is_configured_under(target, entry):
-    """Built under any config key (reg=per_layer's l1_head), a bad value names reg.<that key>.<field>, and a
-    field the class does not take is one line listing the ones it does."""
-    for field, bad in BAD_VALUES.items():
-        if field not in entry and field != "warmup":
-            continue
+    """Built under any config key (reg=per_layer's l1_head), a bad value of each field the class declares a rule
+    for names reg.<that key>.<field>, and a field the class does not take is one line listing the ones it does."""
+    from hydra.utils import get_class
+
+    from reglab.regularizers import accepted_fields
+
+    cls = get_class(target)
+    rules = cls.declared_rules()
+    fields = accepted_fields(cls)
+    checked = [field for field in rules if fields is None or field in fields]
+    assert set(entry) - {"_target_"} - set(rules) <= {"include", "exclude", "only", "modules", "rates"} | set(
+        fields or ()), "a numeric field without a declared rule"
+    for field in checked:
         with pytest.raises(ConfigError) as raised:
-            build_regularizers(OmegaConf.create({"my_head": {**entry, field: bad}}))
+            build_regularizers(OmegaConf.create({"my_head": {**entry, field: a_bad_value(rules[field])}}))
         assert str(raised.value).startswith(f"reg.my_head.{field}"), str(raised.value)
     with pytest.raises(ConfigError, match=r"^reg\.my_head\.bogus: \w+ has no such field; allowed: ") as raised:
         build_regularizers(OmegaConf.create({"my_head": {**entry, "bogus": 1}}))
     allowed = str(raised.value).split("allowed: ")[1].split(", ")
     assert set(entry) - {"_target_"} <= set(allowed) and "\n" not in str(raised.value)
+
+
+def test_a_rule_is_declared_only_for_a_field_the_class_takes():
+    from hydra.utils import get_class
+
+    from reglab.regularizers import accepted_fields
+
+    for target, _ in every_regularizer_entry():
+        cls = get_class(target)
+        own = vars(cls).get("rules") or {}
+        assert set(own) <= set(accepted_fields(cls)), (target, set(own) - set(accepted_fields(cls)))
+
+
+def test_the_docs_table_of_regularizer_fields_matches_the_classes():
+    """docs/configuration.md's table: each regularizer's fields column names only fields its class takes, and
+    every field its own constructor adds (the selection and warmup fields every penalty shares are described
+    below the table)."""
+    import inspect
+    import re
+
+    from hydra.utils import get_class
+
+    from reglab.regularizers import Regularizer, accepted_fields
+
+    shared = set(inspect.signature(Regularizer.__init__).parameters) - {"self"}
+    text = (CONF.parent / "docs" / "configuration.md").read_text()
+    table = text[text.index("| reg | what it does | fields |"):].split("\n\n")[0].splitlines()[2:]
+    seen = 0
+    for row in table:
+        name_cell, _, fields_cell = [c.strip() for c in row.strip("|").rsplit("|", 2)]
+        names = re.findall(r"`(\w+)`", name_cell.split("|")[0])
+        path = CONF / "reg" / f"{names[0]}.yaml" if names else None
+        entries = [e for e in (OmegaConf.to_container(OmegaConf.load(path)) or {}).values()
+                   if isinstance(e, dict) and "_target_" in e] if path and path.is_file() else []
+        if len(entries) != 1 or fields_cell.startswith("as "):
+            continue
+        cls = get_class(entries[0]["_target_"])
+        documented = {f for f in re.findall(r"`([a-z_0-9]+)`", fields_cell)}
+        own = {p.name for p in inspect.signature(cls.__init__).parameters.values()
+               if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"self"} - shared
+        assert documented <= set(accepted_fields(cls)), (names[0], documented - set(accepted_fields(cls)))
+        assert own <= documented, (names[0], own - documented)
+        seen += 1
+    assert seen >= 10

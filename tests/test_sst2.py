@@ -17,7 +17,7 @@ from reglab.errors import ConfigError, DataUnavailableError
 from reglab.models.transformer import TransformerClassifier
 from reglab.regularizers.dropout import Dropout
 from reglab.regularizers.l2 import L2
-from reglab.checks import check_config
+from reglab.preflight import validate
 from reglab.run import train
 
 POSITIVE = ["wonderful", "moving", "brilliant", "charming", "funny", "gorgeous"]
@@ -218,9 +218,9 @@ def test_embeddings_follow_the_shared_parameter_rule():
 
 def test_cnn_on_text_fails_at_start_up(make_config):
     with pytest.raises(ConfigError, match="model=cnn takes image input but data=sst2 gives tokens input"):
-        check_config(make_config("data=sst2", "model=cnn"))
+        validate(make_config("data=sst2", "model=cnn"))
     with pytest.raises(ConfigError, match="model=transformer takes tokens input but data=digits gives image"):
-        check_config(make_config("data=digits", "model=transformer"))
+        validate(make_config("data=digits", "model=transformer"))
 
 
 def test_models_that_fit_include_those_that_extend_another_option():

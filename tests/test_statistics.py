@@ -19,8 +19,8 @@ def first_weights_and_batches(tmp_path, reg: str) -> tuple[dict, list]:
 
     from conftest import compose_config
     from reglab.job import build_run
+    from reglab.preflight import validate
     from reglab.results import RunRecord
-    from reglab.run import RunLabel
 
     class Record(pl.Callback):
         def __init__(self):
@@ -37,7 +37,8 @@ def first_weights_and_batches(tmp_path, reg: str) -> tuple[dict, list]:
                                           "trainer.max_epochs=-1", "data.crop_padding=2", "data.hflip=true",
                                           "data.batch_size=500", "+trainer.limit_val_batches=0"])
     recorder = Record()
-    parts = build_run(cfg, RunRecord.start(cfg, RunLabel.of(cfg)), extra_callbacks=(recorder,))
+    run = validate(cfg)
+    parts = build_run(run, RunRecord.start(cfg, run.label), extra_callbacks=(recorder,))
     parts.trainer.fit(parts.module, datamodule=parts.datamodule)
     from reglab.loggers import finish_wandb
 

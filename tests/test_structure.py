@@ -67,3 +67,60 @@ def test_the_cycle_finder_finds_a_cycle():
 def test_nothing_imports_the_launcher_back():
     importers = sorted(m for m, targets in import_graph(top_level_only=False).items() if "reglab.run" in targets)
     assert importers == []
+
+
+def test_a_run_checks_each_thing_once_and_its_config_visits_the_launcher_at_most_twice(make_config):
+    """Issue 29: one pre-flight. In a whole run (main -> pre-flight -> job -> results.json), each check function
+    runs once, and the config passes through the launcher's module (reglab.run) at most twice on its way to the
+    job: once in, once back from the pre-flight (a visit: a reglab function taking the config or the Preflight
+    that enters run.py, or one that returns into it from another module)."""
+    import inspect
+    import sys
+    from collections import Counter
+
+    from reglab import checks, contracts, job, optim, preflight, regularizers, run, values
+    from reglab.identity import RunLabel
+
+    cfg = make_config("data=digits", "reg=weight_decay")  # weight_decay: the decoupled-decay check runs too
+    watched = {f.__code__: f"{m.__name__}.{name}" for m in (values, checks, optim, contracts, preflight)
+               for name, f in vars(m).items() if inspect.isfunction(f) and f.__module__ == m.__name__
+               and (name.startswith("check_") or name in ("preflight", "validate", "checked", "label_of"))}
+    watched[regularizers.build_regularizers.__code__] = "build_regularizers"
+    watched[RunLabel.of.__func__.__code__] = "RunLabel.of"
+    launcher, package = run.__file__, str(Path(run.__file__).parent)
+    calls, visits, carriers, in_job = Counter(), [], set(), [False]
+
+    def carries_config(frame) -> bool:
+        return any(v is cfg or isinstance(v, preflight.Preflight) for v in frame.f_locals.values())
+
+    def profile(frame, event, arg):
+        if event == "call":
+            code = frame.f_code
+            if code in watched:
+                calls[watched[code]] += 1
+            if code is job.run_job.__code__:
+                in_job[0] = True
+            if in_job[0] or not code.co_filename.startswith(package) or not carries_config(frame):
+                return
+            carriers.add(frame)
+            caller = frame.f_back
+            if code.co_filename == launcher and (caller is None or caller.f_code.co_filename != launcher):
+                visits.append(f"into {code.co_name}")
+        elif event == "return" and frame in carriers:
+            carriers.discard(frame)
+            caller = frame.f_back
+            if (not in_job[0] and frame.f_code.co_filename != launcher and caller is not None
+                    and caller.f_code.co_filename == launcher):
+                visits.append(f"back from {frame.f_code.co_name}")
+
+    sys.setprofile(profile)
+    try:
+        metric = run.main(cfg)
+    finally:
+        sys.setprofile(None)
+    assert metric is not None and metric == metric  # the run completed (a failed one returns NaN or exits)
+    assert in_job[0]
+    assert len(visits) <= 2, visits
+    assert calls and {name: n for name, n in calls.items() if n != 1} == {}, calls
+    assert {"reglab.values.check_early", "reglab.optim.check_optim_config", "reglab.optim.check_decoupled_decay",
+            "reglab.checks.check_targets", "build_regularizers"} <= set(calls)

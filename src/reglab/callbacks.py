@@ -9,6 +9,7 @@ import random
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -318,3 +319,33 @@ class GracefulStop(pl.Callback):
 
     def signal_name(self) -> str:
         return self.received or "SIGTERM"
+
+
+@dataclass
+class RunCallbacks:
+    """A run's callbacks, in the order Lightning calls them, and the two the job reads back afterwards."""
+
+    all: list
+    history: EpochHistory
+    stop: GracefulStop
+    progress_bar: bool  # Lightning's own bar (enable_progress_bar), else one line per epoch or a live bar
+
+
+def run_callbacks(cfg, extra: tuple = ()) -> RunCallbacks:
+    """The config's ``callbacks`` (each a ``_target_``), then the ones every run has, then ``extra`` (a benchmark's
+    clock). In this order: the epoch's history row exists before the epoch-end checkpoint is written. The
+    progress display: ``trainer.enable_progress_bar: null`` is a live bar on a terminal, one line per epoch
+    otherwise (reglab.console); true/false force Lightning's bar on or off."""
+    from reglab.console import EpochBar, is_terminal
+    from reglab.errors import instantiate
+
+    history, stop = EpochHistory(), GracefulStop()
+    histogram_every = ((cfg.logger or {}).get("wandb") or {}).get("log_histograms_every_n_epochs", 1)
+    configured = [instantiate(c, f"callbacks.{k}") for k, c in (cfg.callbacks or {}).items() if c is not None]
+    every_run = [history, WeightHistograms(histogram_every), RandomState(), stop, CSVHistory(),
+                 LatestCheckpoint(Path(cfg.paths.output_dir) / "checkpoints",
+                                  int(cfg.get("checkpoint_every_n_steps", 0)))]
+    progress_bar = cfg.trainer.get("enable_progress_bar")
+    progress_bar = is_terminal() if progress_bar is None else bool(progress_bar)
+    display = [EpochBar()] if progress_bar and is_terminal() else [] if progress_bar else [EpochLine(history)]
+    return RunCallbacks([*configured, *every_run, *extra, *display], history, stop, progress_bar)

@@ -1,5 +1,5 @@
-"""The checks a run passes before any data is read or any model is built, so a typo fails in the first second
-with the key's name. The launcher (reglab.run) runs them once per job."""
+"""The checks of a config that import torch or Lightning, run once per job by the pre-flight (reglab.preflight)
+after the import-free ones (reglab.values) and before any data is read or any model is built."""
 
 from __future__ import annotations
 
@@ -8,12 +8,10 @@ from omegaconf import DictConfig
 from reglab import distributed
 from reglab.contracts import check_data_class, check_model_class
 from reglab.data.batching import check_divisible
-from reglab.errors import ConfigError, import_target, instantiate
+from reglab.errors import ConfigError, import_target
 from reglab.gpu_slots import launcher_choice
 from reglab.identity import RunLabel
 from reglab.optim import check_decoupled_decay, check_optim_config
-from reglab.regularizers import build_regularizers
-from reglab.values import check_early
 
 
 def target_class(cfg, key: str):
@@ -25,20 +23,24 @@ def target_class(cfg, key: str):
         raise ConfigError(f"{key}._target_={target!r}: cannot import it ({type(err).__name__})") from None
 
 
-def check_values(cfg: DictConfig) -> None:
-    """The config's values, before Lightning is imported: reglab.values' early pass, then the optimizer and the
-    batch split (these import torch)."""
-    check_early(cfg)
+def check_launch(cfg: DictConfig, regularizers: list) -> int:
+    """The optimizer (and that it decouples decay where a regularizer needs it), the training batch's split over
+    the ranks, and the launcher's fit; returns the number of DDP ranks per job on this node. (The training
+    sampler keeps its own divisibility guard: it is built per loader, also outside a run.)"""
     check_optim_config(cfg.optim)
+    if any(r.needs_decoupled_optimizer for r in regularizers):
+        check_decoupled_decay(cfg.optim)
     processes = distributed.processes_per_job(cfg.trainer)
+    ranks = processes * int(cfg.trainer.get("num_nodes", 1))
     if cfg.data.get("batch_size", 1) != "full":
-        check_divisible(int(cfg.data.get("batch_size", 1)), processes * int(cfg.trainer.get("num_nodes", 1)))
+        check_divisible(int(cfg.data.get("batch_size", 1)), ranks)
     if launcher_choice() == "gpus" and processes > 1:
         raise ConfigError(f"trainer.devices={cfg.trainer.devices}: hydra/launcher=gpus runs one single-GPU job "
                           "per GPU; use trainer=gpu with it, or trainer=ddp without it")
+    return processes
 
 
-def check_targets(cfg: DictConfig) -> None:
+def check_targets(cfg: DictConfig, label: RunLabel) -> None:
     """Every ``_target_`` importable (this imports Lightning), and the model's input what the data gives."""
     for key, entry in (cfg.get("logger") or {}).items():
         if entry is not None and "_target_" in entry:
@@ -47,7 +49,7 @@ def check_targets(cfg: DictConfig) -> None:
     check_data_class(data_class)
     check_model_class(model_class)
     if data_class.input_kind != model_class.input_kind:
-        names = RunLabel.of(cfg).choices
+        names = label.choices
         fitting = models_taking(data_class.input_kind)
         raise ConfigError(f"model={names['model']} takes {model_class.input_kind} input but data={names['data']} "
                           f"gives {data_class.input_kind} input; models that take it: {fitting}")
@@ -90,20 +92,3 @@ def config_dir():
             if source.provider == "main" and source.path.startswith("file://"):
                 return Path(source.path[len("file://"):])
     return Path(__file__).resolve().parents[2] / "conf"
-
-
-def check_config(cfg: DictConfig) -> None:
-    """Cheap checks that need no data and no model."""
-    check_values(cfg)
-    check_targets(cfg)
-
-
-def validate(cfg: DictConfig):
-    """Everything that can be checked without data or a model: the config, the regularizers' values and the
-    datamodule's arguments (paths, sizes). Returns the regularizers and the (not yet loaded) datamodule."""
-    check_values(cfg)
-    regularizers = build_regularizers(cfg.reg)
-    if any(getattr(r, "needs_decoupled_optimizer", False) for r in regularizers):
-        check_decoupled_decay(cfg.optim)
-    check_targets(cfg)
-    return regularizers, instantiate(cfg.data, "data", seed=int(cfg.seed))

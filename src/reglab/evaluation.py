@@ -235,12 +235,15 @@ def built_from(checkpoint: dict, config, data_overrides: dict | None):
     """build_from_checkpoint's work, on a config already checked."""
     from omegaconf import OmegaConf
 
-    from reglab.errors import instantiate
+    from reglab.contracts import check_model_class
+    from reglab.errors import import_target, instantiate
     from reglab.models import build_model
     from reglab.regularizers import build_regularizers
 
     if data_overrides:
         config.data = OmegaConf.merge(config.data, data_overrides)
+    # no pre-flight here (the checkpoint's run passed one): the model class's contract is checked as a run's is
+    check_model_class(import_target(str(config.model._target_)))
     datamodule = instantiate(config.data, "data", seed=int(config.seed))
     datamodule.setup()
     model = build_model(config.model, datamodule)

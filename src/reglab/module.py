@@ -145,6 +145,15 @@ class ClassifierModule(pl.LightningModule):
         """Images come as a tensor, tokens as a dict of model arguments (input_ids, attention_mask)."""
         return self.model(**inputs) if isinstance(inputs, Mapping) else self.model(inputs)
 
+    def weight_summary(self, feature_names: list[str] | None = None) -> dict:
+        """What results.json says of the trained weights: the magnitude histogram, their L2 norm, the parameter
+        count, and for a linear model the features it uses, by name."""
+        features = (feature_record(self.model.feature_weights(), feature_names)
+                    if hasattr(self.model, "feature_weights") else None)
+        return {"weight_histogram": weight_magnitude_histogram(self.weight_params),
+                "weight_l2": float(weight_statistics(self.weight_params, self.small_weight_eps)["weights/l2"]),
+                "n_parameters": sum(p.numel() for p in self.model.parameters()), "features": features}
+
     def penalty_terms(self, progress: float = float("inf")) -> dict[str, torch.Tensor]:
         return {r.name: r.strength_scale(progress) * r.penalty(self.model) for r in self.penalizers}
 

@@ -87,17 +87,16 @@ def check_decoupled_decay(cfg) -> None:
 
 
 def build_optimizer(cfg, param_groups: list[dict]) -> torch.optim.Optimizer:
+    """The optimizer ``cfg`` names over ``param_groups``; ``cfg`` passed pre-flight (check_optim_config, and
+    check_decoupled_decay where a regularizer sets a group's weight_decay), which is not repeated here."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    check_optim_config(cfg)
     groups = [{k: v for k, v in g.items() if k != "names"} for g in param_groups]
     for group in groups:
         group.setdefault("weight_decay", 0.0)
     arguments = {k: v for k, v in OmegaConf.to_container(OmegaConf.create(cfg) if isinstance(cfg, dict) else cfg,
                                                          resolve=True).items() if k not in SCHEDULE_KEYS}
-    if any(group["weight_decay"] for group in groups):
-        check_decoupled_decay(cfg)
     return instantiate(arguments, _convert_="all")(groups)
 
 

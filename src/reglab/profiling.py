@@ -15,8 +15,8 @@ MARKS: dict[str, float] = {}
 PHASES = {  # mark -> the name of the phase that ends there
     "imports_started": "python_and_config_s",  # interpreter start, Hydra, config composition
     "imports_done": "imports_s",  # torch, Lightning, torchmetrics, reglab
-    "train_started": "preflight_s",  # skip-completed check, a first validation, the launch decision
-    "validated": "validate_s",
+    "train_started": "preflight_s",  # the pre-flight (skip check, every check: torch and Lightning load here)
+    "resume_checked": "record_and_resume_s",  # the run's record, its commit, the checkpoint it resumes from
     "data_ready": "data_s",  # load (or decode and cache) the data, split statistics
     "model_built": "model_s",
     "trainer_built": "trainer_and_loggers_s",  # callbacks, CSV and W&B loggers, the Trainer

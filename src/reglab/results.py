@@ -122,6 +122,48 @@ class RunRecord:
                    output_dir=str(cfg.paths.output_dir), started_at=time.time() if started is None else started)
 
     @classmethod
+    def of_job(cls, cfg, label, device_slot: int | None = None) -> RunRecord:
+        """A starting job's record: ``start``, and where it runs (commit, library versions, threads, GPU slot)."""
+        import torch
+
+        record = cls.start(cfg, label)
+        record.git_commit, record.versions, record.torch_threads = (git_commit(), library_versions(),
+                                                                    torch.get_num_threads())
+        record.device_slot = device_slot
+        return record
+
+    def complete(self, trainer, module, datamodule, history) -> None:
+        """The outcome of a run that trained and tested, read off what it trained with: the Lightning trainer, the
+        ClassifierModule, the datamodule and the EpochHistory callback."""
+        from reglab import profiling
+
+        # trainer.test() replaces callback_metrics, so the last epoch's row supplies val/train.
+        last_epoch = {k: v for k, v in (history.rows[-1] if history.rows else {}).items()
+                      if k not in history.TIMING_KEYS}
+        final = last_epoch | {k: to_float(v) for k, v in trainer.callback_metrics.items()}
+        self.status, self.input_kind = "completed", datamodule.input_kind
+        self.test_split, self.split_sizes = datamodule.test_split, datamodule.split_sizes
+        self.metrics = {k: final[k] for k in FINAL_METRICS if k in final} | final
+        self.history, self.epochs = history.rows, trainer.current_epoch
+        weights = module.weight_summary(getattr(datamodule, "feature_names", None))
+        self.weight_histogram, self.features = weights["weight_histogram"], weights["features"]
+        self.n_parameters = weights["n_parameters"]
+        self.timing, self.peak_memory = profiling.startup_timing(), profiling.peak_memory(module.device)
+
+    def ranks_after_fit(self, trainer, module) -> None:
+        """Under DDP, how far the ranks' penalty and weight norm drifted apart by the end of training (0: in
+        step), measured before testing loads any checkpoint. Every rank calls it: the spread is a collective."""
+        if trainer.world_size == 1:
+            return
+        from reglab import distributed
+
+        penalty = sum(float(t) for t in module.penalty_terms().values())
+        weight_l2 = module.weight_summary()["weight_l2"]
+        self.distributed = {"world_size": trainer.world_size, "num_nodes": trainer.num_nodes,
+                            "penalty_rank_spread": distributed.rank_spread(penalty, module.device),
+                            "weight_l2_rank_spread": distributed.rank_spread(weight_l2, module.device)}
+
+    @classmethod
     def failed(cls, cfg, label, err: BaseException, started: float) -> RunRecord:
         record = cls.start(cfg, label, started, status="failed")
         record.fail(err)

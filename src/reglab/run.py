@@ -1,12 +1,12 @@
 """The launcher: what happens to a job between Hydra and training.
 
-    error policy (main) -> drop unselected reg settings -> skip if completed -> validate once -> dry run
+    error policy (main) -> hold the run folder -> reglab.preflight.preflight (once) -> skip | dry run
       -> how to launch: in this process | on a claimed GPU (hydra/launcher=gpus) | one spawned rank per device
       -> reglab.job.run_job
 
-It knows nothing of Lightning, and imports torch and Lightning only once the config's values are checked
-(reglab.values), so a bad value is reported within a second; the job (reglab.job) does the training and never
-imports this module."""
+It knows nothing of Lightning; the pre-flight imports torch and Lightning only once the config's values are
+checked (reglab.values), so a bad value is reported within a second. The job (reglab.job) does the training and
+never imports this module."""
 
 from __future__ import annotations
 
@@ -23,15 +23,13 @@ from reglab import profiling
 
 profiling.mark("imports_started")
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from reglab import console, distributed, errors, folder_lock, resolvers
-from reglab.errors import ConfigError, Interrupted, ReglabError
+from reglab.errors import Interrupted, ReglabError
 from reglab.gpu_slots import claim_slot, launcher_choice, launcher_jobs
-from reglab.identity import RunLabel, run_identity
-from reglab.regularizers import drop_unselected
+from reglab.preflight import Preflight, preflight
 from reglab.results import RESULTS_FILE, RunRecord, read_results
-from reglab.values import check_early
 
 profiling.mark("imports_done")
 
@@ -72,70 +70,6 @@ def main(cfg: DictConfig) -> float | None:
             return float("nan")
         raise
     return results.get("metrics", {}).get(cfg.get("optimized_metric", "val/acc"))
-
-
-def completed_results(output_dir: Path, config: dict, dry_run: bool = False, resume=None) -> dict | None:
-    """The results of an earlier run in ``output_dir`` that completed with the same config, else None. A completed
-    run of another config is moved aside first (``replaced/<time>/``: its results.json, checkpoints, logs, W&B
-    files and .hydra/), so the new run neither overwrites its results nor resumes from or mixes with its
-    checkpoints. A dry run only says it would; ``resume=true`` refuses and moves nothing."""
-    try:
-        previous = read_results(output_dir / RESULTS_FILE)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(previous, dict) or previous.get("status") != "completed":
-        return None
-    if run_identity(previous.get("config") or {}) != run_identity(config):
-        if dry_run:
-            print(f"[dry-run] would move aside a completed run of another config: {output_dir}")
-            return None
-        if resume is True:
-            raise ConfigError(f"resume=true: {output_dir} holds a completed run of another config, so there is "
-                              "nothing to resume (it is left as it is)")
-        moved = move_aside(output_dir)
-        log.warning("%s held a completed run of another config: moved its results, checkpoints and logs to %s",
-                    output_dir, moved)
-        return None
-    return previous
-
-
-RUN_FILES = (RESULTS_FILE, "checkpoints", "csv", "tensorboard", "wandb_run.json", "reliability.png", "train.log",
-             "wandb", ".hydra", "test_predictions.npz", "evaluation.json")
-
-
-def move_aside(output_dir: Path) -> Path:
-    target = output_dir / "replaced" / time.strftime("%Y-%m-%d_%H-%M-%S")
-    target.mkdir(parents=True, exist_ok=True)
-    for name in RUN_FILES:
-        if (output_dir / name).exists():
-            os.replace(output_dir / name, target / name)
-    reopen_log_files(output_dir / "train.log")
-    return target
-
-
-def reopen_log_files(path: Path) -> None:
-    """A log handler that already opened ``path`` (now moved aside) writes on into a fresh file at ``path``."""
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename) == path.absolute():
-            handler.close()  # a FileHandler in append mode opens its file again at the next line
-
-
-def save_hydra_files(cfg: DictConfig, output_dir: Path) -> None:
-    """Hydra's copy of the job's config (``.hydra/``: config, hydra, overrides), written here once this process
-    holds the folder rather than by Hydra before the job starts, so a second process refused the folder
-    overwrites nothing, and a run moved aside takes its own copy with it."""
-    from hydra.core.hydra_config import HydraConfig
-
-    from reglab.atomic import atomic_write
-
-    if not HydraConfig.initialized():
-        return
-    hydra_cfg = HydraConfig.get()
-    files = {"config.yaml": cfg, "hydra.yaml": OmegaConf.create({"hydra": hydra_cfg}),
-             "overrides.yaml": hydra_cfg.overrides.task}
-    for name, node in files.items():
-        text = OmegaConf.to_yaml(node)
-        atomic_write(output_dir / ".hydra" / name, lambda handle, text=text: handle.write(text.encode()))
 
 
 def adopt_legacy_folder(output_dir: Path) -> None:
@@ -179,83 +113,59 @@ def hold_folder(cfg: DictConfig, output_dir: Path):
         raise
 
 
-def prepare(cfg: DictConfig) -> RunLabel:
-    """The composed config as a job runs it: an experiment's settings for regularizers this job does not select
-    are dropped (they are not part of the run), and the run's label is read off Hydra (here, where Hydra composed
-    the job: spawned ranks have no Hydra of their own). Every way into a job (train, scripts/bench.py) goes
-    through here."""
-    unselected = drop_unselected(cfg.reg)
-    if unselected:
-        # debug: a study sets every regularizer it sweeps, so each of its jobs ignores most of them
-        log.debug("ignoring settings of regularizers this run does not select: %s", ", ".join(unselected))
-    return RunLabel.of(cfg)
-
-
 def train(cfg: DictConfig) -> dict:
-    """Hold the run folder, then pre-flight in this process (skip a completed run, validate, dry run), then
-    train: here, on a GPU claimed from the node's pool (hydra/launcher=gpus), or in one process per device
-    (DDP). The folder is released however the run ends."""
+    """Hold the run folder, pre-flight once (skip a completed run, validate, build), then train: here, on a GPU
+    claimed from the node's pool (hydra/launcher=gpus), or in one process per device (DDP). The folder is
+    released however the run ends."""
     output_dir = Path(cfg.paths.output_dir)
-    if not cfg.get("dry_run", False) and distributed.global_rank() == 0:
+    dry_run = cfg.get("dry_run", False)
+    if not dry_run and distributed.global_rank() == 0:
         adopt_legacy_folder(output_dir)
     lock = hold_folder(cfg, output_dir)
     try:
-        return train_holding(cfg, output_dir)
+        run = preflight(cfg)
+        if run.completed is not None:
+            log.info("skipping %s: it already completed with this config (skip_completed=false reruns it)",
+                     output_dir)
+            print(f"{'[dry-run] ' if dry_run else ''}skip (completed): {output_dir}")
+            if not dry_run:
+                console.note_job(output_dir, "skipped")
+            return run.completed
+        if dry_run:
+            print(f"[dry-run] would run: {run.label.wandb_name(cfg.seed, cfg.data.get('fold'))} -> {output_dir}")
+            return {"status": "dry_run", "choices": run.label.choices, "seed": int(cfg.seed),
+                    "output_dir": str(output_dir)}
+        return launch(run)
     finally:
         if lock is not None:
             lock.release()
 
 
-def train_holding(cfg: DictConfig, output_dir: Path) -> dict:
-    dry_run = cfg.get("dry_run", False)
-    label = prepare(cfg)
-    previous = completed_results(output_dir, OmegaConf.to_container(cfg, resolve=True), dry_run,
-                                 cfg.get("resume", "auto"))
-    if previous is not None and cfg.get("skip_completed", True):
-        log.info("skipping %s: it already completed with this config (skip_completed=false reruns it)", output_dir)
-        print(f"{'[dry-run] ' if dry_run else ''}skip (completed): {output_dir}")
-        if not dry_run:
-            console.note_job(output_dir, "skipped")
-        return previous
-    if not dry_run and distributed.global_rank() == 0:
-        save_hydra_files(cfg, output_dir)
-    started = time.time()
-    try:
-        check_early(cfg)  # about a second after the command: nothing heavy is imported yet
-        from reglab.checks import validate
-
-        prebuilt = validate(cfg)
-    except ReglabError as err:
-        if not dry_run and distributed.global_rank() == 0:
-            RunRecord.failed(cfg, label, err, started).write()  # the sweep's record of it
-        raise
-    if dry_run:
-        print(f"[dry-run] would run: {label.wandb_name(cfg.seed, cfg.data.get('fold'))} -> {output_dir}")
-        return {"status": "dry_run", "choices": label.choices, "seed": int(cfg.seed), "output_dir": str(output_dir)}
+def launch(run: Preflight) -> dict:
+    """How this job runs: on a claimed GPU slot, in spawned DDP ranks, or here."""
     if launcher_choice() == "gpus":
-        return train_on_claimed_gpu(cfg, label, prebuilt)
-    processes = distributed.processes_per_job(cfg.trainer)
-    if processes > 1 and not distributed.launched_externally():
-        return train_spawned(cfg, label, processes)
+        return train_on_claimed_gpu(run)
+    if run.processes > 1 and not distributed.launched_externally():
+        return train_spawned(run)
     from reglab.job import run_job
 
-    return run_job(cfg, label, prebuilt)
+    return run_job(run)
 
 
-def train_on_claimed_gpu(cfg: DictConfig, label: RunLabel, prebuilt: tuple) -> dict:
+def train_on_claimed_gpu(run: Preflight) -> dict:
     """One of N parallel jobs on a node: hold a GPU of its own for the whole run. Without a GPU (tests,
     a CPU node) the slots stand for CPU workers and the job trains on the CPU."""
-    gpu = distributed.uses_gpu(cfg.trainer)
+    gpu = distributed.uses_gpu(run.cfg.trainer)
     import torch
 
     n_slots = torch.cuda.device_count() if gpu else launcher_jobs()
-    with claim_slot(n_slots, cfg.paths.gpu_lock_dir) as slot:
+    with claim_slot(n_slots, run.cfg.paths.gpu_lock_dir) as slot:
         log.info("claimed GPU slot %d of %d", slot, n_slots)
         if gpu:
-            cfg.trainer.devices = [slot]
+            run.cfg.trainer.devices = [slot]
         from reglab.job import run_job
 
-        return run_job(cfg, label, prebuilt, device_slot=slot)
+        return run_job(run, device_slot=slot)
 
 
 # -- DDP on this node: one spawned process per device ------------------------------------------------------------
@@ -263,22 +173,20 @@ def train_on_claimed_gpu(cfg: DictConfig, label: RunLabel, prebuilt: tuple) -> d
 # rank; its ``ddp_spawn`` spawns around each fit/test call and loses callback state and the W&B run in the
 # children. Spawning the whole job avoids both.
 
-def train_spawned(cfg: DictConfig, label: RunLabel, nprocs: int) -> dict:
-    """One process per device, each running the job; rank 0 writes results.json. A rank that fails with a
-    user error leaves it in an error file, so the parent reports that one line (not a traceback)."""
-    output_dir = Path(cfg.paths.output_dir)
-    started = time.time()
-    log.info("spawning %d DDP processes", nprocs)
+def train_spawned(run: Preflight) -> dict:
+    """One process per device, each running the job on this pre-flight; rank 0 writes results.json. A rank that
+    fails with a user error leaves it in an error file, so the parent reports that one line (not a traceback)."""
+    cfg, output_dir, started = run.cfg, run.output_dir, time.time()
+    log.info("spawning %d DDP processes", run.processes)
     spawn = distributed.uses_gpu(cfg.trainer) or cfg.trainer.get("strategy") == "ddp_spawn"
     with tempfile.TemporaryDirectory(prefix="reglab-ranks-") as error_dir:
         try:
-            received = spawn_ranks(OmegaConf.to_container(cfg, resolve=True), label, nprocs, Path(error_dir),
-                                   start_method="spawn" if spawn else "fork")
+            received = spawn_ranks(run.resolved(), Path(error_dir), start_method="spawn" if spawn else "fork")
         except Exception as err:
             reported = rank_error(Path(error_dir)) or err
             path = output_dir / RESULTS_FILE
             if not path.exists() or path.stat().st_mtime < started:  # no rank 0 left to say so
-                RunRecord.failed(cfg, label, reported, started).write()
+                RunRecord.failed(cfg, run.label, reported, started).write()
             raise reported from None
     results = read_results(output_dir / RESULTS_FILE)
     if results.get("status") == "interrupted":  # the ranks stopped together and saved; say so as a run does
@@ -292,15 +200,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def spawn_ranks(config: dict, label: RunLabel, nprocs: int, error_dir: Path,
-                start_method: str = "spawn") -> "ForwardedSignals":
-    """Run the job on ``config`` (resolved, plain) in ``nprocs`` processes and wait; any rank failing stops the
-    others and raises here. ``fork`` skips re-importing the stack in every rank (seconds on CPU); CUDA cannot be
-    used in a forked child, so GPU jobs always spawn."""
+def spawn_ranks(run: Preflight, error_dir: Path, start_method: str = "spawn") -> "ForwardedSignals":
+    """Run the job on ``run`` (its config resolved) in ``run.processes`` processes and wait; any rank failing
+    stops the others and raises here. ``fork`` skips re-importing the stack in every rank (seconds on CPU); CUDA
+    cannot be used in a forked child, so GPU jobs always spawn (and pickle the pre-flight to each rank)."""
+    import pickle
+
     import torch.multiprocessing as mp
 
-    context = mp.start_processes(_rank_main, args=(config, label, nprocs, free_port(), str(error_dir)),
-                                 nprocs=nprocs, join=False, start_method=start_method)
+    # pickled here, unpickled by each rank once its rank is in the environment: unpickling the datamodule
+    # imports Lightning, whose rank_zero_only reads the rank when it is imported
+    payload = pickle.dumps(run)
+    context = mp.start_processes(_rank_main, args=(payload, run.processes, free_port(), str(error_dir)),
+                                 nprocs=run.processes, join=False, start_method=start_method)
     with ForwardedSignals(context.processes) as received:
         while not context.join():
             pass
@@ -327,19 +239,22 @@ class ForwardedSignals(errors.StopSignalHandlers):
 
 
 
-def _rank_main(local_rank: int, config: dict, label: RunLabel, nprocs: int, port: int, error_dir: str) -> None:
+def _rank_main(local_rank: int, payload: bytes, nprocs: int, port: int, error_dir: str) -> None:
     # The environment torchrun would give; set before Lightning is imported so its rank_zero_only agrees.
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(nprocs),
                       RANK=str(local_rank), LOCAL_RANK=str(local_rank), NODE_RANK="0")
+    import pickle
+
+    run: Preflight = pickle.loads(payload)  # the parent's own pre-flight (reglab.preflight), not a file
     if local_rank == 0:
-        _log_to_job_file(Path(config["paths"]["output_dir"]))
+        _log_to_job_file(run.output_dir)
     else:  # one voice per job: the other ranks report only problems
         logging.getLogger().setLevel(logging.WARNING)
-    config["trainer"]["strategy"] = "ddp"  # the processes exist now: Lightning must not start more
+    run.cfg.trainer.strategy = "ddp"  # the processes exist now: Lightning must not start more
     try:
         from reglab.job import run_job
 
-        run_job(OmegaConf.create(config), label)
+        run_job(run)
     except Interrupted:
         return  # every rank saved at the same step; rank 0's results.json says interrupted, the parent reports it
     except ReglabError as err:

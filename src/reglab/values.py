@@ -1,10 +1,13 @@
 """Checks of a composed config's values that need nothing heavy imported (no torch, no Lightning), so a bad value
 is one line about a second after the command, not after the ten seconds the stack takes to import.
 
-The rules are defined here once; the regularizer classes apply the same ones when they are built (they remain
-the authority: this early pass covers the keys every regularizer spells the same way)."""
+The value rules (``Rule``) are defined here; a regularizer class declares which of them each of its fields
+follows (``Regularizer.rules``), and that declaration is checked as it is built."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable
 
 from omegaconf import DictConfig
 
@@ -12,35 +15,52 @@ from reglab.errors import ConfigError, is_number
 from reglab.identity import TOP_LEVEL_KEYS  # conf/train.yaml's keys, declared once (an experiment may add more)
 
 
-def non_negative(key: str, value) -> None:
-    if value is not None and not (is_number(value) and value >= 0):  # also rejects NaN and strings
-        raise ConfigError(f"{key}={value!r}: must be a number >= 0")
+@dataclass(frozen=True)
+class Rule:
+    """A value rule: ``rule(key, value)`` raises a one-line ConfigError naming the key, or returns. Null passes
+    unless ``required`` (null: the default behaviour, such as a model's own dropout rates)."""
+
+    holds: Callable[[float], bool]
+    says: str  # what the value must be, as the error says it
+    required: bool = False
+
+    def __call__(self, key: str, value) -> None:
+        if value is None and not self.required:
+            return
+        if not (is_number(value) and self.holds(value)):  # also refuses NaN, strings and booleans
+            raise ConfigError(f"{key}={value!r}: {self.says}")
+
+    def not_null(self) -> Rule:
+        return replace(self, required=True)
 
 
-def positive(key: str, value) -> None:
-    if value is not None and not (is_number(value) and value > 0):
-        raise ConfigError(f"{key}={value!r}: must be a number > 0")
+@dataclass(frozen=True)
+class OneOf:
+    """The value is one of ``allowed``."""
+
+    allowed: tuple
+
+    def __call__(self, key: str, value) -> None:
+        if value not in self.allowed:
+            raise ConfigError(f"{key}={value!r}: allowed {list(self.allowed)}")
 
 
-def dropout_rate(key: str, value) -> None:
-    if value is not None and not (is_number(value) and 0.0 <= float(value) < 1.0):
-        raise ConfigError(f"{key}={value!r}: a dropout rate must be in [0, 1)")
+@dataclass(frozen=True)
+class EachValue:
+    """A mapping (``rates: {conv: 0.1, fc: 0.5}``) whose every value passes ``rule``, null included."""
+
+    rule: Rule
+
+    def __call__(self, key: str, value) -> None:
+        for name, item in dict(value or {}).items():
+            self.rule.not_null()(f"{key}.{name}", item)
 
 
-def fraction(key: str, value) -> None:
-    if value is not None and not (is_number(value) and 0.0 <= float(value) <= 1.0):
-        raise ConfigError(f"{key}={value!r}: must be in [0, 1]")
-
-
-def below_one(key: str, value) -> None:
-    if value is not None and not (is_number(value) and 0.0 <= float(value) < 1.0):
-        raise ConfigError(f"{key}={value!r}: must be in [0, 1)")
-
-
-# reg.<name>.<key>: the rule for the keys regularizers share by name.
-REG_RULES = {"strength": non_negative, "l1_strength": non_negative, "l2_strength": non_negative,
-             "decay": non_negative, "l1": non_negative, "l2": non_negative, "warmup_epochs": non_negative,
-             "p": dropout_rate, "alpha": fraction, "max_norm": positive, "smoothing": below_one}
+non_negative = Rule(lambda v: v >= 0, "must be a number >= 0")
+positive = Rule(lambda v: v > 0, "must be a number > 0")
+dropout_rate = Rule(lambda v: 0.0 <= v < 1.0, "a dropout rate must be in [0, 1)")
+fraction = Rule(lambda v: 0.0 <= v <= 1.0, "must be in [0, 1]")
+below_one = Rule(lambda v: 0.0 <= v < 1.0, "must be in [0, 1)")
 
 
 def check_command_line_keys() -> None:
@@ -58,7 +78,8 @@ def check_command_line_keys() -> None:
 
 def check_early(cfg: DictConfig) -> None:
     """The values that need no import: top-level keys, the seed, the epoch budget, the test checkpoint, the
-    regularizers' shared keys, the learning rate and the batch size."""
+    learning rate, a study's report section and the batch size. (A regularizer's values are checked by the
+    rules its class declares, when the pre-flight builds it next: reglab.regularizers.base.)"""
     check_command_line_keys()
     seed = cfg.get("seed")
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2 ** 32:
@@ -75,12 +96,6 @@ def check_early(cfg: DictConfig) -> None:
         raise ConfigError(f"checkpoint_every_n_steps={every!r}: must be an integer >= 0 (0: only at epoch ends)")
     if cfg.get("test_ckpt") not in ("last", "best"):
         raise ConfigError(f"test_ckpt={cfg.get('test_ckpt')!r}: allowed ['last', 'best']")
-    for name, entry in (cfg.get("reg") or {}).items():
-        for key, rule in REG_RULES.items() if entry is not None else ():
-            if key in entry:
-                rule(f"reg.{name}.{key}", entry[key])
-        for site, rate in dict((entry or {}).get("rates") or {}).items():
-            dropout_rate(f"reg.{name}.rates.{site}", rate)
     positive("optim.lr", (cfg.get("optim") or {}).get("lr"))
     if cfg.get("report") is not None:  # a study's report section: checked now, not when the report is made
         from omegaconf import OmegaConf

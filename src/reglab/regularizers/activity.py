@@ -3,7 +3,8 @@ from fnmatch import fnmatchcase
 import torch
 
 from reglab.errors import ConfigError
-from reglab.regularizers.base import Regularizer, check_non_negative
+from reglab.regularizers.base import Regularizer
+from reglab.values import non_negative
 
 
 class Activity(Regularizer):
@@ -16,11 +17,10 @@ class Activity(Regularizer):
     stays on the model between steps, and validation / test / inference passes are never watched."""
 
     name = "activity"
+    rules = {"l1": non_negative, "l2": non_negative}
 
     def __init__(self, modules=("features.*",), l1: float = 0.0, l2: float = 1e-5, warmup: str = "constant",
                  warmup_epochs: float = 0.0):
-        check_non_negative(self.name, "l1", l1)
-        check_non_negative(self.name, "l2", l2)
         super().__init__(warmup=warmup, warmup_epochs=warmup_epochs)
         self.module_patterns = list(modules or ())
         self.l1, self.l2 = float(l1), float(l2)

@@ -20,14 +20,16 @@ The LightningModule calls these without knowing which regularizers exist.
 from __future__ import annotations
 
 import contextvars
+import inspect
 from fnmatch import fnmatchcase
-from typing import Iterable, Sequence
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 from reglab.errors import ConfigError
-from reglab.values import non_negative
+from reglab.values import OneOf, non_negative
+
+if TYPE_CHECKING:  # torch is imported where a regularizer runs, not where its config is checked
+    import torch
+    from torch import nn
 
 
 def is_selected(name: str, param: torch.Tensor, include: Sequence[str] = (), exclude: Sequence[str] = (),
@@ -58,10 +60,6 @@ def select_parameters(model: nn.Module, include: Sequence[str] = (), exclude: Se
             if p.requires_grad and is_selected(name, p, include, exclude, skip, only)]
 
 
-def check_non_negative(owner: str, key: str, value: float | None) -> None:
-    non_negative(f"reg.{owner}.{key}", value)
-
-
 WARMUPS = ("constant", "linear")
 # The config key a regularizer is being built under (build_regularizers): its checks run in __init__, before
 # anyone could set the name, and must name the key as configured (reg.l1_head.strength), not the class's default.
@@ -71,28 +69,50 @@ CONFIG_KEY: contextvars.ContextVar[str | None] = contextvars.ContextVar("reglab_
 class Regularizer:
     """Base class. Subclasses set ``name`` and override only the hooks they use.
 
+    A regularizer's fields are its constructor's keyword arguments, and ``rules`` declares the value rule of
+    each (reglab.values: ``{"strength": non_negative}``). The rules of a class and of its bases are checked
+    when it is built, before its ``__init__`` runs, and name the key as configured (``reg.l1_head.strength``);
+    ``__init__`` checks only what involves several fields at once. The docs' table of fields is checked against
+    the same constructors (tests/test_regularizers.py).
+
     Every regularizer takes the selection fields ``include`` / ``exclude`` / ``only`` (see ``is_selected``) and
     a strength schedule: ``warmup: linear`` ramps its penalty (and a prox threshold) from 0 to full strength
     over ``warmup_epochs`` epochs, step by step; ``constant`` (the default) is full strength from the start."""
 
     name = "regularizer"
     supports_warmup = True  # False where the strength is not a penalty or prox threshold (decay, max-norm)
+    rules = {"warmup": OneOf(WARMUPS), "warmup_epochs": non_negative}
 
     def __new__(cls, *args, **kwargs):
         regularizer = super().__new__(cls)
         key = CONFIG_KEY.get()
         if key is not None:
-            regularizer.name = key  # before __init__'s checks, which name reg.<self.name>.<field>
+            regularizer.name = key  # the key as configured, for the rules' errors and __init__'s
+        fields = [name for name in inspect.signature(cls.__init__).parameters][1:]
+        cls.check_fields(regularizer.name, dict(zip(fields, args)) | kwargs)
         return regularizer
+
+    @classmethod
+    def declared_rules(cls) -> dict:
+        """Field -> rule, from this class and its bases (a subclass's rule for a field wins)."""
+        rules: dict = {}
+        for klass in reversed(cls.__mro__):
+            rules.update(vars(klass).get("rules") or {})
+        return rules
+
+    @classmethod
+    def check_fields(cls, key: str, values: dict) -> None:
+        """Each given field's value against its declared rule, as ``reg.<key>.<field>``."""
+        rules = cls.declared_rules()
+        for field, value in values.items():
+            if field in rules:
+                rules[field](f"reg.{key}.{field}", value)
 
     def __init__(self, include: Sequence[str] = (), exclude: Sequence[str] = (), only: Sequence[str] = (),
                  warmup: str = "constant", warmup_epochs: float = 0.0):
         self.include = list(include or ())
         self.exclude = list(exclude or ())
         self.only = list(only or ())
-        if warmup not in WARMUPS:
-            raise ConfigError(f"reg.{self.name}.warmup={warmup!r}: allowed {list(WARMUPS)}")
-        check_non_negative(self.name, "warmup_epochs", warmup_epochs)
         if warmup != "constant" and not self.supports_warmup:
             raise ConfigError(f"reg.{self.name}.warmup={warmup!r}: warmups apply to penalties and prox steps; "
                               f"{self.name} allows only 'constant'")
@@ -132,6 +152,12 @@ class Regularizer:
     def load_state_dict(self, state: dict) -> None:
         return None
 
+    @property
+    def needs_decoupled_optimizer(self) -> bool:
+        """Whether the optimizer must apply its groups' ``weight_decay`` as decoupled decay (checked against
+        ``optim`` in pre-flight): by default, whether it reshapes the optimizer groups (``param_groups``)."""
+        return self.overrides("param_groups")
+
     @classmethod
     def overrides(cls, hook: str) -> bool:
         return getattr(cls, hook) is not getattr(Regularizer, hook)
@@ -142,37 +168,8 @@ class Regularizer:
         return f"{type(self).__name__}({fields})"
 
 
-class WeightedL1L2(torch.autograd.Function):
-    """``l1 * sum|w| + l2 * sum(w^2)`` over a list of tensors, in multi-tensor (foreach) kernels both ways. Its
-    backward is written out, ``l1 * sign(w) + 2 * l2 * w``, instead of autograd's per-tensor chain through each
-    norm: ~2.5x less penalty time on the CPU, and a handful of kernel launches on a GPU instead of several per
-    tensor (scripts/bench.py's penalty_time_ratio). sign(0) = 0, the subgradient autograd also takes for |w|."""
-
-    @staticmethod
-    def forward(ctx, l1: float, l2: float, *params):
-        ctx.l1, ctx.l2 = l1, l2
-        ctx.save_for_backward(*params)
-        value = params[0].new_zeros((), dtype=torch.float32)
-        if l1:
-            value = value + l1 * torch.stack(torch._foreach_norm(params, 1)).sum()
-        if l2:
-            value = value + l2 * torch.stack(torch._foreach_norm(params, 2)).pow(2).sum()
-        return value
-
-    @staticmethod
-    def backward(ctx, grad):
-        params = ctx.saved_tensors
-        if ctx.l1:
-            grads = torch._foreach_sign(params)
-            torch._foreach_mul_(grads, ctx.l1)
-            if ctx.l2:
-                torch._foreach_add_(grads, params, alpha=2 * ctx.l2)
-        else:
-            grads = torch._foreach_mul(params, 2 * ctx.l2)
-        torch._foreach_mul_(grads, grad)
-        return (None, None, *grads)
-
-
 def weighted_l1_l2(params: list[torch.Tensor], l1: float = 0.0, l2: float = 0.0) -> torch.Tensor:
-    """l1 * sum|w| + l2 * sum(w^2): the L1, L2 and elastic-net penalties."""
+    """l1 * sum|w| + l2 * sum(w^2): the L1, L2 and elastic-net penalties (reglab.regularizers.fused_penalty)."""
+    from reglab.regularizers.fused_penalty import WeightedL1L2
+
     return WeightedL1L2.apply(float(l1), float(l2), *params)

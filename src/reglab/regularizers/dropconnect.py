@@ -16,15 +16,15 @@ from torch import nn
 
 from reglab.errors import ConfigError
 from reglab.regularizers.base import Regularizer
+from reglab.values import dropout_rate
 
 
 class DropConnect(Regularizer):
     name = "dropconnect"
     supports_warmup = False
+    rules = {"p": dropout_rate.not_null()}
 
     def __init__(self, p: float = 0.5, modules=("head.*",)):
-        if p is None or not 0.0 <= float(p) < 1.0:
-            raise ConfigError(f"reg.{self.name}.p={p!r}: must be in [0, 1)")
         super().__init__()
         self.p = float(p)
         self.module_patterns = list(modules or ())

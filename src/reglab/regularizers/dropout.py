@@ -1,14 +1,6 @@
 from reglab.errors import ConfigError
-from reglab.values import dropout_rate
 from reglab.regularizers.base import Regularizer
-
-
-def _check_rate(key: str, p) -> float:
-    if p is None:
-        raise ConfigError(f"{key}=None: a dropout rate must be in [0, 1)")
-    dropout_rate(key, p)
-    return float(p)
-
+from reglab.values import EachValue, dropout_rate
 
 DEFAULT_RATE = 0.1  # a site whose model recommends no rate: the usual Transformer rate, Srivastava's low conv end
 
@@ -19,12 +11,12 @@ class Dropout(Regularizer):
     gets the rate its model recommends (``model.dropout_defaults``, e.g. the CNN's fc 0.5, conv 0), else 0.1."""
 
     name = "dropout"
+    rules = {"p": dropout_rate, "rates": EachValue(dropout_rate)}
 
     def __init__(self, p: float | None = None, rates: dict | None = None):
         super().__init__()
-        self.p = None if p is None else _check_rate(f"reg.{self.name}.p", p)
-        self.rates = {site: _check_rate(f"reg.{self.name}.rates.{site}", rate)
-                      for site, rate in dict(rates or {}).items()}
+        self.p = None if p is None else float(p)
+        self.rates = {site: float(rate) for site, rate in dict(rates or {}).items()}
 
     def site_rates(self, site_types, defaults: dict | None = None) -> dict[str, float]:
         unknown = sorted(set(self.rates) - set(site_types))

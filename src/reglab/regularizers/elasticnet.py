@@ -1,6 +1,6 @@
 from reglab.errors import ConfigError
-from reglab.regularizers.base import Regularizer, check_non_negative, weighted_l1_l2
-from reglab.values import fraction
+from reglab.regularizers.base import Regularizer, weighted_l1_l2
+from reglab.values import fraction, non_negative
 
 
 class ElasticNet(Regularizer):
@@ -8,6 +8,8 @@ class ElasticNet(Regularizer):
     or, given directly, l1_strength * sum|w| + l2_strength * sum(w^2)."""
 
     name = "elasticnet"
+    rules = {"strength": non_negative, "alpha": fraction, "l1_strength": non_negative,
+             "l2_strength": non_negative}
 
     def __init__(self, strength: float | None = 1e-4, alpha: float | None = 0.5,
                  l1_strength: float | None = None, l2_strength: float | None = None,
@@ -16,13 +18,9 @@ class ElasticNet(Regularizer):
         if direct:
             if l1_strength is None or l2_strength is None:
                 raise ConfigError(f"reg.{self.name}: give both l1_strength and l2_strength, or neither")
-            check_non_negative(self.name, "l1_strength", l1_strength)
-            check_non_negative(self.name, "l2_strength", l2_strength)
         else:
             if strength is None or alpha is None:
                 raise ConfigError(f"reg.{self.name}: give strength and alpha, or l1_strength and l2_strength")
-            check_non_negative(self.name, "strength", strength)
-            fraction(f"reg.{self.name}.alpha", alpha)
             l1_strength, l2_strength = strength * alpha, strength * (1.0 - alpha)
         super().__init__(**selection)
         self.l1_strength = float(l1_strength)

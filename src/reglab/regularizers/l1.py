@@ -1,13 +1,14 @@
-from reglab.regularizers.base import Regularizer, check_non_negative, weighted_l1_l2
+from reglab.regularizers.base import Regularizer, weighted_l1_l2
+from reglab.values import non_negative
 
 
 class L1(Regularizer):
     """Lasso penalty added to the loss: strength * sum|w| (subgradient; no exact zeros)."""
 
     name = "l1"
+    rules = {"strength": non_negative}
 
     def __init__(self, strength: float = 1e-5, **selection):
-        check_non_negative(self.name, "strength", strength)
         super().__init__(**selection)
         self.strength = float(strength)
 

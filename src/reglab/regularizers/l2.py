@@ -1,4 +1,5 @@
-from reglab.regularizers.base import Regularizer, check_non_negative, weighted_l1_l2
+from reglab.regularizers.base import Regularizer, weighted_l1_l2
+from reglab.values import non_negative
 
 
 class L2(Regularizer):
@@ -6,9 +7,9 @@ class L2(Regularizer):
     2 * strength * w; under plain SGD this equals weight decay of 2 * strength."""
 
     name = "l2"
+    rules = {"strength": non_negative}
 
     def __init__(self, strength: float = 5e-4, **selection):
-        check_non_negative(self.name, "strength", strength)
         super().__init__(**selection)
         self.strength = float(strength)
 

@@ -9,9 +9,9 @@ class LabelSmoothing(Regularizer):
 
     name = "label_smoothing"
     supports_warmup = False
+    rules = {"smoothing": below_one}
 
     def __init__(self, smoothing: float = 0.1):
-        below_one(f"reg.{self.name}.smoothing", smoothing)
         super().__init__()
         self.label_smoothing = float(smoothing)
 

@@ -1,6 +1,5 @@
 import torch
 
-from reglab.errors import ConfigError
 from reglab.regularizers.base import Regularizer
 from reglab.values import positive
 
@@ -12,11 +11,9 @@ class MaxNorm(Regularizer):
 
     name = "maxnorm"
     supports_warmup = False
+    rules = {"max_norm": positive.not_null()}
 
     def __init__(self, max_norm: float = 3.0, **selection):
-        if max_norm is None:
-            raise ConfigError(f"reg.{self.name}.max_norm=None: must be a number > 0")
-        positive(f"reg.{self.name}.max_norm", max_norm)
         super().__init__(**selection)
         self.max_norm = float(max_norm)
 

@@ -1,7 +1,8 @@
 import torch
 
 from reglab.optim import adaptive_step_scales
-from reglab.regularizers.base import Regularizer, check_non_negative
+from reglab.regularizers.base import Regularizer
+from reglab.values import non_negative
 
 
 class ProxL1(Regularizer):
@@ -22,9 +23,9 @@ class ProxL1(Regularizer):
     scheduler moves it), so the threshold follows warmup and decay."""
 
     name = "prox_l1"
+    rules = {"strength": non_negative}
 
     def __init__(self, strength: float = 3e-3, **selection):
-        check_non_negative(self.name, "strength", strength)
         super().__init__(**selection)
         self.strength = float(strength)
 

@@ -1,4 +1,5 @@
-from reglab.regularizers.base import Regularizer, check_non_negative, is_selected, model_skip_names
+from reglab.regularizers.base import Regularizer, is_selected, model_skip_names
+from reglab.values import non_negative
 
 
 class WeightDecay(Regularizer):
@@ -10,10 +11,9 @@ class WeightDecay(Regularizer):
 
     name = "weight_decay"
     supports_warmup = False
-    needs_decoupled_optimizer = True  # checked against cfg.optim before any data is read (reglab.checks)
+    rules = {"decay": non_negative}
 
     def __init__(self, decay: float = 5e-2, **selection):
-        check_non_negative(self.name, "decay", decay)
         super().__init__(**selection)
         self.decay = float(decay)
         self._skip: set[str] = set()
