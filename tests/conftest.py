@@ -138,12 +138,29 @@ def run_cli(*args: str, cwd=ROOT, timeout=300, env=None, program=None, script="t
     does every command when REGLAB_TEST_FRESH_CLI=1."""
     env = {**subprocess_environment(), **(env or {})}
     argv = [str(ROOT / script), *args]
-    if program is None and not fresh and os.environ.get("REGLAB_TEST_FRESH_CLI") != "1":
-        server = WarmCLI.shared()
-        if server.can_run(env):
-            return server.run(argv, cwd, env, timeout)
+    if program is None and WarmCLI.serves(env, fresh):
+        process = WarmCLI.shared().start(argv, cwd, env)
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=60)
+            raise
+        return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
     return subprocess.run([*(program or [sys.executable]), *argv], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def start_cli(*args: str, script="train.py", env=None, new_session=False, fresh=False):
+    """`python <script> <args>` started and returned running, as subprocess.Popen would (forked from the warm
+    server as run_cli's commands are): ``pid``, ``poll()``, ``wait()``, ``communicate()``, ``send_signal()``,
+    and ``stdout`` / ``stderr`` to read once it has ended. ``new_session``: its own process group."""
+    env = {**subprocess_environment(), **(env or {})}
+    argv = [str(ROOT / script), *args]
+    if WarmCLI.serves(env, fresh):
+        return WarmCLI.shared().start(argv, ROOT, env, new_session)
+    return subprocess.Popen([sys.executable, *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=new_session)
 
 
 class WarmCLI:
@@ -152,8 +169,9 @@ class WarmCLI:
     _shared: WarmCLI | None = None
     # read when an interpreter starts or when torch / datasets are imported: a command that sets them differently
     # from the server gets a fresh interpreter (PYTHONPATH is applied by the child itself)
-    START_UP_VARIABLES = ("PYTHON", "HF_", "TORCH", "OMP_", "MKL_", "CUDA", "TMPDIR", "RANK", "LOCAL_RANK",
-                          "WORLD_SIZE", "SLURM_", "JSM_", "PMI_", "OMPI_")
+    START_UP_VARIABLES = ("PYTHON", "HF_", "TORCH", "OMP_", "MKL_", "CUDA", "TMPDIR")
+    # what Lightning's rank_zero_only reads when it is imported
+    RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
 
     @classmethod
     def shared(cls) -> WarmCLI:
@@ -161,28 +179,33 @@ class WarmCLI:
             cls._shared = cls()
         return cls._shared
 
+    @classmethod
+    def serves(cls, env: dict, fresh: bool) -> bool:
+        if fresh or os.environ.get("REGLAB_TEST_FRESH_CLI") == "1":
+            return False
+        server = subprocess_environment()
+        keys = {k for k in set(env) | set(server)
+                if (k.startswith(cls.START_UP_VARIABLES) or k in cls.RANK_VARIABLES) and k != "PYTHONPATH"}
+        return all(env.get(k) == server.get(k) for k in keys)
+
     def __init__(self):
         import atexit
-
-        self.env = subprocess_environment()
         import tempfile
 
-        self.log = Path(tempfile.mkdtemp(prefix="reglab-warm-cli-")) / "server.log"  # what the server says
+        self.folder = Path(tempfile.mkdtemp(prefix="reglab-warm-cli-"))
+        self.log = self.folder / "server.log"  # what the server itself says
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen([sys.executable, str(ROOT / "tests" / "warm_cli.py")], cwd=ROOT,
-                                            env=self.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                            stderr=log, bufsize=0)
-        self.buffer = b""
+                                            env=subprocess_environment(), stdin=subprocess.PIPE,
+                                            stdout=subprocess.PIPE, stderr=log, bufsize=0)
+        self.buffer, self.started, self.ended, self.requests = b"", {}, {}, 0
         atexit.register(self.process.kill)
-        if self.answer(timeout=300) is None:  # {"ready": true}
+        if self.read_answer(timeout=300) is None:  # {"ready": true}
             raise RuntimeError(f"the warm CLI server did not start: {self.log.read_text()[-2000:]}")
 
-    def can_run(self, env: dict) -> bool:
-        keys = {k for k in set(env) | set(self.env) if k.startswith(self.START_UP_VARIABLES) and k != "PYTHONPATH"}
-        return all(env.get(k) == self.env.get(k) for k in keys)
-
-    def answer(self, timeout: float) -> dict | None:
-        """The server's next line, or None when none came within ``timeout`` seconds."""
+    def read_answer(self, timeout: float) -> dict | None:
+        """The server's next answer, filed (started: request id -> pid; ended: pid -> exit code), or None when
+        none came within ``timeout`` seconds."""
         import json
         import select
         import time
@@ -197,31 +220,82 @@ class WarmCLI:
                 raise RuntimeError(f"the warm CLI server ended: {self.log.read_text()[-2000:]}")
             self.buffer += chunk
         line, self.buffer = self.buffer.split(b"\n", 1)
-        return json.loads(line)
+        message = json.loads(line)
+        if "code" in message:
+            self.ended[message["pid"]] = message["code"]
+        elif "id" in message:
+            self.started[message["id"]] = message["pid"]
+        return message
 
-    def run(self, argv: list[str], cwd, env: dict, timeout: float) -> subprocess.CompletedProcess:
+    def start(self, argv: list[str], cwd, env: dict, new_session: bool = False) -> WarmProcess:
         import json
-        import signal
-        import tempfile
 
-        with tempfile.TemporaryDirectory(prefix="reglab-cli-") as folder:
-            out, err = Path(folder) / "stdout", Path(folder) / "stderr"
-            out.touch()
-            err.touch()
-            request = {"argv": argv, "cwd": str(cwd), "env": env, "stdout": str(out), "stderr": str(err)}
-            self.process.stdin.write((json.dumps(request) + "\n").encode())
-            started = self.answer(timeout=60)
-            if started is None:
+        self.requests += 1
+        name = self.requests
+        out, err = self.folder / f"{name}.out", self.folder / f"{name}.err"
+        out.touch()
+        err.touch()
+        request = {"id": name, "argv": argv, "cwd": str(cwd), "env": env, "stdout": str(out), "stderr": str(err),
+                   "new_session": new_session}
+        self.process.stdin.write((json.dumps(request) + "\n").encode())
+        while name not in self.started:
+            if self.read_answer(timeout=60) is None:
                 raise RuntimeError(f"the warm CLI server did not fork: {self.log.read_text()[-2000:]}")
-            pid = started["pid"]
-            ended = self.answer(timeout)
-            if ended is None:
-                os.kill(pid, signal.SIGKILL)
-                self.answer(timeout=60)
-                raise subprocess.TimeoutExpired([sys.executable, *argv], timeout, output=out.read_text(errors="replace"),
-                                                stderr=err.read_text(errors="replace"))
-            return subprocess.CompletedProcess([sys.executable, *argv], ended["code"],
-                                               out.read_text(errors="replace"), err.read_text(errors="replace"))
+        return WarmProcess(self, [sys.executable, *argv], self.started.pop(name), out, err)
+
+    def exit_code(self, pid: int, timeout: float) -> int | None:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while pid not in self.ended:
+            if self.read_answer(timeout=max(0.0, deadline - time.monotonic())) is None:
+                return None
+        return self.ended[pid]
+
+
+class WarmProcess:
+    """A command the warm server forked, with the part of subprocess.Popen's interface the tests use."""
+
+    class Output:
+        def __init__(self, path: Path):
+            self.path = path
+
+        def read(self) -> str:
+            return self.path.read_text(errors="replace")
+
+    def __init__(self, server: WarmCLI, args: list[str], pid: int, out: Path, err: Path):
+        self.server, self.args, self.pid, self.returncode = server, args, pid, None
+        self.stdout, self.stderr = self.Output(out), self.Output(err)
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self.returncode = self.server.exit_code(self.pid, timeout=0)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            self.returncode = self.server.exit_code(self.pid, timeout=10 ** 6 if timeout is None else timeout)
+        if self.returncode is None:
+            raise subprocess.TimeoutExpired(self.args, timeout)
+        return self.returncode
+
+    def communicate(self, timeout: float | None = None) -> tuple[str, str]:
+        self.wait(timeout)
+        return self.stdout.read(), self.stderr.read()
+
+    def send_signal(self, number: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, number)
+
+    def kill(self) -> None:
+        import signal
+
+        self.send_signal(signal.SIGKILL)
+
+    def terminate(self) -> None:
+        import signal
+
+        self.send_signal(signal.SIGTERM)
 
 
 # Small and fast: a tiny CNN, a couple of epochs, CPU, no W&B unless a test asks for it.
@@ -274,3 +348,4 @@ def wandb_offline_records(path: Path) -> dict:
         elif which == "summary":
             out["summary"].update({u.key: json.loads(u.value_json) for u in record.summary.update if u.key})
     return out
+

@@ -181,7 +181,7 @@ def test_the_ng2004_study_and_its_report_section(tmp_path):
     """A tiny version of experiment=ng2004 through the sweep machinery, then the report: λ chosen on validation per
     condition, L1 ahead of L2 with many irrelevant features, and the lasso path drawn."""
     sweep = tmp_path / "ng"
-    done = run_cli("-m", "experiment=ng2004", "reg=prox_l1,l2", "lam=0.01,0.1", "data.n_features=10,100",
+    done = run_cli("-m", "experiment=ng2004", "reg=prox_l1,l2", "lam=0.01,0.1", "data.n_features=100",
                    "data.n_relevant=3", "seed=0,1", "trainer.max_epochs=100",
                    f"hydra.sweep.dir={sweep}", timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -7,14 +7,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 import torch
 
-from conftest import ROOT, run_cli, subprocess_environment
+from conftest import run_cli, start_cli
 
 pytestmark = pytest.mark.slow
 
@@ -26,9 +24,7 @@ STEPS_PER_EPOCH = 17
 
 def start_until_checkpoint(args: list[str], run_dir):
     """``train.py args`` in a subprocess, returned once last.ckpt exists (the end of epoch 0)."""
-    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args, f"hydra.run.dir={run_dir}"],
-                               env=subprocess_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True)
+    process = start_cli(*args, f"hydra.run.dir={run_dir}")
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 240
     while not checkpoint.is_file():
@@ -100,10 +96,8 @@ def test_submitit_preemption_checkpoints_requeues_and_resumes_exactly(tmp_path, 
     """hydra/launcher=submitit_local runs a job the way hydra/launcher=slurm does on a node, with submitit's
     preemption handling: SIGUSR2 (submitit's preemption signal), a requeue, the same job started again."""
     sweep = tmp_path / "sweep"
-    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "-m", "hydra/launcher=submitit_local",
-                                "hydra.launcher.timeout_min=10", *RUN, f"hydra.sweep.dir={sweep}"],
-                               env=subprocess_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True)
+    process = start_cli("-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", *RUN,
+                        f"hydra.sweep.dir={sweep}")
     deadline = time.monotonic() + 240
     while not list(sweep.glob("*/checkpoints/last.ckpt")):  # the end of epoch 0
         assert process.poll() is None and time.monotonic() < deadline, "the sweep ended before its job was signalled"

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, run_cli, subprocess_environment
+from conftest import ROOT, run_cli, start_cli, subprocess_environment
 from reglab import folder_lock
 from reglab.errors import ConfigError, DataUnavailableError
 
@@ -58,9 +58,7 @@ def test_a_second_run_into_a_held_folder_refuses_in_one_line_and_writes_nothing(
 
 def test_two_runs_started_at_once_into_one_folder_one_trains_the_other_refuses(tmp_path):
     run_dir = tmp_path / "run"
-    args = [sys.executable, str(ROOT / "train.py"), *DIGITS, "trainer.max_epochs=3", f"hydra.run.dir={run_dir}"]
-    processes = [subprocess.Popen(args, env=subprocess_environment(), stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    processes = [start_cli(*DIGITS, "trainer.max_epochs=3", f"hydra.run.dir={run_dir}") for _ in range(2)]
     outcomes = sorted((p.wait(timeout=300), p.stderr.read()) for p in processes)
     assert [code for code, _ in outcomes] == [0, 2], outcomes
     assert "is in use by another run" in outcomes[1][1]
@@ -433,8 +431,7 @@ def test_a_signal_to_a_parallel_sweep_saves_running_jobs_starts_no_more_and_summ
     sweep = tmp_path / "sweep"
     args = ["-m", "hydra/launcher=cpus", *DIGITS, "trainer.max_epochs=60", "reg=none,l1,l2,dropout",
             f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=${hydra:runtime.choices.reg}"]
-    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], env=subprocess_environment(),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    process = start_cli(*args, new_session=True)
     started = {"training": "*/checkpoints/last.ckpt", "starting": "*/.hydra/config.yaml",
                "worker": f"*/{folder_lock.LOCK_FILE}"}[when]
     deadline = time.monotonic() + 240

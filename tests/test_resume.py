@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import ROOT, run_cli, subprocess_environment
+from conftest import run_cli, start_cli, subprocess_environment
 
 pytestmark = pytest.mark.slow
 
@@ -30,8 +28,7 @@ COMPARED = ("test/acc", "test/loss", "val/acc", "val/loss", "train/acc", "train/
 def kill_after_checkpoint(run_dir: Path, min_step: int) -> int:
     """Start the run, SIGKILL it once last.ckpt holds at least ``min_step`` steps; return that step."""
     env = subprocess_environment()
-    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *RUN, f"hydra.run.dir={run_dir}"],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = start_cli(*RUN, f"hydra.run.dir={run_dir}", env=env)
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 240
     try:

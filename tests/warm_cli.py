@@ -8,7 +8,8 @@ That saves the 5 to 10 seconds of imports per command that dominated the suite's
 itself (time to an error, what a fresh process prints) run a fresh interpreter (``run_cli(fresh=True)``).
 
 Protocol: the test process writes one JSON request per line to the server's stdin; the server forks, answers
-``{"pid": N}`` at once and ``{"pid": N, "code": C}`` when the child has ended. One request at a time."""
+``{"pid": N, "id": request id}`` at once and ``{"pid": N, "code": C}`` when the child has ended. Several
+children may run at once (a test that starts two runs into one folder, or signals a run while it trains)."""
 
 from __future__ import annotations
 
@@ -51,6 +52,8 @@ def child(request: dict) -> None:
 
 def serve() -> None:
     import logging
+    import select
+    import signal
 
     # Lightning gives its loggers a handler of their own (and stops them propagating) when it is imported before
     # anything configured logging; a fresh train.py imports it after Hydra did. A placeholder root handler
@@ -60,22 +63,55 @@ def serve() -> None:
     for name in PRELOADED:
         __import__(name)
     logging.getLogger().removeHandler(placeholder)
+
     answers = os.fdopen(os.dup(1), "w", buffering=1)
     quiet = os.open(os.devnull, os.O_WRONLY)
     os.dup2(quiet, 1)  # nothing but the answers reaches the test process
     os.close(quiet)
+    # A child's end wakes the loop through this pipe (no thread: this process forks)
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_write, False)
+    signal.set_wakeup_fd(wake_write)
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+
+    def answer(message: dict) -> None:
+        print(json.dumps(message), file=answers)
+
     print(json.dumps({"ready": True}), file=answers)
-    for line in sys.stdin:
-        request = json.loads(line)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            answers.close()
-            child(request)
-        print(json.dumps({"pid": pid}), file=answers)
-        _, status = os.waitpid(pid, 0)
-        print(json.dumps({"pid": pid, "code": os.waitstatus_to_exitcode(status)}), file=answers)
+    pending = b""
+    while True:
+        ready, _, _ = select.select([0, wake_read], [], [])
+        if wake_read in ready:
+            os.read(wake_read, 4096)
+            while True:  # every child that ended
+                try:
+                    pid, status = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if pid == 0:
+                    break
+                answer({"pid": pid, "code": os.waitstatus_to_exitcode(status)})
+        if 0 in ready:
+            chunk = os.read(0, 65536)
+            if not chunk:
+                return  # the test process is gone
+            pending += chunk
+            while b"\n" in pending:
+                line, pending = pending.split(b"\n", 1)
+                request = json.loads(line)
+                sys.stdout.flush()
+                sys.stderr.flush()
+                pid = os.fork()
+                if pid == 0:
+                    signal.set_wakeup_fd(-1)
+                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                    for fd in (wake_read, wake_write):
+                        os.close(fd)
+                    answers.close()
+                    if request.get("new_session"):
+                        os.setsid()
+                    child(request)
+                answer({"pid": pid, "id": request["id"]})
 
 
 if __name__ == "__main__":
