@@ -110,7 +110,7 @@ def test_failed_run_still_writes_results(make_config, tmp_path):
 ])
 def test_cli_bad_value_is_one_line_error(tmp_path, override, message):
     started = time.time()
-    done = run_cli("data=cifar10", "reg=l1", override, f"hydra.run.dir={tmp_path}", fresh=True)
+    done = run_cli("data=cifar10", "reg=l1", override, f"hydra.run.dir={tmp_path}")
     assert done.returncode == 2
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], done.stderr[-2000:]
@@ -290,7 +290,7 @@ def test_a_dry_run_into_a_completed_folder_of_another_config_changes_nothing(tmp
                             "+trainer.max_steps=VALUE"),
 ])
 def test_a_mistyped_key_is_one_line_naming_the_nearest(tmp_path, override, message):
-    done = run_cli("data=digits", override, f"hydra.run.dir={tmp_path / 'run'}", timeout=60, fresh=True)
+    done = run_cli("data=digits", override, f"hydra.run.dir={tmp_path / 'run'}", timeout=60)
     assert done.returncode == 2 and done.stderr.strip().count("\n") == 0, done.stderr
     assert message in done.stderr and (override.startswith("trainer.max_steps") or "+" not in done.stderr)
     assert not (tmp_path / "run").exists()

@@ -19,7 +19,7 @@ import runpy
 import sys
 
 PRELOADED = ("torch", "pytorch_lightning", "torchmetrics", "hydra", "hydra.core.global_hydra", "omegaconf",
-             "datasets", "numpy", "PIL.Image")
+             "datasets", "numpy", "PIL.Image", "sklearn.datasets", "sklearn.model_selection", "pandas")
 
 
 def child(request: dict) -> None:

@@ -4,7 +4,7 @@ __all__ = ["Regularizer", "is_selected", "select_parameters", "build_regularizer
 
 
 def __getattr__(name: str):
-    # The base classes import torch; the launcher uses drop_unselected before torch is imported (reglab.values).
+    # Imported on first use: the pre-flight calls drop_unselected and build_regularizers before torch loads.
     if name in ("Regularizer", "is_selected", "select_parameters"):
         from reglab.regularizers import base
 
