@@ -130,16 +130,17 @@ def subprocess_environment() -> dict:
     return {**env, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
 
 
-def run_cli(*args: str, cwd=ROOT, timeout=300, env=None, program=None, script="train.py", fresh=False
-            ) -> subprocess.CompletedProcess:
+def run_cli(*args: str, cwd=ROOT, timeout=300, env=None, program=None, script="train.py", fresh=False,
+            umask: int | None = None, file_size_limit: int | None = None) -> subprocess.CompletedProcess:
     """`python <script> <args>` (train.py; or under ``program``, e.g. torchrun) in a process of its own, offline.
     It is forked from a server that imported torch and Lightning once (tests/warm_cli.py), unless ``fresh``:
     a test of start-up itself (time to an error, everything a new process prints) gets a new interpreter, as
-    does every command when REGLAB_TEST_FRESH_CLI=1."""
+    does every command when REGLAB_TEST_FRESH_CLI=1. ``umask`` and ``file_size_limit`` (bytes any file may grow
+    to, as a full disk stops a write) are set in the process before the command starts."""
     env = {**subprocess_environment(), **(env or {})}
     argv = [str(ROOT / script), *args]
     if program is None and WarmCLI.serves(env, fresh):
-        process = WarmCLI.shared().start(argv, cwd, env)
+        process = WarmCLI.shared().start(argv, cwd, env, limits={"umask": umask, "file_size_limit": file_size_limit})
         try:
             stdout, stderr = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -147,8 +148,18 @@ def run_cli(*args: str, cwd=ROOT, timeout=300, env=None, program=None, script="t
             process.wait(timeout=60)
             raise
         return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    def limit():
+        if umask is not None:
+            os.umask(umask)
+        if file_size_limit:
+            import resource
+            import signal
+
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+
     return subprocess.run([*(program or [sys.executable]), *argv], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, preexec_fn=limit)
 
 
 def start_cli(*args: str, script="train.py", env=None, new_session=False, fresh=False):
@@ -227,7 +238,8 @@ class WarmCLI:
             self.started[message["id"]] = message["pid"]
         return message
 
-    def start(self, argv: list[str], cwd, env: dict, new_session: bool = False) -> WarmProcess:
+    def start(self, argv: list[str], cwd, env: dict, new_session: bool = False, limits: dict | None = None
+              ) -> WarmProcess:
         import json
 
         self.requests += 1
@@ -236,7 +248,7 @@ class WarmCLI:
         out.touch()
         err.touch()
         request = {"id": name, "argv": argv, "cwd": str(cwd), "env": env, "stdout": str(out), "stderr": str(err),
-                   "new_session": new_session}
+                   "new_session": new_session, **(limits or {})}
         self.process.stdin.write((json.dumps(request) + "\n").encode())
         while name not in self.started:
             if self.read_answer(timeout=60) is None:

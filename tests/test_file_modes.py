@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
-import sys
 
 import pytest
 
-from conftest import ROOT, subprocess_environment
+from conftest import run_cli
 
 
 def mode(path) -> int:
@@ -40,10 +38,8 @@ def test_atomic_writes_and_the_tokenizer_cache_follow_the_umask(tmp_path, umask,
 @pytest.mark.slow
 def test_a_run_under_umask_002_leaves_group_writable_results(tmp_path):
     run_dir = tmp_path / "run"
-    command = (f"umask 002 && {sys.executable} {ROOT / 'train.py'} data=digits model=cnn_small model.widths=[8] "
-               f"model.fc_hidden=8 trainer.max_epochs=1 logger=default hydra.run.dir={run_dir}")
-    done = subprocess.run(["sh", "-c", command], env=subprocess_environment(), capture_output=True, text=True,
-                          timeout=300)
+    done = run_cli("data=digits", "model=cnn_small", "model.widths=[8]", "model.fc_hidden=8", "trainer.max_epochs=1",
+                   "logger=default", f"hydra.run.dir={run_dir}", umask=0o002)
     assert done.returncode == 0, done.stderr[-2000:]
     for name in ("results.json", "wandb_run.json", "checkpoints/last.ckpt"):
         assert mode(run_dir / name) == 0o664, name

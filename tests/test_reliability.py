@@ -10,7 +10,6 @@ import logging
 import os
 import pickle
 import re
-import resource
 import shutil
 import signal
 import socket
@@ -23,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, run_cli, start_cli, subprocess_environment
+from conftest import run_cli, start_cli, subprocess_environment
 from reglab import folder_lock
 from reglab.errors import ConfigError, DataUnavailableError
 
@@ -383,14 +382,9 @@ def test_a_failed_write_is_one_line_and_keeps_the_old_file(tmp_path):
 
 
 def test_a_full_disk_during_a_checkpoint_is_one_line_and_leaves_no_torn_file(tmp_path):
-    def limit_file_size():  # every file this process writes stops at 100 kB, as a full disk would stop it
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
-
-    run_dir = tmp_path / "run"
-    done = subprocess.run([sys.executable, str(ROOT / "train.py"), "data=digits", "trainer.max_epochs=1",
-                           "logger=csv", f"hydra.run.dir={run_dir}"], preexec_fn=limit_file_size,
-                          capture_output=True, text=True, env=subprocess_environment(), timeout=300)
+    run_dir = tmp_path / "run"  # every file the run writes stops at 100 kB, as a full disk would stop it
+    done = run_cli("data=digits", "trainer.max_epochs=1", "logger=csv", f"hydra.run.dir={run_dir}",
+                   file_size_limit=100_000)
     assert done.returncode == 2, done.stderr[-3000:]
     assert done.stderr.strip().splitlines() == [
         f"error: cannot write {run_dir}/checkpoints/last.ckpt: the file is larger than this process may write "
@@ -402,15 +396,10 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_and_leaves_no_torn_file(tmp
 
 
 def test_a_full_disk_during_the_data_cache_write_is_one_line_and_caches_nothing(tmp_path, cifar_parquet):
-    def limit_file_size():  # the source's Arrow copy (about 220 kB) fits, the decoded tensors (340 kB) do not
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
-
-    cache = tmp_path / "cache"
-    done = subprocess.run([sys.executable, str(ROOT / "train.py"), "data=images", f"data.path={cifar_parquet}",
-                           "data.val_size=10", "trainer.max_epochs=1", "logger=csv", f"paths.cache_dir={cache}",
-                           f"hydra.run.dir={tmp_path / 'run'}"], preexec_fn=limit_file_size, capture_output=True,
-                          text=True, env=subprocess_environment(), timeout=300)
+    cache = tmp_path / "cache"  # the source's Arrow copy (about 220 kB) fits, the decoded tensors (340 kB) do not
+    done = run_cli("data=images", f"data.path={cifar_parquet}", "data.val_size=10", "trainer.max_epochs=1",
+                   "logger=csv", f"paths.cache_dir={cache}", f"hydra.run.dir={tmp_path / 'run'}",
+                   file_size_limit=300_000)
     assert done.returncode == 2, done.stderr[-3000:]
     error = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(error) == 1 and error[0].startswith(f"error: cannot write {cache}/images/parquet-") and \

@@ -26,6 +26,14 @@ def child(request: dict) -> None:
     """In the forked child: become the requested command, then exit as it did (raising SystemExit here lets
     the interpreter end normally: non-daemon threads joined, atexit handlers run, as in a fresh process)."""
     os.chdir(request["cwd"])
+    if request.get("umask") is not None:
+        os.umask(request["umask"])
+    if request.get("file_size_limit"):  # as a full disk would stop a write: SIGXFSZ ignored, the write fails
+        import resource
+        import signal
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (request["file_size_limit"], request["file_size_limit"]))
     os.environ.clear()
     os.environ.update(request["env"])
     for fd, path, flags in ((0, os.devnull, os.O_RDONLY), (1, request["stdout"], os.O_WRONLY | os.O_TRUNC),
