@@ -42,6 +42,10 @@ def configure(verbose: bool) -> None:
     """Called once per job before training: the console policy for this process."""
     global VERBOSE
     VERBOSE = bool(verbose)
+    # Lightning logs "Received SIGTERM" from inside its signal handler. A second signal arriving while that line
+    # is being written (a sweep's workers relay a stop to the launcher, which signals them back) re-enters the
+    # log file's writer, and logging prints a traceback for it. reglab says itself how a run stopped.
+    logging.getLogger("pytorch_lightning.trainer.connectors.signal_connector").setLevel(logging.WARNING)
     if VERBOSE:
         return
     for pattern in HARMLESS_WARNINGS:
