@@ -136,24 +136,34 @@ def subprocess_environment() -> dict:
     return {**env, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
 
 
-def run_cli(*args: str, cwd=ROOT, timeout=300, env=None, program=None, script="train.py", fresh=False,
-            umask: int | None = None, file_size_limit: int | None = None) -> subprocess.CompletedProcess:
-    """`python <script> <args>` (train.py; or under ``program``, e.g. torchrun) in a process of its own, offline.
-    It is forked from a server that imported torch and Lightning once (tests/warm_cli.py), unless ``fresh``:
-    a test of start-up itself (time to an error, everything a new process prints) gets a new interpreter, as
-    does every command when REGLAB_TEST_FRESH_CLI=1. ``umask`` and ``file_size_limit`` (bytes any file may grow
-    to, as a full disk stops a write) are set in the process before the command starts."""
+def run_cli(*args: str, timeout=300, **how) -> subprocess.CompletedProcess:
+    """`python <script> <args>` run to its end in a process of its own, offline (see ``start_cli`` for ``how``);
+    on a timeout it is killed and subprocess.TimeoutExpired raised, as subprocess.run does."""
+    process = start_cli(*args, **how)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=60)
+        raise
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def start_cli(*args: str, script="train.py", cwd=ROOT, env=None, program=None, new_session=False, fresh=False,
+              umask: int | None = None, file_size_limit: int | None = None):
+    """`python <script> <args>` (train.py; or under ``program``, e.g. torchrun) started in a process of its own,
+    offline, and returned running, as subprocess.Popen would: ``pid``, ``poll()``, ``wait()``, ``communicate()``,
+    ``send_signal()``, and ``stdout`` / ``stderr`` to read once it has ended. It is forked from a server that
+    imported torch and Lightning once (tests/warm_cli.py), unless ``fresh``: a test of start-up itself (time to
+    an error, everything a new process prints) gets a new interpreter, as does every command when
+    REGLAB_TEST_FRESH_CLI=1. ``new_session``: its own process group. ``umask`` and ``file_size_limit`` (bytes any
+    file may grow to, as a full disk stops a write) are set in the process before the command starts."""
     env = {**subprocess_environment(), **(env or {})}
     argv = [str(ROOT / script), *args]
     if program is None and WarmCLI.serves(env, fresh):
-        process = WarmCLI.shared().start(argv, cwd, env, limits={"umask": umask, "file_size_limit": file_size_limit})
-        try:
-            stdout, stderr = process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=60)
-            raise
-        return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+        return WarmCLI.shared().start(argv, cwd, env, new_session,
+                                      limits={"umask": umask, "file_size_limit": file_size_limit})
+
     def limit():
         if umask is not None:
             os.umask(umask)
@@ -164,20 +174,8 @@ def run_cli(*args: str, cwd=ROOT, timeout=300, env=None, program=None, script="t
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
             resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
 
-    return subprocess.run([*(program or [sys.executable]), *argv], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout, preexec_fn=limit)
-
-
-def start_cli(*args: str, script="train.py", env=None, new_session=False, fresh=False):
-    """`python <script> <args>` started and returned running, as subprocess.Popen would (forked from the warm
-    server as run_cli's commands are): ``pid``, ``poll()``, ``wait()``, ``communicate()``, ``send_signal()``,
-    and ``stdout`` / ``stderr`` to read once it has ended. ``new_session``: its own process group."""
-    env = {**subprocess_environment(), **(env or {})}
-    argv = [str(ROOT / script), *args]
-    if WarmCLI.serves(env, fresh):
-        return WarmCLI.shared().start(argv, ROOT, env, new_session)
-    return subprocess.Popen([sys.executable, *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=new_session)
+    return subprocess.Popen([*(program or [sys.executable]), *argv], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=new_session, preexec_fn=limit)
 
 
 class WarmCLI:

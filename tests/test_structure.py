@@ -84,7 +84,7 @@ def test_a_run_checks_each_thing_once_and_its_config_visits_the_launcher_at_most
     cfg = make_config("data=digits", "reg=weight_decay")  # weight_decay: the decoupled-decay check runs too
     watched = {f.__code__: f"{m.__name__}.{name}" for m in (values, checks, optim, contracts, preflight)
                for name, f in vars(m).items() if inspect.isfunction(f) and f.__module__ == m.__name__
-               and (name.startswith("check_") or name in ("preflight", "validate", "checked", "label_of"))}
+               and (name.startswith("check_") or name in ("preflight", "validate", "checked", "label_and_identity"))}
     watched[regularizers.build_regularizers.__code__] = "build_regularizers"
     watched[RunLabel.of.__func__.__code__] = "RunLabel.of"
     launcher, package = run.__file__, str(Path(run.__file__).parent)

@@ -53,17 +53,18 @@ class Preflight:
                          self.completed)
 
 
-def label_of(cfg: DictConfig) -> RunLabel:
-    """The composed config as a job runs it: an experiment's settings for regularizers this job does not select
-    are dropped (they are not part of the run), and the run's label is read off Hydra (here, where Hydra composed
-    the job: spawned ranks have no Hydra of their own)."""
+def label_and_identity(cfg: DictConfig) -> tuple[RunLabel, dict]:
+    """The composed config as a job runs it, named: an experiment's settings for regularizers this job does not
+    select are dropped (they are not part of the run); then the run's label, read off Hydra (here, where Hydra
+    composed the job: spawned ranks have no Hydra of their own), and its identity (what a completed run must
+    match to be skipped)."""
     from reglab.regularizers import drop_unselected
 
     unselected = drop_unselected(cfg.reg)
     if unselected:
         # debug: a study sets every regularizer it sweeps, so each of its jobs ignores most of them
         log.debug("ignoring settings of regularizers this run does not select: %s", ", ".join(unselected))
-    return RunLabel.of(cfg)
+    return RunLabel.of(cfg), run_identity(OmegaConf.to_container(cfg, resolve=True))
 
 
 def preflight(cfg: DictConfig) -> Preflight:
@@ -72,8 +73,7 @@ def preflight(cfg: DictConfig) -> Preflight:
     A config that fails validation leaves a ``status: failed`` results.json (a sweep's record of the job)."""
     dry_run = cfg.get("dry_run", False)
     output_dir = Path(cfg.paths.output_dir)
-    label = label_of(cfg)
-    identity = run_identity(OmegaConf.to_container(cfg, resolve=True))
+    label, identity = label_and_identity(cfg)
     previous = completed_results(output_dir, identity, dry_run, cfg.get("resume", "auto"))
     if previous is not None and cfg.get("skip_completed", True):
         return Preflight(cfg, label, identity, completed=previous)
@@ -92,8 +92,7 @@ def preflight(cfg: DictConfig) -> Preflight:
 def validate(cfg: DictConfig) -> Preflight:
     """Every check of ``cfg`` and what they build, without the run folder: for scripts and tests that train
     without the launcher (scripts/bench.py). It and the launcher's ``preflight`` both run ``checked``."""
-    label = label_of(cfg)
-    return checked(cfg, label, run_identity(OmegaConf.to_container(cfg, resolve=True)))
+    return checked(cfg, *label_and_identity(cfg))
 
 
 def checked(cfg: DictConfig, label: RunLabel, identity: dict) -> Preflight:
