@@ -431,6 +431,30 @@ def test_every_regularizers_errors_name_the_key_it_is_configured_under(target, e
     assert set(entry) - {"_target_"} <= set(allowed) and "\n" not in str(raised.value)
 
 
+def test_every_regularizer_refuses_a_bad_value_before_torch_is_imported():
+    """A typo in any reg.* value is refused about half a second after the command, not after torch's second of
+    imports: each shipped class builds (and checks its declared rules) in a fresh interpreter with no torch."""
+    import json
+    import subprocess
+    import sys
+
+    script = ("import json, sys\n"
+              "from omegaconf import OmegaConf\n"
+              "from reglab.errors import ConfigError\n"
+              "from reglab.regularizers import build_regularizers\n"
+              "for target, entry in json.loads(sys.argv[1]):\n"
+              "    build_regularizers(OmegaConf.create({'my_head': entry}))\n"
+              "    try:\n"
+              "        build_regularizers(OmegaConf.create({'my_head': {**entry, 'bogus': 1}}))\n"
+              "    except ConfigError:\n"
+              "        pass\n"
+              "    if 'torch' in sys.modules:\n"
+              "        sys.exit(f'{target} imported torch')\n")
+    done = subprocess.run([sys.executable, "-c", script, json.dumps(every_regularizer_entry())],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def test_a_rule_is_declared_only_for_a_field_the_class_takes():
     from hydra.utils import get_class
 

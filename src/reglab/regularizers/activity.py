@@ -1,10 +1,14 @@
-from fnmatch import fnmatchcase
+from __future__ import annotations
 
-import torch
+from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING
 
 from reglab.errors import ConfigError
 from reglab.regularizers.base import Regularizer
 from reglab.values import non_negative
+
+if TYPE_CHECKING:
+    import torch
 
 
 class Activity(Regularizer):
@@ -55,6 +59,8 @@ class Activity(Regularizer):
         self._handles = []
 
     def penalty(self, model):
+        import torch  # here, not at import: a bad reg.activity.l1 / l2 is refused before torch loads
+
         self.remove_hooks()
         terms, self._terms = self._terms, []
         if not terms:  # no watched forward pass since the last read (e.g. asked outside training)

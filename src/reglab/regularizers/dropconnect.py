@@ -9,14 +9,15 @@ run draws the masks it would have drawn."""
 from __future__ import annotations
 
 from fnmatch import fnmatchcase
-
-import torch
-import torch.nn.functional as F
-from torch import nn
+from typing import TYPE_CHECKING
 
 from reglab.errors import ConfigError
 from reglab.regularizers.base import Regularizer
 from reglab.values import dropout_rate
+
+if TYPE_CHECKING:  # torch is imported when the regularizer runs: a bad reg.dropconnect.p is refused before it loads
+    import torch
+    from torch import nn
 
 
 class DropConnect(Regularizer):
@@ -33,6 +34,8 @@ class DropConnect(Regularizer):
         self._pending_state: torch.Tensor | None = None
 
     def configure(self, model: nn.Module) -> None:
+        from torch import nn
+
         self._layers = [module for name, module in model.named_modules()
                        if isinstance(module, nn.Linear) and any(fnmatchcase(name, p) for p in self.module_patterns)]
         if not self._layers:
@@ -44,6 +47,9 @@ class DropConnect(Regularizer):
             layer.forward = self._masked_forward(layer)
 
     def _masked_forward(self, layer: nn.Linear):
+        import torch
+        import torch.nn.functional as F
+
         def forward(inputs: torch.Tensor) -> torch.Tensor:
             if not layer.training or self.p == 0.0:
                 return F.linear(inputs, layer.weight, layer.bias)
@@ -55,6 +61,8 @@ class DropConnect(Regularizer):
     def masks(self, device: torch.device) -> torch.Generator:
         """The mask generator, made on the weights' device at the first masked step: seeded from torch's initial
         seed (the run's seed, set by seed_everything), or put back to a checkpoint's state."""
+        import torch
+
         if self._generator is None or self._generator.device != device:
             self._generator = torch.Generator(device=device)
             self._generator.manual_seed(torch.initial_seed())

@@ -1,6 +1,3 @@
-import torch
-
-from reglab.optim import adaptive_step_scales
 from reglab.regularizers.base import Regularizer
 from reglab.values import non_negative
 
@@ -29,18 +26,22 @@ class ProxL1(Regularizer):
         super().__init__(**selection)
         self.strength = float(strength)
 
-    @torch.no_grad()
     def after_step(self, model, lr: float, optimizer=None) -> None:
+        import torch  # here, not at import: a bad reg.*.strength is refused before torch loads
+
+        from reglab.optim import adaptive_step_scales
+
         base = lr * self.strength
         if base <= 0:
             return
-        scales = adaptive_step_scales(optimizer, self.params) if optimizer is not None else None
-        if scales is None:
-            # w - clamp(w, -t, t) is the soft threshold, and exactly 0.0 where |w| <= t
-            clipped = torch._foreach_clamp_min(torch._foreach_clamp_max(self.params, base), -base)
-        else:
-            thresholds = scales  # fresh tensors: scaled in place
-            torch._foreach_mul_(thresholds, base)
-            clipped = torch._foreach_maximum(torch._foreach_minimum(self.params, thresholds),
-                                             torch._foreach_neg(thresholds))
-        torch._foreach_sub_(self.params, clipped)
+        with torch.no_grad():
+            scales = adaptive_step_scales(optimizer, self.params) if optimizer is not None else None
+            if scales is None:
+                # w - clamp(w, -t, t) is the soft threshold, and exactly 0.0 where |w| <= t
+                clipped = torch._foreach_clamp_min(torch._foreach_clamp_max(self.params, base), -base)
+            else:
+                thresholds = scales  # fresh tensors: scaled in place
+                torch._foreach_mul_(thresholds, base)
+                clipped = torch._foreach_maximum(torch._foreach_minimum(self.params, thresholds),
+                                                 torch._foreach_neg(thresholds))
+            torch._foreach_sub_(self.params, clipped)
