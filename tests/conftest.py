@@ -15,11 +15,13 @@ for _var, _value in (("HF_DATASETS_OFFLINE", "1"), ("HF_HUB_OFFLINE", "1"), ("WA
                      ("WANDB_SILENT", "true")):
     os.environ.setdefault(_var, _value)
 # A pytest-xdist worker gets its share of the cores for torch's intra-op threads (inherited by every command it
-# starts): with -n auto each of N workers training at once on N cores with N OpenMP threads apiece spin-waited
-# on the others, which cost the suite a sixth of its time (444 s -> 369 s on 2 cores). A value set by the
-# user is kept; the controller process, which trains nothing, sets none.
+# starts): under -n N, N workers training at once with a thread per core apiece spin-waited on each other, which
+# cost the suite a sixth of its time (444 s -> 369 s on 2 cores). The cores are those this process may run on
+# (its affinity, as -n auto counts them). A value set by the user is kept; the controller, which trains
+# nothing, sets none.
 if "PYTEST_XDIST_WORKER_COUNT" in os.environ and "OMP_NUM_THREADS" not in os.environ:
-    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    os.environ["OMP_NUM_THREADS"] = str(max(1, _cores // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -144,7 +146,7 @@ def run_cli(*args: str, timeout=300, **how) -> subprocess.CompletedProcess:
         stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         process.kill()
-        process.wait(timeout=60)
+        process.communicate(timeout=60)
         raise
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
@@ -156,9 +158,10 @@ def start_cli(*args: str, script="train.py", cwd=ROOT, env=None, program=None, n
     ``send_signal()``, and ``stdout`` / ``stderr`` to read once it has ended. It is forked from a server that
     imported torch and Lightning once (tests/warm_cli.py), unless ``fresh``: a test of start-up itself (time to
     an error, everything a new process prints) gets a new interpreter, as does every command when
-    REGLAB_TEST_FRESH_CLI=1. ``new_session``: its own process group. ``umask`` and ``file_size_limit`` (bytes any
-    file may grow to, as a full disk stops a write) are set in the process before the command starts."""
-    env = {**subprocess_environment(), **(env or {})}
+    REGLAB_TEST_FRESH_CLI=1. ``env`` adds to the test's environment (a value of None removes the variable).
+    ``new_session``: its own process group. ``umask`` and ``file_size_limit`` (bytes any file may grow to, as a
+    full disk stops a write) are set in the process before the command starts."""
+    env = {k: v for k, v in {**subprocess_environment(), **(env or {})}.items() if v is not None}
     argv = [str(ROOT / script), *args]
     if program is None and WarmCLI.serves(env, fresh):
         return WarmCLI.shared().start(argv, cwd, env, new_session,
@@ -174,8 +177,10 @@ def start_cli(*args: str, script="train.py", cwd=ROOT, env=None, program=None, n
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
             resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
 
+    limited = umask is not None or bool(file_size_limit)  # preexec_fn only when needed: this process has threads
     return subprocess.Popen([*(program or [sys.executable]), *argv], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=new_session, preexec_fn=limit)
+                            stderr=subprocess.PIPE, text=True, start_new_session=new_session,
+                            preexec_fn=limit if limited else None)
 
 
 class WarmCLI:
@@ -198,7 +203,9 @@ class WarmCLI:
     def serves(cls, env: dict, fresh: bool) -> bool:
         if fresh or os.environ.get("REGLAB_TEST_FRESH_CLI") == "1":
             return False
-        server = subprocess_environment()
+        # the environment the server imported torch under (or will, when it starts)
+        alive = cls._shared is not None and cls._shared.process.poll() is None
+        server = cls._shared.environment if alive else subprocess_environment()
         keys = {k for k in set(env) | set(server)
                 if (k.startswith(cls.START_UP_VARIABLES) or k in cls.RANK_VARIABLES) and k != "PYTHONPATH"}
         return all(env.get(k) == server.get(k) for k in keys)
@@ -209,9 +216,10 @@ class WarmCLI:
 
         self.folder = Path(tempfile.mkdtemp(prefix="reglab-warm-cli-"))
         self.log = self.folder / "server.log"  # what the server itself says
+        self.environment = subprocess_environment()
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen([sys.executable, str(ROOT / "tests" / "warm_cli.py")], cwd=ROOT,
-                                            env=subprocess_environment(), stdin=subprocess.PIPE,
+                                            env=self.environment, stdin=subprocess.PIPE,
                                             stdout=subprocess.PIPE, stderr=log, bufsize=0)
         self.buffer, self.started, self.ended, self.requests = b"", {}, {}, 0
         atexit.register(self.process.kill)

@@ -433,26 +433,38 @@ def test_every_regularizers_errors_name_the_key_it_is_configured_under(target, e
 
 def test_every_regularizer_refuses_a_bad_value_before_torch_is_imported():
     """A typo in any reg.* value is refused about half a second after the command, not after torch's second of
-    imports: each shipped class builds (and checks its declared rules) in a fresh interpreter with no torch."""
+    imports: in a fresh interpreter, each shipped class builds, refuses a bad value of every field it declares a
+    rule for and a field it does not take, and torch is still not imported."""
     import json
     import subprocess
     import sys
 
+    from hydra.utils import get_class
+
+    cases = []  # (class path, its settings, a settings dict the class must refuse)
+    for target, entry in every_regularizer_entry():
+        rules = get_class(target).declared_rules()
+        cases += [(target, entry, {**entry, field: a_bad_value(rule)}) for field, rule in rules.items()
+                  if field in entry]
+        cases.append((target, entry, {**entry, "bogus": 1}))
     script = ("import json, sys\n"
               "from omegaconf import OmegaConf\n"
               "from reglab.errors import ConfigError\n"
               "from reglab.regularizers import build_regularizers\n"
-              "for target, entry in json.loads(sys.argv[1]):\n"
+              "for target, entry, bad in json.loads(sys.argv[1]):\n"
               "    build_regularizers(OmegaConf.create({'my_head': entry}))\n"
               "    try:\n"
-              "        build_regularizers(OmegaConf.create({'my_head': {**entry, 'bogus': 1}}))\n"
+              "        build_regularizers(OmegaConf.create({'my_head': bad}))\n"
               "    except ConfigError:\n"
               "        pass\n"
+              "    else:\n"
+              "        sys.exit(f'{target} accepted {bad}')\n"
               "    if 'torch' in sys.modules:\n"
               "        sys.exit(f'{target} imported torch')\n")
-    done = subprocess.run([sys.executable, "-c", script, json.dumps(every_regularizer_entry())],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", script, json.dumps(cases)], capture_output=True, text=True,
+                          timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert len(cases) > 2 * len(every_regularizer_entry())  # the bad values were tried, not only unknown fields
 
 
 def test_a_rule_is_declared_only_for_a_field_the_class_takes():

@@ -27,7 +27,7 @@ class ProxL1(Regularizer):
         self.strength = float(strength)
 
     def after_step(self, model, lr: float, optimizer=None) -> None:
-        import torch  # here, not at import: a bad reg.*.strength is refused before torch loads
+        import torch  # here, not at import: a bad reg.prox_l1.strength is refused before torch loads
 
         from reglab.optim import adaptive_step_scales
 
