@@ -167,20 +167,14 @@ def start_cli(*args: str, script="train.py", cwd=ROOT, env=None, program=None, n
         return WarmCLI.shared().start(argv, cwd, env, new_session,
                                       limits={"umask": umask, "file_size_limit": file_size_limit})
 
-    def limit():
-        if umask is not None:
-            os.umask(umask)
-        if file_size_limit:
-            import resource
-            import signal
+    from functools import partial
 
-            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-            resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+    from warm_cli import apply_limits
 
     limited = umask is not None or bool(file_size_limit)  # preexec_fn only when needed: this process has threads
     return subprocess.Popen([*(program or [sys.executable]), *argv], cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=new_session,
-                            preexec_fn=limit if limited else None)
+                            preexec_fn=partial(apply_limits, umask, file_size_limit) if limited else None)
 
 
 class WarmCLI:

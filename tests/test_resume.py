@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import run_cli, start_cli, subprocess_environment
+from conftest import run_cli, start_cli
 
 pytestmark = pytest.mark.slow
 
@@ -27,8 +27,7 @@ COMPARED = ("test/acc", "test/loss", "val/acc", "val/loss", "train/acc", "train/
 
 def kill_after_checkpoint(run_dir: Path, min_step: int) -> int:
     """Start the run, SIGKILL it once last.ckpt holds at least ``min_step`` steps; return that step."""
-    env = subprocess_environment()
-    process = start_cli(*RUN, f"hydra.run.dir={run_dir}", env=env)
+    process = start_cli(*RUN, f"hydra.run.dir={run_dir}")
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 240
     try:

@@ -22,18 +22,25 @@ PRELOADED = ("torch", "pytorch_lightning", "torchmetrics", "hydra", "hydra.core.
              "datasets", "numpy", "PIL.Image", "sklearn.datasets", "sklearn.model_selection", "pandas")
 
 
-def child(request: dict) -> None:
-    """In the forked child: become the requested command, then exit as it did (raising SystemExit here lets
-    the interpreter end normally: non-daemon threads joined, atexit handlers run, as in a fresh process)."""
-    os.chdir(request["cwd"])
-    if request.get("umask") is not None:
-        os.umask(request["umask"])
-    if request.get("file_size_limit"):  # as a full disk would stop a write: SIGXFSZ ignored, the write fails
+def apply_limits(umask: int | None = None, file_size_limit: int | None = None) -> None:
+    """A command's process limits, set in it before it starts (here in a forked child; conftest's fresh
+    commands call it as their preexec_fn): its umask, and the bytes any file may grow to, as a full disk would
+    stop a write (SIGXFSZ ignored: the write fails)."""
+    if umask is not None:
+        os.umask(umask)
+    if file_size_limit:
         import resource
         import signal
 
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (request["file_size_limit"], request["file_size_limit"]))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+
+
+def child(request: dict) -> None:
+    """In the forked child: become the requested command, then exit as it did (raising SystemExit here lets
+    the interpreter end normally: non-daemon threads joined, atexit handlers run, as in a fresh process)."""
+    os.chdir(request["cwd"])
+    apply_limits(request.get("umask"), request.get("file_size_limit"))
     os.environ.clear()
     os.environ.update(request["env"])
     for fd, path, flags in ((0, os.devnull, os.O_RDONLY), (1, request["stdout"], os.O_WRONLY | os.O_TRUNC),
